@@ -1,0 +1,1 @@
+"""Thin I/O adapters, each tested against a real counterpart."""

@@ -1,0 +1,1 @@
+"""Pure core: no sockets, files, clocks or kubernetes imports."""

@@ -1,0 +1,113 @@
+"""The values that flow from sources to sinks.
+
+Contract: everything here is immutable and compares by value, so a sink can tell "nothing
+changed" with one `==`. `NodeInfo` keeps only what nodehosts publishes or reports about a
+Node; everything else in the (large, heartbeat-churning) Node JSON is dropped at the parsing
+boundary (`nodehosts.core.nodes.node_from_json`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What one Node contributes: its name, its addresses (API order) and its state."""
+
+    name: str
+    # (type, address) pairs exactly as listed in status.addresses, e.g. ("InternalIP", "10.240.0.101").
+    # Kept as strings: validation and family split are the record policy's job, so a bad
+    # address is reported per node instead of failing the whole Node.
+    addresses: tuple[tuple[str, str], ...]
+    # True/False from the Ready condition, None when the kubelet has not reported one.
+    ready: bool | None
+    unschedulable: bool
+
+    @property
+    def hostname(self) -> str | None:
+        """The first `Hostname` address, the name the apiserver uses to reach the kubelet."""
+        for kind, value in self.addresses:
+            if kind == "Hostname":
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One published host: its names (canonical first) and its addresses."""
+
+    # Lower-case. names[0] is the canonical name: the FQDN `<name>.<domain>` for a node name
+    # without a dot (or the bare name when the domain is empty), the name as given otherwise.
+    names: tuple[str, ...]
+    # Sorted: IPv4 before IPv6, each by numeric value. Never empty.
+    addresses: tuple[IPAddress, ...]
+    origin: Literal["node", "static"]
+    # The Node's metadata.name for origin "node"; None for static hosts.
+    node: str | None = None
+
+    @property
+    def canonical(self) -> str:
+        return self.names[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSet:
+    """Everything published, sorted by canonical name: equal content gives equal objects."""
+
+    hosts: tuple[Host, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def by_name(self) -> Mapping[str, Host]:
+        """Every published name (lower-case) -> its host. Names are unique across hosts."""
+        return {name: host for host in self.hosts for name in host.names}
+
+    def by_address(self) -> Mapping[IPAddress, Host]:
+        """Node address -> its host (first host in canonical order wins for shared addresses)."""
+        out: dict[IPAddress, Host] = {}
+        for host in self.hosts:
+            for address in host.addresses:
+                out.setdefault(address, host)
+        return out
+
+    def address_count(self) -> int:
+        return sum(len(host.addresses) for host in self.hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDecision:
+    """Why a node is (or is not) published, for `nodehosts dump` and the logs."""
+
+    node: str
+    names: tuple[str, ...]
+    addresses: tuple[IPAddress, ...]
+    ready: bool | None
+    unschedulable: bool
+    published: bool
+    # Why the node was skipped, or a note on what was dropped (a lost name collision).
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Collision:
+    """A name claimed by more than one host; `winner` keeps it, the others lose it."""
+
+    name: str
+    winner: str
+    losers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """The record policy's full result: what to publish and why."""
+
+    records: RecordSet
+    decisions: tuple[NodeDecision, ...] = ()
+    collisions: tuple[Collision, ...] = field(default=())
