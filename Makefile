@@ -1,0 +1,48 @@
+# The two README commands: `make demo` and `make test`. Each sets up what it needs first.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VENV_DEBIAN := .venv-debian
+PYTEST_ARGS ?=
+
+.PHONY: demo test check lint format system-deps e2e bench clean
+
+# Newest releases from PyPI.
+$(VENV)/.stamp: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test,dev]'
+	touch $@
+
+# Debian bookworm's python3 and python3-* packages (the oldest versions we support).
+$(VENV_DEBIAN)/.stamp: pyproject.toml scripts/system-deps
+	bash scripts/system-deps
+	/usr/bin/python3 -m venv --system-site-packages $(VENV_DEBIAN)
+	$(VENV_DEBIAN)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+system-deps:
+	bash scripts/system-deps
+
+demo: $(VENV)/.stamp
+	$(VENV)/bin/nodehosts demo
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check nodehosts tests bench
+	$(VENV)/bin/ruff format --check nodehosts tests bench
+
+format: $(VENV)/.stamp
+	$(VENV)/bin/ruff format nodehosts tests bench
+	$(VENV)/bin/ruff check --fix nodehosts tests bench
+
+# Everything but the booted-container tests, against both dependency sets.
+check: $(VENV)/.stamp $(VENV_DEBIAN)/.stamp lint
+	$(VENV)/bin/python -m pytest -q -m 'not e2e' $(PYTEST_ARGS)
+	$(VENV_DEBIAN)/bin/python -m pytest -q -m 'not e2e' $(PYTEST_ARGS)
+
+# The full suite: check, then the Debian package in booted bookworm and trixie containers.
+test: check
+	$(VENV)/bin/python -m pytest -q -m e2e $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(VENV_DEBIAN) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

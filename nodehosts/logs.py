@@ -1,0 +1,48 @@
+"""structlog setup: console lines on a terminal, one JSON object per line otherwise (journald).
+
+Contract: `configure(format, level)` is called once by the CLI before anything logs; modules
+just do `log = structlog.get_logger(__name__)` and log fixed snake_case events with keys.
+Output goes to stderr so that `nodehosts dump` keeps stdout for its data.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def configure(log_format: str = "auto", level: str = "info", *, stream: TextIO | None = None) -> None:
+    """Route structlog (and the stdlib loggers of libraries) to one stream in one style."""
+    out = stream if stream is not None else sys.stderr
+    use_console = log_format == "console" or (log_format == "auto" and out.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    # urllib3 and the kubernetes client log through the stdlib; keep their noise at warning.
+    logging.basicConfig(level=logging.WARNING, stream=out, format="%(name)s: %(message)s")
+    for noisy in ("urllib3", "kubernetes"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)

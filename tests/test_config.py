@@ -1,0 +1,134 @@
+"""Settings from TOML and flags: defaults, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from nodehosts.config import ConfigError, Settings, build_settings, read_config_file
+
+
+def test_no_file_and_no_flags_gives_the_documented_defaults() -> None:
+    """An empty config is the lab's defaults."""
+    settings = build_settings({}, {})
+    assert settings == Settings()
+    assert settings.domain == "node.internal"
+    assert settings.address_types == ("InternalIP", "ExternalIP")
+    assert settings.ttl == 30 and settings.negative_ttl == 5
+    assert settings.hosts_file is None and settings.dns_listen == ()
+
+
+def test_file_values_are_typed() -> None:
+    """Every section's keys become typed values."""
+    settings = build_settings(
+        {
+            "kubernetes": {"kubeconfig": "/etc/nodehosts/kubeconfig", "label_selector": "a=b"},
+            "records": {
+                "domain": "Cluster.Lab.",
+                "address_types": ["ExternalIP", "InternalIP"],
+                "static_hosts": "/etc/nodehosts/static-hosts",
+                "exclude_not_ready": True,
+                "exclude_unschedulable": True,
+            },
+            "hosts": {"file": "/var/lib/nodehosts/hosts/nodes.hosts"},
+            "dns": {
+                "listen": ["10.240.0.40:53", "[::1]:5353", "127.0.0.1"],
+                "ttl": 60,
+                "negative_ttl": 10,
+                "upstream": ["1.1.1.1", "9.9.9.9:5353"],
+                "allow_recursion_from": ["10.240.0.0/24"],
+            },
+            "log": {"format": "json", "level": "DEBUG"},
+            "metrics": {"listen": "127.0.0.1:9153"},
+            "control": {"socket": ""},
+            "state": {"dir": "/tmp/state"},
+            "csr": {"approve": True, "allowed_cidrs": ["10.240.0.0/24"]},
+        },
+        {},
+    )
+    assert settings.kubeconfig == Path("/etc/nodehosts/kubeconfig")
+    assert settings.label_selector == "a=b"
+    assert settings.domain == "cluster.lab"
+    assert settings.address_types == ("ExternalIP", "InternalIP")
+    assert settings.exclude_not_ready and settings.exclude_unschedulable
+    assert settings.hosts_file == Path("/var/lib/nodehosts/hosts/nodes.hosts")
+    assert settings.dns_listen == (("10.240.0.40", 53), ("::1", 5353), ("127.0.0.1", 53))
+    assert settings.upstreams == (("1.1.1.1", 53), ("9.9.9.9", 5353))
+    assert settings.allow_recursion_from == (ipaddress.ip_network("10.240.0.0/24"),)
+    assert (settings.log_format, settings.log_level) == ("json", "debug")
+    assert settings.metrics_listen == ("127.0.0.1", 9153)
+    assert settings.control_socket is None
+    assert settings.approve_serving_csrs is True
+    assert settings.record_policy.domain == "cluster.lab"
+
+
+def test_flags_override_the_file() -> None:
+    """A flag wins over the same key in the file; unset flags leave the file's value."""
+    settings = build_settings(
+        {"records": {"domain": "from.file", "exclude_not_ready": True}},
+        {"domain": "from.flag", "exclude_not_ready": None, "address_types": "InternalIP"},
+    )
+    assert settings.domain == "from.flag"
+    assert settings.exclude_not_ready is True
+    assert settings.address_types == ("InternalIP",)
+
+
+def test_an_empty_domain_means_bare_names_only() -> None:
+    """domain = '' is allowed and stays empty."""
+    assert build_settings({"records": {"domain": ""}}, {}).domain == ""
+
+
+@pytest.mark.parametrize(
+    ("file_data", "overrides", "named"),
+    [
+        ({"records": {"domian": "x"}}, {}, "records.domian: unknown key"),
+        ({"nosuch": {"a": 1}}, {}, "nosuch.a: unknown key"),
+        ({"records": "x"}, {}, "records: expected a [records] table"),
+        ({"records": {"domain": "bad_domain!"}}, {}, "records.domain"),
+        ({"records": {"address_types": ["InternalIP", "Bogus"]}}, {}, "records.address_types"),
+        ({"records": {"address_types": []}}, {}, "records.address_types"),
+        ({"records": {"exclude_not_ready": "yes"}}, {}, "records.exclude_not_ready"),
+        ({"dns": {"listen": ["localhost:53"]}}, {}, "dns.listen"),
+        ({"dns": {"listen": ["127.0.0.1:99999"]}}, {}, "dns.listen"),
+        ({"dns": {"ttl": -1}}, {}, "dns.ttl"),
+        ({"dns": {"ttl": True}}, {}, "dns.ttl"),
+        ({"dns": {"ttl": 10, "negative_ttl": 20}}, {}, "dns.negative_ttl"),
+        ({"dns": {"allow_recursion_from": ["10.0.0.1/8"]}}, {}, "dns.allow_recursion_from"),
+        ({"log": {"format": "xml"}}, {}, "log.format"),
+        ({"metrics": {"listen": "127.0.0.1"}}, {}, "metrics.listen"),
+        ({}, {"domain": "-bad-"}, "--domain"),
+        ({}, {"dns_listen": ["nope"]}, "--dns-listen"),
+        ({}, {"upstreams": ["1.1.1.1:x"]}, "--upstream"),
+        ({}, {"csr_max_expiration_seconds": 5}, "--csr-max-expiration-seconds"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_value(
+    file_data: dict[str, object], overrides: dict[str, object], named: str
+) -> None:
+    """Every validation error starts with the key (file) or the flag (command line)."""
+    with pytest.raises(ConfigError) as caught:
+        build_settings(file_data, overrides)
+    assert str(caught.value).startswith(named)
+
+
+def test_settings_are_immutable() -> None:
+    """Nothing can change a Settings after validation."""
+    settings = build_settings({}, {})
+    with pytest.raises(AttributeError):
+        settings.domain = "x"  # type: ignore[misc]
+
+
+def test_a_broken_toml_file_names_the_file(tmp_path: Path) -> None:
+    """A syntax error reports the path and TOML's own position message."""
+    path = tmp_path / "config.toml"
+    path.write_text("[records\ndomain = 1\n")
+    with pytest.raises(ConfigError, match=str(path)):
+        read_config_file(path)
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A missing --config file is reported, not a traceback."""
+    with pytest.raises(ConfigError, match="not found"):
+        read_config_file(tmp_path / "absent.toml")
