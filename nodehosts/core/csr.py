@@ -1,0 +1,433 @@
+"""Whether to approve a kubelet serving CertificateSigningRequest: the rules, and nothing else.
+
+Contract: `evaluate` takes one CSR as the API sends it (decoded JSON, never a client model) plus
+what nodehosts knows about the Node the CSR claims to come from, and returns a `Verdict`:
+
+- ``approve``: every rule below holds;
+- ``pending``: a rule failed; the CSR must be left alone (never denied: a Denied condition is
+  final, and a CSR that arrives before its Node becomes approvable once the Node appears);
+  `Verdict.reason` names the first rule that failed, `Verdict.message` says it for humans;
+- ``ignore``: not ours to decide (another signer) or already decided.
+
+The rules, checked in this order (../shared/notes/csr.md):
+
+1. spec.signerName is kubernetes.io/kubelet-serving, else ignored;
+2. no Approved, Denied or Failed condition and no issued certificate, else ignored;
+3. the identity comes only from spec.username ``system:node:<name>`` with ``system:nodes`` in
+   spec.groups (never from the request's subject or SANs), and the Node ``<name>`` exists;
+4. spec.request (base64 of a PEM CERTIFICATE REQUEST) parses and its signature is valid;
+5. subject CN == spec.username and O is exactly [system:nodes];
+6. spec.usages is exactly {digital signature, server auth} or {digital signature, key
+   encipherment, server auth};
+7. no Email, URI or other SAN kinds; at least one DNS or IP SAN;
+8. every DNS SAN (case-insensitive) is one of the names nodehosts publishes for that Node: an
+   exact match, so ``worker-10`` or ``worker-1.evil.example`` never pass for ``worker-1``;
+9. every IP SAN (IPv4-mapped IPv6 normalised to IPv4) is never loopback, unspecified,
+   link-local or multicast, is outside the denied CIDRs (the cluster's service and pod ranges),
+   is inside one of the allowed CIDRs when any are configured, and is one of the Node's
+   InternalIP/ExternalIP addresses;
+10. spec.expirationSeconds, when the CSR sets it, is at most the configured maximum. A CSR
+    without it gets the signer's own duration (kube-controller-manager
+    --cluster-signing-duration), which the cluster admin already bounds.
+
+Pure: no I/O, clock or kubernetes import. `cryptography` is imported on the first request
+parsed, so nodehosts without --approve-serving-csrs never loads it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from nodehosts.core.model import IPAddress, NodeInfo
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+KUBELET_SERVING_SIGNER = "kubernetes.io/kubelet-serving"
+NODE_USER_PREFIX = "system:node:"
+NODES_GROUP = "system:nodes"
+
+SERVING_USAGES: tuple[frozenset[str], ...] = (
+    frozenset({"digital signature", "server auth"}),
+    frozenset({"digital signature", "key encipherment", "server auth"}),
+)
+# Address types whose values are IPs (the kubelet puts these in its IP SANs; Hostname,
+# InternalDNS and ExternalDNS become DNS SANs).
+NODE_IP_ADDRESS_TYPES = frozenset({"InternalIP", "ExternalIP"})
+
+# The lab's service and pod ranges (../shared/notes/cluster.md); configure the real ones.
+DEFAULT_DENIED_CIDRS: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("10.32.0.0/24"),
+    ipaddress.ip_network("10.200.0.0/16"),
+)
+
+
+class Reason(enum.StrEnum):
+    """Why a verdict is what it is: stable snake_case values, for logs and metric labels."""
+
+    APPROVED = "approved"
+    # ignore
+    OTHER_SIGNER = "other_signer"
+    ALREADY_APPROVED = "already_approved"
+    ALREADY_DENIED = "already_denied"
+    ALREADY_FAILED = "already_failed"
+    HAS_CERTIFICATE = "has_certificate"
+    # pending
+    MALFORMED_CSR = "malformed_csr"
+    NOT_A_NODE = "not_a_node"
+    MISSING_NODES_GROUP = "missing_nodes_group"
+    NODE_NOT_FOUND = "node_not_found"
+    UNPARSABLE_REQUEST = "unparsable_request"
+    INVALID_SIGNATURE = "invalid_signature"
+    CN_MISMATCH = "cn_mismatch"
+    O_MISMATCH = "o_mismatch"
+    USAGES_NOT_SERVING = "usages_not_serving"
+    EMAIL_SAN = "email_san"
+    URI_SAN = "uri_san"
+    UNSUPPORTED_SAN = "unsupported_san"
+    NO_SAN = "no_san"
+    DNS_SAN_NOT_PUBLISHED = "dns_san_not_published"
+    IP_SAN_FORBIDDEN = "ip_san_forbidden"
+    IP_SAN_IN_DENIED_CIDR = "ip_san_in_denied_cidr"
+    IP_SAN_NOT_ALLOWED = "ip_san_not_allowed"
+    IP_SAN_NOT_NODE_ADDRESS = "ip_san_not_node_address"
+    EXPIRATION_TOO_LONG = "expiration_too_long"
+
+
+IGNORE_REASONS = frozenset(
+    {
+        Reason.OTHER_SIGNER,
+        Reason.ALREADY_APPROVED,
+        Reason.ALREADY_DENIED,
+        Reason.ALREADY_FAILED,
+        Reason.HAS_CERTIFICATE,
+    }
+)
+PENDING_REASONS = frozenset(Reason) - IGNORE_REASONS - {Reason.APPROVED}
+
+Action = Literal["approve", "pending", "ignore"]
+
+
+@dataclass(frozen=True, slots=True)
+class CsrPolicy:
+    """What the cluster allows in a serving certificate beyond "it is the node's own"."""
+
+    # When non-empty, every IP SAN must lie in one of these.
+    allowed_cidrs: tuple[IPNetwork, ...] = ()
+    # No IP SAN may lie in these: the cluster's service and pod ranges.
+    denied_cidrs: tuple[IPNetwork, ...] = DEFAULT_DENIED_CIDRS
+    # Upper bound on spec.expirationSeconds; None: no bound beyond the signer's.
+    max_expiration_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome for one CSR; `message` is for humans, `reason` for machines."""
+
+    action: Action
+    reason: Reason
+    message: str
+    # The node the CSR claims to be from (from spec.username), when it names one.
+    node: str | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.action == "approve"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    """What the rules read from an x509 certificate request."""
+
+    common_names: tuple[str, ...]
+    organizations: tuple[str, ...]
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[IPAddress, ...]
+    emails: tuple[str, ...]
+    uris: tuple[str, ...]
+    # SAN kinds nodehosts never approves (directory names, registered IDs, other names, IP
+    # networks), by cryptography's class name.
+    other_sans: tuple[str, ...]
+    signature_valid: bool
+
+
+class BadRequest(ValueError):
+    """spec.request is not a base64 PEM certificate request; the message says why."""
+
+
+def csr_name(csr: Mapping[str, Any]) -> str | None:
+    """metadata.name of a CSR object, or None."""
+    metadata = csr.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def requested_node(csr: Mapping[str, Any]) -> str | None:
+    """The node name in spec.username (``system:node:<name>``), or None: who to look up."""
+    spec = csr.get("spec")
+    username = spec.get("username") if isinstance(spec, dict) else None
+    if not isinstance(username, str) or not username.startswith(NODE_USER_PREFIX):
+        return None
+    return username.removeprefix(NODE_USER_PREFIX) or None
+
+
+def node_ip_addresses(node: NodeInfo) -> frozenset[IPAddress]:
+    """The Node's InternalIP/ExternalIP addresses, normalised; unparsable entries are dropped."""
+    out: set[IPAddress] = set()
+    for kind, value in node.addresses:
+        if kind not in NODE_IP_ADDRESS_TYPES:
+            continue
+        try:
+            out.add(normalise_ip(ipaddress.ip_address(value.strip())))
+        except ValueError:
+            continue
+    return frozenset(out)
+
+
+def normalise_ip(address: IPAddress) -> IPAddress:
+    """IPv4-mapped IPv6 (``::ffff:a.b.c.d``) -> the IPv4 address; everything else unchanged."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def parse_request(request_b64: str) -> ParsedRequest:
+    """Decode spec.request (base64 text of a PEM CERTIFICATE REQUEST) and read its fields."""
+    try:
+        pem = base64.b64decode(request_b64, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise BadRequest(f"spec.request is not base64: {error}") from error
+    if b"-----BEGIN CERTIFICATE REQUEST-----" not in pem:
+        raise BadRequest("spec.request is not a PEM CERTIFICATE REQUEST")
+
+    from cryptography import x509  # noqa: PLC0415 (lazy: only approvers pay for it)
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    try:
+        request = x509.load_pem_x509_csr(pem)
+        subject = request.subject
+        common_names = tuple(
+            str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        )
+        organizations = tuple(
+            str(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        )
+        try:
+            sans = request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            general_names: list[x509.GeneralName] = []
+        else:
+            general_names = list(sans)
+        signature_valid = request.is_signature_valid
+    except Exception as error:  # cryptography raises several types for malformed DER
+        raise BadRequest(f"x509 request does not parse: {type(error).__name__}: {error}") from None
+
+    dns_names: list[str] = []
+    ips: list[IPAddress] = []
+    emails: list[str] = []
+    uris: list[str] = []
+    others: list[str] = []
+    for general_name in general_names:
+        if isinstance(general_name, x509.DNSName):
+            dns_names.append(general_name.value)
+        elif isinstance(general_name, x509.IPAddress) and isinstance(
+            general_name.value, ipaddress.IPv4Address | ipaddress.IPv6Address
+        ):
+            ips.append(general_name.value)
+        elif isinstance(general_name, x509.RFC822Name):
+            emails.append(general_name.value)
+        elif isinstance(general_name, x509.UniformResourceIdentifier):
+            uris.append(general_name.value)
+        else:
+            others.append(type(general_name).__name__)
+    return ParsedRequest(
+        common_names=common_names,
+        organizations=organizations,
+        dns_names=tuple(dns_names),
+        ip_addresses=tuple(ips),
+        emails=tuple(emails),
+        uris=tuple(uris),
+        other_sans=tuple(others),
+        signature_valid=signature_valid,
+    )
+
+
+def evaluate(
+    csr: Mapping[str, Any],
+    *,
+    node: NodeInfo | None,
+    published_names: frozenset[str],
+    node_addresses: frozenset[IPAddress],
+    policy: CsrPolicy,
+) -> Verdict:
+    """Apply the rules (module docstring) to one CSR.
+
+    `node` is the Node named by `requested_node(csr)` (None when it does not exist),
+    `published_names` the lower-case names nodehosts publishes for it (bare and FQDN),
+    `node_addresses` its addresses (`node_ip_addresses(node)`).
+    """
+    spec = csr.get("spec")
+    status = csr.get("status") or {}
+    if not isinstance(spec, dict) or not isinstance(status, dict):
+        return _pending(Reason.MALFORMED_CSR, "CSR has no spec or its status is not an object")
+
+    signer = spec.get("signerName")
+    if signer != KUBELET_SERVING_SIGNER:
+        return Verdict("ignore", Reason.OTHER_SIGNER, f"signerName is {signer!r}")
+
+    conditions = status.get("conditions")
+    condition_types = {
+        c.get("type")
+        for c in (conditions if isinstance(conditions, list) else ())
+        if isinstance(c, dict)
+    }
+    for kind, reason in (
+        ("Denied", Reason.ALREADY_DENIED),
+        ("Failed", Reason.ALREADY_FAILED),
+        ("Approved", Reason.ALREADY_APPROVED),
+    ):
+        if kind in condition_types:
+            return Verdict("ignore", reason, f"CSR already has a {kind} condition")
+    if status.get("certificate"):
+        return Verdict("ignore", Reason.HAS_CERTIFICATE, "CSR already has a certificate")
+
+    username = spec.get("username")
+    name = requested_node(csr)
+    if name is None:
+        return _pending(
+            Reason.NOT_A_NODE, f"requester {username!r} is not system:node:<name>", node=None
+        )
+    groups = spec.get("groups") or []
+    if not isinstance(groups, list) or NODES_GROUP not in groups:
+        return _pending(
+            Reason.MISSING_NODES_GROUP, f"requester {username} is not in group {NODES_GROUP}", name
+        )
+    if node is None:
+        return _pending(Reason.NODE_NOT_FOUND, f"Node {name} does not exist (yet)", name)
+    if node.name != name:
+        raise ValueError(f"evaluate() got Node {node.name} for a CSR from {name}")
+
+    request_b64 = spec.get("request")
+    if not isinstance(request_b64, str):
+        return _pending(Reason.UNPARSABLE_REQUEST, "spec.request is missing", name)
+    try:
+        request = parse_request(request_b64)
+    except BadRequest as error:
+        return _pending(Reason.UNPARSABLE_REQUEST, str(error), name)
+    if not request.signature_valid:
+        return _pending(Reason.INVALID_SIGNATURE, "x509 request signature is invalid", name)
+
+    if request.common_names != (username,):
+        return _pending(
+            Reason.CN_MISMATCH,
+            f"subject CN {_show(request.common_names)} is not the requester {username}",
+            name,
+        )
+    if request.organizations != (NODES_GROUP,):
+        return _pending(
+            Reason.O_MISMATCH,
+            f"subject O {_show(request.organizations)} is not exactly {NODES_GROUP}",
+            name,
+        )
+
+    usages = spec.get("usages") or []
+    if not isinstance(usages, list) or frozenset(usages) not in SERVING_USAGES:
+        return _pending(
+            Reason.USAGES_NOT_SERVING,
+            f"usages {_show(usages)} are not digital signature[, key encipherment], server auth",
+            name,
+        )
+
+    if request.emails:
+        return _pending(Reason.EMAIL_SAN, f"Email SANs {_show(request.emails)}", name)
+    if request.uris:
+        return _pending(Reason.URI_SAN, f"URI SANs {_show(request.uris)}", name)
+    if request.other_sans:
+        return _pending(Reason.UNSUPPORTED_SAN, f"SAN kinds {_show(request.other_sans)}", name)
+    if not request.dns_names and not request.ip_addresses:
+        return _pending(Reason.NO_SAN, "request has no DNS or IP SAN", name)
+
+    for dns_name in request.dns_names:
+        if dns_name.lower() not in published_names:
+            return _pending(
+                Reason.DNS_SAN_NOT_PUBLISHED,
+                f"DNS SAN {dns_name} is not a name published for node {name}"
+                f" (published: {_show(sorted(published_names))})",
+                name,
+            )
+
+    for raw_ip in request.ip_addresses:
+        verdict = _check_ip(normalise_ip(raw_ip), name, node_addresses, policy)
+        if verdict is not None:
+            return verdict
+
+    expiration = spec.get("expirationSeconds")
+    limit = policy.max_expiration_seconds
+    if (
+        limit is not None
+        and expiration is not None
+        and not (isinstance(expiration, int) and expiration <= limit)
+    ):
+        return _pending(
+            Reason.EXPIRATION_TOO_LONG, f"expirationSeconds {expiration} exceeds {limit}", name
+        )
+
+    sans = [*request.dns_names, *(str(ip) for ip in request.ip_addresses)]
+    return Verdict(
+        "approve",
+        Reason.APPROVED,
+        f"nodehosts: every SAN belongs to node {name}: {', '.join(sans)}",
+        name,
+    )
+
+
+def _check_ip(
+    address: IPAddress, name: str, node_addresses: frozenset[IPAddress], policy: CsrPolicy
+) -> Verdict | None:
+    if (
+        address.is_loopback
+        or address.is_unspecified
+        or address.is_link_local
+        or address.is_multicast
+    ):
+        return _pending(
+            Reason.IP_SAN_FORBIDDEN,
+            f"IP SAN {address} is loopback, unspecified, link-local or multicast",
+            name,
+        )
+    for network in policy.denied_cidrs:
+        if address in network:
+            return _pending(
+                Reason.IP_SAN_IN_DENIED_CIDR, f"IP SAN {address} is in denied {network}", name
+            )
+    if policy.allowed_cidrs and not any(address in net for net in policy.allowed_cidrs):
+        return _pending(
+            Reason.IP_SAN_NOT_ALLOWED,
+            f"IP SAN {address} is outside the allowed {_show(policy.allowed_cidrs)}",
+            name,
+        )
+    if address not in node_addresses:
+        return _pending(
+            Reason.IP_SAN_NOT_NODE_ADDRESS,
+            f"IP SAN {address} is not an address of node {name}"
+            f" (addresses: {_show(sorted(node_addresses, key=_ip_key))})",
+            name,
+        )
+    return None
+
+
+def _pending(reason: Reason, message: str, node: str | None = None) -> Verdict:
+    return Verdict("pending", reason, message, node)
+
+
+def _show(values: Iterable[object]) -> str:
+    return "[" + ", ".join(str(v) for v in values) + "]"
+
+
+def _ip_key(address: IPAddress) -> tuple[int, int]:
+    return (address.version, int(address))
