@@ -8,7 +8,6 @@ Flags override the TOML file; both are validated once into `Settings` (nodehosts
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -36,37 +35,110 @@ def _source_flags(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help=f"TOML config file (default: {DEFAULT_CONFIG_PATH} when it exists)",
     )
-    group.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: in-cluster, then ~/.kube/config)")
-    group.add_argument("--label-selector", metavar="SELECTOR", help="only Nodes matching this label selector")
-    group.add_argument("--domain", metavar="DOMAIN", help="domain for bare node names (default node.internal; '' for bare names only)")
-    group.add_argument("--address-types", metavar="TYPES", help="comma-separated address type preference (default InternalIP,ExternalIP)")
-    group.add_argument("--static-hosts", metavar="PATH", help="hosts-format file of extra, non-node hosts")
-    group.add_argument("--exclude-not-ready", action=argparse.BooleanOptionalAction, default=None, help="leave out nodes that are not Ready")
-    group.add_argument("--exclude-unschedulable", action=argparse.BooleanOptionalAction, default=None, help="leave out cordoned nodes")
+    group.add_argument(
+        "--kubeconfig", metavar="PATH", help="kubeconfig (default: in-cluster, then ~/.kube/config)"
+    )
+    group.add_argument(
+        "--label-selector", metavar="SELECTOR", help="only Nodes matching this label selector"
+    )
+    group.add_argument(
+        "--domain",
+        metavar="DOMAIN",
+        help="domain for bare node names (default node.internal; '' for bare names only)",
+    )
+    group.add_argument(
+        "--address-types",
+        metavar="TYPES",
+        help="comma-separated address type preference (default InternalIP,ExternalIP)",
+    )
+    group.add_argument(
+        "--static-hosts", metavar="PATH", help="hosts-format file of extra, non-node hosts"
+    )
+    group.add_argument(
+        "--exclude-not-ready",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="leave out nodes that are not Ready",
+    )
+    group.add_argument(
+        "--exclude-unschedulable",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="leave out cordoned nodes",
+    )
 
 
 def _log_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("logging")
-    group.add_argument("--log-format", choices=LOG_FORMATS, help="console on a terminal, JSON otherwise (auto)")
+    group.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="console on a terminal, JSON otherwise (auto)"
+    )
     group.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
 
 
 def _sink_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("publishing")
-    group.add_argument("--hosts-file", metavar="PATH", help="write the hosts file here (its directory must exist)")
-    group.add_argument("--dns-listen", metavar="ADDR:PORT", action="append", help="serve DNS on this address (repeatable)")
+    group.add_argument(
+        "--hosts-file", metavar="PATH", help="write the hosts file here (its directory must exist)"
+    )
+    group.add_argument(
+        "--dns-listen",
+        metavar="ADDR:PORT",
+        action="append",
+        help="serve DNS on this address (repeatable)",
+    )
     group.add_argument("--ttl", type=int, metavar="SECONDS", help="TTL of DNS answers (default 30)")
-    group.add_argument("--negative-ttl", type=int, metavar="SECONDS", help="TTL of negative DNS answers (default 5)")
-    group.add_argument("--upstream", metavar="ADDR[:PORT]", action="append", help="forward other names here (repeatable)")
-    group.add_argument("--allow-recursion-from", metavar="CIDR", action="append", help="clients allowed to use forwarding (repeatable; default loopback)")
+    group.add_argument(
+        "--negative-ttl",
+        type=int,
+        metavar="SECONDS",
+        help="TTL of negative DNS answers (default 5)",
+    )
+    group.add_argument(
+        "--upstream",
+        metavar="ADDR[:PORT]",
+        action="append",
+        help="forward other names here (repeatable)",
+    )
+    group.add_argument(
+        "--allow-recursion-from",
+        metavar="CIDR",
+        action="append",
+        help="clients allowed to use forwarding (repeatable; default loopback)",
+    )
     ops = parser.add_argument_group("operations")
-    ops.add_argument("--metrics-listen", metavar="ADDR:PORT", help="serve /metrics, /healthz and /readyz")
-    ops.add_argument("--control-socket", metavar="PATH", help="control socket for `dump --from daemon` ('' to disable)")
-    ops.add_argument("--state-dir", metavar="PATH", help="where the last published records are kept ('' to disable)")
+    ops.add_argument(
+        "--metrics-listen", metavar="ADDR:PORT", help="serve /metrics, /healthz and /readyz"
+    )
+    ops.add_argument(
+        "--control-socket",
+        metavar="PATH",
+        help="control socket for `dump --from daemon` ('' to disable)",
+    )
+    ops.add_argument(
+        "--state-dir",
+        metavar="PATH",
+        help="where the last published records are kept ('' to disable)",
+    )
     csr = parser.add_argument_group("kubelet serving certificates")
-    csr.add_argument("--approve-serving-csrs", action=argparse.BooleanOptionalAction, default=None, help="approve kubelet serving CSRs that pass every check")
-    csr.add_argument("--csr-allowed-cidr", metavar="CIDR", action="append", help="IP SANs must also lie in one of these (repeatable)")
-    csr.add_argument("--csr-max-expiration-seconds", type=int, metavar="SECONDS", help="refuse longer requested lifetimes")
+    csr.add_argument(
+        "--approve-serving-csrs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="approve kubelet serving CSRs that pass every check",
+    )
+    csr.add_argument(
+        "--csr-allowed-cidr",
+        metavar="CIDR",
+        action="append",
+        help="IP SANs must also lie in one of these (repeatable)",
+    )
+    csr.add_argument(
+        "--csr-max-expiration-seconds",
+        type=int,
+        metavar="SECONDS",
+        help="refuse longer requested lifetimes",
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -77,24 +149,55 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nodehosts {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help="run the daemon", description="Watch Nodes and publish their names until stopped.")
+    run = commands.add_parser(
+        "run",
+        help="run the daemon",
+        description="Watch Nodes and publish their names until stopped.",
+    )
     _source_flags(run)
     _sink_flags(run)
     _log_flags(run)
 
-    dump = commands.add_parser("dump", help="print what would be published", description="Print what nodehosts publishes, and why, from a fresh LIST.")
+    dump = commands.add_parser(
+        "dump",
+        help="print what would be published",
+        description="Print what nodehosts publishes, and why, from a fresh LIST.",
+    )
     _source_flags(dump)
     _log_flags(dump)
-    dump.add_argument("--format", choices=("hosts", "json"), default="hosts", help="hosts file text or a JSON report (default hosts)")
+    dump.add_argument(
+        "--format",
+        choices=("hosts", "json"),
+        default="hosts",
+        help="hosts file text or a JSON report (default hosts)",
+    )
 
-    check = commands.add_parser("check-config", help="validate a config file", description="Validate the config file and flags, print the result.")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file",
+        description="Validate the config file and flags, print the result.",
+    )
     _source_flags(check)
     _sink_flags(check)
     _log_flags(check)
 
-    demo = commands.add_parser("demo", help="run against a simulated cluster", description="Run the real daemon against an embedded simulated cluster.")
-    demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until Ctrl-C)")
-    demo.add_argument("--dns-listen", metavar="ADDR:PORT", default="127.0.0.1:5353", help="also serve DNS here ('' to disable; default 127.0.0.1:5353)")
+    demo = commands.add_parser(
+        "demo",
+        help="run against a simulated cluster",
+        description="Run the real daemon against an embedded simulated cluster.",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long (default: until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--dns-listen",
+        metavar="ADDR:PORT",
+        default="127.0.0.1:5353",
+        help="also serve DNS here ('' to disable; default 127.0.0.1:5353)",
+    )
     demo.add_argument("--seed", type=int, default=None, help="random seed for the simulation")
     _log_flags(demo)
     return parser
@@ -130,8 +233,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """TOML file (explicit, or the default path when present) overridden by flags."""
     config_path: Path | None = None
     file_data: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        config_path = Path(args.config)
+    explicit = getattr(args, "config", None)
+    if explicit is not None:
+        config_path = Path(explicit) if explicit else None  # --config '' means no file
     elif DEFAULT_CONFIG_PATH.exists():
         config_path = DEFAULT_CONFIG_PATH
     if config_path is not None:

@@ -339,4 +339,4 @@ _VALIDATORS: Mapping[str, Any] = {
     "csr_max_expiration_seconds": _optional_positive_int,
 }
 _FIELD_NAMES = frozenset(f.name for f in fields(Settings)) - {"config_path"}
-assert _FIELD_NAMES == set(_VALIDATORS), "every setting needs a validator"
+assert set(_VALIDATORS) == _FIELD_NAMES, "every setting needs a validator"

@@ -21,7 +21,9 @@ _LEVELS = {
 }
 
 
-def configure(log_format: str = "auto", level: str = "info", *, stream: TextIO | None = None) -> None:
+def configure(
+    log_format: str = "auto", level: str = "info", *, stream: TextIO | None = None
+) -> None:
     """Route structlog (and the stdlib loggers of libraries) to one stream in one style."""
     out = stream if stream is not None else sys.stderr
     use_console = log_format == "console" or (log_format == "auto" and out.isatty())
