@@ -24,8 +24,9 @@ The rules, checked in this order (../shared/notes/csr.md):
    exact match, so ``worker-10`` or ``worker-1.evil.example`` never pass for ``worker-1``;
 9. every IP SAN (IPv4-mapped IPv6 normalised to IPv4) is never loopback, unspecified,
    link-local or multicast, is outside the denied CIDRs (the cluster's service and pod ranges),
-   is inside one of the allowed CIDRs when any are configured, and is one of the Node's
-   InternalIP/ExternalIP addresses;
+   is inside one of the allowed CIDRs when any are configured, is one of the Node's
+   InternalIP/ExternalIP addresses, and no other Node reports it too (the VirtualBox NAT
+   address 10.0.2.15 is on every lab VM);
 10. spec.expirationSeconds, when the CSR sets it, is at most the configured maximum. A CSR
     without it gets the signer's own duration (kube-controller-manager
     --cluster-signing-duration), which the cluster admin already bounds.
@@ -44,7 +45,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nodehosts.core.model import IPAddress, NodeInfo
+from nodehosts.core.model import IPAddress, NodeInfo, RecordSet
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -96,6 +97,7 @@ class Reason(enum.StrEnum):
     IP_SAN_IN_DENIED_CIDR = "ip_san_in_denied_cidr"
     IP_SAN_NOT_ALLOWED = "ip_san_not_allowed"
     IP_SAN_NOT_NODE_ADDRESS = "ip_san_not_node_address"
+    IP_SAN_SHARED = "ip_san_shared"
     EXPIRATION_TOO_LONG = "expiration_too_long"
 
 
@@ -205,8 +207,9 @@ def parse_request(request_b64: str) -> ParsedRequest:
     if b"-----BEGIN CERTIFICATE REQUEST-----" not in pem:
         raise BadRequest("spec.request is not a PEM CERTIFICATE REQUEST")
 
-    from cryptography import x509  # noqa: PLC0415 (lazy: only approvers pay for it)
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+    # Lazy: only approvers pay for cryptography.
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
 
     try:
         request = x509.load_pem_x509_csr(pem)
@@ -257,6 +260,54 @@ def parse_request(request_b64: str) -> ParsedRequest:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class NodeIndex:
+    """What the rules need to know about every Node, built once per change of the Nodes."""
+
+    nodes: Mapping[str, NodeInfo]
+    # Node name -> the names nodehosts publishes for it (lower-case, bare and FQDN).
+    published_names: Mapping[str, frozenset[str]]
+    # Node name -> its InternalIP/ExternalIP addresses (normalised).
+    addresses: Mapping[str, frozenset[IPAddress]]
+    # Addresses reported by more than one Node.
+    shared_addresses: frozenset[IPAddress]
+
+    @classmethod
+    def build(cls, nodes: Iterable[NodeInfo], records: RecordSet) -> NodeIndex:
+        """Index the Nodes and the records published from them (`Host.node` says whose)."""
+        by_name = {node.name: node for node in nodes}
+        names: dict[str, set[str]] = {}
+        for host in records.hosts:
+            if host.node is not None:
+                names.setdefault(host.node, set()).update(host.names)
+        addresses = {name: node_ip_addresses(node) for name, node in by_name.items()}
+        seen: set[IPAddress] = set()
+        shared: set[IPAddress] = set()
+        for node_addresses in addresses.values():
+            shared |= seen & node_addresses
+            seen |= node_addresses
+        return cls(
+            nodes=by_name,
+            published_names={name: frozenset(values) for name, values in names.items()},
+            addresses=addresses,
+            shared_addresses=frozenset(shared),
+        )
+
+    def evaluate(self, csr: Mapping[str, Any], policy: CsrPolicy) -> Verdict:
+        """`evaluate` for the Node the CSR's spec.username names, as this index knows it."""
+        name = requested_node(csr)
+        node = self.nodes.get(name) if name is not None else None
+        node_addresses = self.addresses.get(name, frozenset()) if name is not None else frozenset()
+        return evaluate(
+            csr,
+            node=node,
+            published_names=self.published_names.get(name or "", frozenset()),
+            node_addresses=node_addresses,
+            policy=policy,
+            shared_addresses=self.shared_addresses & node_addresses,
+        )
+
+
 def evaluate(
     csr: Mapping[str, Any],
     *,
@@ -264,12 +315,14 @@ def evaluate(
     published_names: frozenset[str],
     node_addresses: frozenset[IPAddress],
     policy: CsrPolicy,
+    shared_addresses: frozenset[IPAddress] = frozenset(),
 ) -> Verdict:
     """Apply the rules (module docstring) to one CSR.
 
     `node` is the Node named by `requested_node(csr)` (None when it does not exist),
     `published_names` the lower-case names nodehosts publishes for it (bare and FQDN),
-    `node_addresses` its addresses (`node_ip_addresses(node)`).
+    `node_addresses` its addresses (`node_ip_addresses(node)`), `shared_addresses` those of
+    them that other Nodes report too.
     """
     spec = csr.get("spec")
     status = csr.get("status") or {}
@@ -362,7 +415,7 @@ def evaluate(
             )
 
     for raw_ip in request.ip_addresses:
-        verdict = _check_ip(normalise_ip(raw_ip), name, node_addresses, policy)
+        verdict = _check_ip(normalise_ip(raw_ip), name, node_addresses, shared_addresses, policy)
         if verdict is not None:
             return verdict
 
@@ -387,7 +440,11 @@ def evaluate(
 
 
 def _check_ip(
-    address: IPAddress, name: str, node_addresses: frozenset[IPAddress], policy: CsrPolicy
+    address: IPAddress,
+    name: str,
+    node_addresses: frozenset[IPAddress],
+    shared_addresses: frozenset[IPAddress],
+    policy: CsrPolicy,
 ) -> Verdict | None:
     if (
         address.is_loopback
@@ -417,6 +474,10 @@ def _check_ip(
             f"IP SAN {address} is not an address of node {name}"
             f" (addresses: {_show(sorted(node_addresses, key=_ip_key))})",
             name,
+        )
+    if address in shared_addresses:
+        return _pending(
+            Reason.IP_SAN_SHARED, f"IP SAN {address} is also an address of another node", name
         )
     return None
 

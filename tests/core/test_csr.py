@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from nodehosts.core.csr import (
     CsrPolicy,
+    NodeIndex,
     Reason,
     Verdict,
-    evaluate,
     node_ip_addresses,
     requested_node,
 )
-from nodehosts.core.model import NodeInfo
+from nodehosts.core.model import Host, NodeInfo, RecordSet
 from tests.helpers.csrs import (
     CLIENT_USAGES,
     LEGACY_SERVING_USAGES,
@@ -52,19 +52,25 @@ PUBLISHED = {
     "worker-1": frozenset({"worker-1", f"worker-1.{DOMAIN}"}),
     "worker-10": frozenset({"worker-10", f"worker-10.{DOMAIN}"}),
 }
+RECORDS = RecordSet(
+    (
+        *(
+            Host(
+                names=(f"{name}.{DOMAIN}", name),
+                addresses=tuple(sorted(node_ip_addresses(NODES[name]), key=lambda a: a.version)),
+                origin="node",
+                node=name,
+            )
+            for name in sorted(PUBLISHED)
+        ),
+        Host(("lb-0",), (ipaddress.ip_address("10.240.0.40"),), "static"),
+    )
+)
 
 
 def judge(csr: dict[str, Any], *, policy: CsrPolicy | None = None, nodes=NODES) -> Verdict:
     """Evaluate as the approver does: look the node up by spec.username, nothing else."""
-    name = requested_node(csr)
-    node = nodes.get(name) if name is not None else None
-    return evaluate(
-        csr,
-        node=node,
-        published_names=PUBLISHED.get(name or "", frozenset()),
-        node_addresses=node_ip_addresses(node) if node else frozenset(),
-        policy=policy or CsrPolicy(),
-    )
+    return NodeIndex.build(nodes.values(), RECORDS).evaluate(csr, policy or CsrPolicy())
 
 
 def worker_1_csr(**overrides: Any) -> dict[str, Any]:
@@ -217,6 +223,30 @@ def test_denied_cidrs_are_configurable():
         judge(worker_1_csr(ips=["10.32.0.5"]), nodes={"worker-1": node}),
         Reason.IP_SAN_IN_DENIED_CIDR,
     )
+
+
+def test_an_address_another_node_also_reports_is_never_approved():
+    """Every lab VM has the VirtualBox NAT address 10.0.2.15: it identifies no one."""
+    nat = ("InternalIP", "10.0.2.15")
+    nodes = {
+        "worker-1": NodeInfo("worker-1", (*WORKER_1.addresses, nat), True, False),
+        "worker-10": NodeInfo("worker-10", (*WORKER_10.addresses, nat), True, False),
+    }
+    verdict = judge(worker_1_csr(ips=["10.240.0.101", "10.0.2.15"]), nodes=nodes)
+    assert_pending(verdict, Reason.IP_SAN_SHARED)
+    assert judge(worker_1_csr(ips=["10.240.0.101"]), nodes=nodes).approved
+
+
+def test_a_node_whose_names_are_not_published_gets_no_dns_san():
+    """A Node nodehosts does not publish (not ready, lost a collision) has no names to sign."""
+    node = NodeInfo("worker-2", (("InternalIP", "10.240.0.102"),), False, False)
+    verdict = judge(make_csr("worker-2", dns=["worker-2"]), nodes={"worker-2": node})
+    assert_pending(verdict, Reason.DNS_SAN_NOT_PUBLISHED)
+    assert judge(make_csr("worker-2", ips=["10.240.0.102"]), nodes={"worker-2": node}).approved
+
+
+def test_static_host_names_belong_to_no_node():
+    assert_pending(judge(worker_1_csr(dns=["lb-0"])), Reason.DNS_SAN_NOT_PUBLISHED)
 
 
 def test_ip_outside_allowed_cidrs_is_never_approved():
