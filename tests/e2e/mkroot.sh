@@ -1,0 +1,60 @@
+#!/bin/bash
+# Build (once) and cache a minimal bootable Debian root for the end-to-end test.
+#   tests/e2e/mkroot.sh SUITE   -> prints the root's path
+# The root lives outside the repository, under $NODEHOSTS_E2E_CACHE
+# (default /var/cache/nodehosts-e2e), and is built atomically: a half-built
+# root from an interrupted run is never used.  Delete the directory to rebuild.
+set -euo pipefail
+
+suite=${1:?usage: mkroot.sh SUITE}
+cache=${NODEHOSTS_E2E_CACHE:-/var/cache/nodehosts-e2e}
+mirror=${NODEHOSTS_E2E_MIRROR:-http://deb.debian.org/debian}
+root=$cache/roots/$suite
+# Bump when the package list or the setup below changes: old roots are rebuilt.
+recipe=5
+include=systemd,systemd-sysv,dbus,apt,bind9-dnsutils,iproute2,man-db
+
+if [[ -f $root/.nodehosts-e2e-recipe && $(cat "$root/.nodehosts-e2e-recipe") == "$recipe" ]]; then
+    echo "$root"
+    exit 0
+fi
+
+mkdir -p "$cache/roots" "$cache/apt-archives/$suite"
+tmp=$cache/roots/.$suite.tmp
+rm -rf "$tmp"
+echo "mkroot: debootstrap $suite into $tmp" >&2
+start=$SECONDS
+# --cache-dir keeps the downloaded .debs, so a rebuild of the root is offline-fast.
+debootstrap --variant=minbase --include="$include" \
+    --cache-dir="$cache/apt-archives/$suite" \
+    "$suite" "$tmp" "$mirror" >"$cache/roots/.$suite.log" 2>&1 || {
+    tail -n 30 "$cache/roots/.$suite.log" >&2
+    exit 1
+}
+
+# Minimal system setup so it boots quietly inside systemd-nspawn.
+echo "e2e-$suite" >"$tmp/etc/hostname"
+printf 'deb %s %s main\n' "$mirror" "$suite" >"$tmp/etc/apt/sources.list"
+: >"$tmp/etc/machine-id"            # systemd generates one at boot
+# No recommends, no docs: keeps 'apt-get install ./nodehosts.deb' small and quick.
+cat >"$tmp/etc/apt/apt.conf.d/90nodehosts-e2e" <<'APT'
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+Acquire::Languages "none";
+APT
+# Units that are pointless or fail in a container sharing the host network.
+for u in systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
+         apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
+         getty@tty1.service console-getty.service; do
+    ln -sf /dev/null "$tmp/etc/systemd/system/$u"
+done
+# journald: keep the journal in memory; that is all the test reads.
+mkdir -p "$tmp/etc/systemd/journald.conf.d"
+printf '[Journal]\nStorage=volatile\n' >"$tmp/etc/systemd/journald.conf.d/e2e.conf"
+chroot "$tmp" apt-get clean
+echo "$recipe" >"$tmp/.nodehosts-e2e-recipe"
+
+rm -rf "$root"
+mv "$tmp" "$root"
+echo "mkroot: $suite ready in $((SECONDS - start))s" >&2
+echo "$root"
