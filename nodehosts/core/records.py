@@ -331,6 +331,30 @@ def _static_claimant(host: Host, domain: str) -> _Claimant:
     )
 
 
+def _static_claimants(static: Iterable[Host], domain: str) -> list[_Claimant]:
+    """One claimant per canonical name (hosts sharing it are merged, as the parser does)."""
+    groups: dict[str, list[_Claimant]] = {}
+    for host in static:
+        claimant = _static_claimant(host, domain)
+        groups.setdefault(claimant.owner, []).append(claimant)
+    claimants: list[_Claimant] = []
+    for _, group in sorted(groups.items()):
+        if len(group) == 1:
+            claimants.append(group[0])
+            continue
+        group.sort(key=lambda c: (c.claims, [address_sort_key(a) for a in c.host.addresses]))
+        claims = tuple(dict.fromkeys(claim for c in group for claim in c.claims))
+        addresses = {address for c in group for address in c.host.addresses}
+        host = Host(
+            names=tuple(name for name, _ in claims),
+            addresses=tuple(sorted(addresses, key=address_sort_key)),
+            origin="static",
+            node=None,
+        )
+        claimants.append(group[0]._replace(claims=claims, host=host))
+    return claimants
+
+
 def _resolve_collisions(
     claimants: Sequence[_Claimant],
 ) -> tuple[list[Collision], dict[int, list[tuple[str, str]]]]:
@@ -393,11 +417,7 @@ def build_publication(
             claimants.append(plan.claimant)
             decision_of.append(len(decisions))
         decisions.append(plan.decision)
-    statics = sorted(
-        (_static_claimant(host, policy.domain) for host in static),
-        key=lambda c: (c.owner, c.claims, tuple(map(address_sort_key, c.host.addresses))),
-    )
-    claimants.extend(statics)
+    claimants.extend(_static_claimants(static, policy.domain))
 
     collisions, lost = _resolve_collisions(claimants)
 
