@@ -1,0 +1,12 @@
+"""Helpers shared by the tests: real counterparts and ways to wait for them.
+
+- `dnsmasq.Dnsmasq`: a real dnsmasq on a free loopback port (a hosts-file consumer, or a stand-in
+  upstream DNS server); `dnsmasq.dnsmasq_version()`.
+- `dig.query` / `dig.dig` / `dig.wait_for_answer`: the real dig, parsed into `dig.Response`.
+- `net.free_port`: a loopback port free for both UDP and TCP.
+- `polling.wait_until`: poll with a deadline instead of sleeping.
+- `csrs`: CertificateSigningRequest objects with real x509 requests.
+
+Import from the submodules (`from tests.helpers.dnsmasq import Dnsmasq`); the suite runs as
+`python -m pytest` from the repository root, which puts `tests` on the import path.
+"""
