@@ -45,7 +45,7 @@ def _canonical(host: Host) -> str:
 
 # Memoised (Host is immutable and hashable): str() of an IPv6 address costs ~4 us, and a
 # rebuild after one change re-renders one host. Sized for 5000 nodes plus replaced versions.
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=8192)
 def _host_lines(host: Host) -> str:
     """The lines of one host, one per address, checked to be safe for every consumer."""
     for name in host.names:
@@ -77,7 +77,8 @@ def read_generation(text: str) -> int | None:
     """The generation in a header written by `render_file`, or None if there is none."""
     if not text.startswith(_HEADER_FIRST):
         return None
-    for line in text.splitlines():
+    # The header is the leading comment block, a few hundred bytes: never split the whole file.
+    for line in text[:4096].splitlines():
         if not line.startswith("#"):
             break
         match = _GENERATION_RE.fullmatch(line)

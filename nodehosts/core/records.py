@@ -2,7 +2,10 @@
 
 Contract: `build_publication` is a pure function of its inputs (no I/O, no clock); equal inputs
 in any order give an equal `Publication`. It runs on every change, so it is O(n log n) and
-caches the parsing of address strings and the validation of names (both pure).
+memoises the pure per-node work (keyed by the immutable NodeInfo and policy), address parsing
+and name validation in bounded LRU caches: a rebuild after one change recomputes one node. The
+caches hold about 1.5 KB per node (~7 MB for 5000 nodes) and are sized for 5000 nodes plus
+churn; a bigger cluster stays correct, it only loses the speed-up.
 
 Names. A node's names are its metadata.name plus its first `Hostname` address when that differs.
 Everything is lower-cased (ASCII only: a non-ASCII name is invalid, never folded). A name without
@@ -93,7 +96,7 @@ class RecordPolicy:
         object.__setattr__(self, "address_types", types)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def name_problem(name: str) -> str | None:
     """Why `name` (already lower-cased) is not a valid RFC 1123 host name, or None if it is."""
     if _NAME_RE.fullmatch(name) is not None and len(name) <= MAX_NAME_LENGTH:
@@ -147,7 +150,7 @@ def address_problem(address: IPAddress) -> str | None:
     return None
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def _address_or_problem(text: str) -> IPAddress | str:
     if "%" in text:
         return "has a zone id"
@@ -251,10 +254,9 @@ def _decision(
     )
 
 
-# Memoised (NodeInfo and RecordPolicy are immutable and hashable): a rebuild after one change
-# recomputes one node. Sized for the largest clusters targeted (5000 nodes) with room for
-# replaced versions; a miss only costs the computation.
-@lru_cache(maxsize=16384)
+# Memoised (NodeInfo and RecordPolicy are immutable and hashable). Every build touches every
+# live node, so stale versions are evicted first; sized for 5000 nodes plus churn.
+@lru_cache(maxsize=8192)
 def _plan_node(node: NodeInfo, policy: RecordPolicy) -> _NodePlan:
     """Everything about one node that does not depend on the other hosts."""
     notes: list[str] = []
