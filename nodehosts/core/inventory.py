@@ -1,0 +1,197 @@
+"""List/watch state of one collection: the objects as of the last event, and their version.
+
+Contract: an `Inventory` is fed the raw JSON the API sends (never client models) and keeps,
+per `metadata.name`, only what its `parse` function extracts (for Nodes, a `NodeInfo`):
+
+- `replace(items, resource_version)` installs the result of a complete LIST. `items` may be a
+  lazy iterable (pages fetched while iterating); if iterating raises, the inventory is left
+  exactly as it was, so a failed relist never loses the last good state.
+- `apply(event_type, obj)` applies one watch event (ADDED, MODIFIED, DELETED, BOOKMARK) and
+  returns True only when the parsed value of some object was added, removed or changed: a Node
+  MODIFIED event that only moves heartbeat times returns False. Every event, bookmarks included,
+  advances `resource_version` (the version to resume a watch from).
+- An object `parse` rejects is reported through the `rejected` callback, once per name and
+  reason (a broken Node heartbeating every 10 s is one report, not one per heartbeat), and its
+  previous good value, if any, is kept. Nothing here raises for bad objects; an unknown event
+  type is a caller bug and raises ValueError.
+- `objects` is a read-only snapshot that is never mutated afterwards (it is rebuilt lazily
+  after a change), so it can be handed to another thread or kept by a listener.
+
+Pure: no I/O, clocks, threads or kubernetes imports. Not thread-safe: one owner at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+from nodehosts.core.model import NodeInfo
+from nodehosts.core.nodes import BadNode, node_from_json
+
+__all__ = [
+    "ADDED",
+    "BOOKMARK",
+    "DELETED",
+    "EVENT_TYPES",
+    "MODIFIED",
+    "Inventory",
+    "NodeInventory",
+    "RejectedCallback",
+]
+
+T = TypeVar("T")
+
+ADDED = "ADDED"
+MODIFIED = "MODIFIED"
+DELETED = "DELETED"
+BOOKMARK = "BOOKMARK"
+EVENT_TYPES = frozenset({ADDED, MODIFIED, DELETED, BOOKMARK})
+
+RejectedCallback = Callable[[str | None, str], None]
+"""Called with (metadata.name or None, reason) for an object that cannot be used."""
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _metadata(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        metadata = obj.get("metadata")
+        if isinstance(metadata, dict):
+            return metadata
+    return {}
+
+
+def _name_of(obj: Any) -> str | None:
+    name = _metadata(obj).get("name")
+    return name if isinstance(name, str) and name else None
+
+
+def _version_of(obj: Any) -> str | None:
+    version = _metadata(obj).get("resourceVersion")
+    return version if isinstance(version, str) and version else None
+
+
+class Inventory(Generic[T]):
+    """The objects of one collection by name, as a LIST and the following watch events say."""
+
+    def __init__(
+        self,
+        parse: Callable[[Any], T],
+        *,
+        errors: tuple[type[Exception], ...] = (ValueError,),
+        rejected: RejectedCallback | None = None,
+    ) -> None:
+        self._parse = parse
+        # Only these exceptions mean "a bad object"; anything else is a bug and propagates.
+        self._errors = errors
+        self._rejected_callback = rejected
+        self._objects: dict[str, T] = {}
+        self._snapshot: Mapping[str, T] | None = _EMPTY
+        # name -> reason of objects currently rejected, so each problem is reported once.
+        self._rejected: dict[str | None, str] = {}
+        self.resource_version = ""
+        self.synced = False
+
+    @property
+    def objects(self) -> Mapping[str, T]:
+        """A read-only snapshot of the current objects; later changes never show through it."""
+        if self._snapshot is None:
+            self._snapshot = MappingProxyType(dict(self._objects))
+        return self._snapshot
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    @property
+    def rejected(self) -> Mapping[str | None, str]:
+        """Objects currently rejected (name -> reason); None collects nameless objects."""
+        return MappingProxyType(dict(self._rejected))
+
+    def replace(self, items: Iterable[Any], resource_version: str) -> bool:
+        """Install a complete LIST; return True when the parsed objects differ from before."""
+        objects: dict[str, T] = {}
+        rejected: dict[str | None, str] = {}
+        for item in items:
+            name = _name_of(item)
+            try:
+                value = self._parse(item)
+            except self._errors as error:
+                rejected[name] = str(error)
+                # The object exists but cannot be read now: keep what we knew about it.
+                if name is not None and name in self._objects:
+                    objects[name] = self._objects[name]
+                continue
+            objects[name or _key_of(value)] = value
+        # Nothing above touched self: a failing iterable leaves the inventory as it was.
+        previous_rejected, self._rejected = self._rejected, {}
+        for name, reason in rejected.items():
+            self._reject(name, reason, previous_rejected)
+        changed = objects != self._objects
+        self._objects = objects
+        if changed:
+            self._snapshot = None
+        self.resource_version = resource_version
+        self.synced = True
+        return changed
+
+    def apply(self, event_type: str, obj: Any) -> bool:
+        """Apply one watch event; return True when a parsed object was added/removed/changed."""
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"not a watch event type for an inventory: {event_type!r}")
+        version = _version_of(obj)
+        if version is not None:
+            self.resource_version = version
+        if event_type == BOOKMARK:
+            return False
+        name = _name_of(obj)
+        if event_type == DELETED:
+            if name is None:
+                self._reject(None, "DELETED event for an object without metadata.name")
+                return False
+            self._rejected.pop(name, None)
+            if name not in self._objects:
+                return False
+            del self._objects[name]
+            self._snapshot = None
+            return True
+        try:
+            value = self._parse(obj)
+        except self._errors as error:
+            self._reject(name, str(error))
+            return False
+        key = name or _key_of(value)
+        self._rejected.pop(key, None)
+        if self._objects.get(key) == value:
+            return False
+        self._objects[key] = value
+        self._snapshot = None
+        return True
+
+    def _reject(
+        self,
+        name: str | None,
+        reason: str,
+        previous: Mapping[str | None, str] | None = None,
+    ) -> None:
+        known = self._rejected if previous is None else previous
+        already = known.get(name) == reason
+        self._rejected[name] = reason
+        if not already and self._rejected_callback is not None:
+            self._rejected_callback(name, reason)
+
+
+def _key_of(value: Any) -> str:
+    # Only reached when parse accepted an object without metadata.name (a lenient parser):
+    # fall back to the parsed value's own name.
+    name = getattr(value, "name", None)
+    if not isinstance(name, str):
+        raise TypeError("parsed object has no name and the raw object has no metadata.name")
+    return name
+
+
+class NodeInventory(Inventory[NodeInfo]):
+    """The cluster's Nodes as `NodeInfo`; heartbeat-only updates are not changes."""
+
+    def __init__(self, *, rejected: RejectedCallback | None = None) -> None:
+        super().__init__(node_from_json, errors=(BadNode,), rejected=rejected)
