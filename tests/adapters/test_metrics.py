@@ -1,0 +1,310 @@
+"""/metrics, /healthz and /readyz over real HTTP on 127.0.0.1, as a scraper and a probe see it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from nodehosts.adapters.metrics import Metrics, MetricsServer, Readiness, skip_reason_label
+from nodehosts.core.model import NodeInfo
+from nodehosts.core.records import RecordPolicy, build_publication
+
+
+@dataclass
+class Response:
+    status: int
+    body: str
+    content_type: str
+
+
+def fetch(
+    url: str, *, method: str = "GET", accept: str | None = None, timeout: float = 5.0
+) -> Response:
+    request = urllib.request.Request(url, method=method)
+    if accept is not None:
+        request.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Response(
+                response.status, response.read().decode(), response.headers["Content-Type"]
+            )
+    except urllib.error.HTTPError as error:
+        return Response(error.code, error.read().decode(), error.headers["Content-Type"])
+
+
+@dataclass
+class Served:
+    metrics: Metrics
+    server: MetricsServer
+    readiness: list[Readiness]
+
+    def url(self, path: str) -> str:
+        host, port = self.server.address
+        return f"http://{host}:{port}{path}"
+
+    async def get(self, path: str, **kwargs: object) -> Response:
+        return await asyncio.to_thread(fetch, self.url(path), **kwargs)  # type: ignore[arg-type]
+
+    async def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of a scrape, keyed by name and sorted labels."""
+        response = await self.get("/metrics")
+        assert response.status == 200
+        out = {}
+        for family in text_string_to_metric_families(response.body):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    metrics = Metrics()
+    readiness = [Readiness(False, "waiting for the first sync")]
+    server = MetricsServer(metrics, ("127.0.0.1", 0), readiness=lambda: readiness[-1])
+    await server.start()
+    try:
+        yield Served(metrics, server, readiness)
+    finally:
+        await server.stop()
+
+
+def node(name: str, *addresses: tuple[str, str], ready: bool | None = True) -> NodeInfo:
+    return NodeInfo(name=name, addresses=tuple(addresses), ready=ready, unschedulable=False)
+
+
+PUBLICATION = build_publication(
+    [
+        node("worker-0", ("InternalIP", "10.240.0.101"), ("InternalIP", "fd00::101")),
+        node("worker-1", ("InternalIP", "10.240.0.102")),
+        node("worker-2", ("Hostname", "worker-2")),  # no address: skipped
+        node("controller-0", ("InternalIP", "10.240.0.10"), ready=False),
+    ],
+    [],
+    RecordPolicy(exclude_not_ready=True),
+)
+
+
+async def test_healthz_answers_from_the_loop(served: Served) -> None:
+    """/healthz is 200 while the event loop runs."""
+    response = await served.get("/healthz")
+    assert (response.status, response.body) == (200, "ok\n")
+
+
+async def test_healthz_does_not_answer_while_the_loop_is_wedged(served: Served) -> None:
+    """A blocked event loop leaves /healthz unanswered, so a liveness probe fails."""
+    url = served.url("/healthz")
+    outcome: list[object] = []
+
+    def probe() -> None:
+        try:
+            outcome.append(fetch(url, timeout=0.3).status)
+        except (TimeoutError, urllib.error.URLError) as error:
+            outcome.append(type(error).__name__)
+
+    thread_done = asyncio.get_running_loop().run_in_executor(None, probe)
+    time.sleep(0.8)  # wedge the loop on purpose; the probe times out meanwhile
+    await thread_done
+    assert outcome != [200]
+
+
+async def test_readyz_follows_readiness(served: Served) -> None:
+    """/readyz is 503 with the reason until ready, then 200."""
+    response = await served.get("/readyz")
+    assert (response.status, response.body) == (503, "not ready: waiting for the first sync\n")
+    served.readiness.append(Readiness(True, "4 nodes, generation 1"))
+    response = await served.get("/readyz")
+    assert (response.status, response.body) == (200, "ready: 4 nodes, generation 1\n")
+
+
+async def test_metrics_show_the_publication(served: Served) -> None:
+    """Nodes seen/published/skipped and addresses by family match what is published."""
+    served.metrics.observe_publication(PUBLICATION)
+    served.metrics.set_generation(7)
+    samples = await served.samples()
+    assert samples[("nodehosts_nodes_seen", ())] == 4
+    assert samples[("nodehosts_nodes_published", ())] == 2
+    assert samples[("nodehosts_nodes_skipped", (("reason", "no_address"),))] == 1
+    assert samples[("nodehosts_nodes_skipped", (("reason", "not_ready"),))] == 1
+    assert samples[("nodehosts_records_hosts", ())] == 2
+    assert samples[("nodehosts_records_addresses", (("family", "ipv4"),))] == 2
+    assert samples[("nodehosts_records_addresses", (("family", "ipv6"),))] == 1
+    assert samples[("nodehosts_records_generation", ())] == 7
+
+
+async def test_a_reason_that_no_longer_applies_disappears(served: Served) -> None:
+    """When the skipped node recovers its skip reason is no longer reported."""
+    served.metrics.observe_publication(PUBLICATION)
+    healed = build_publication(
+        [node("worker-0", ("InternalIP", "10.240.0.101"))], [], RecordPolicy()
+    )
+    served.metrics.observe_publication(healed)
+    samples = await served.samples()
+    assert not [key for key in samples if key[0] == "nodehosts_nodes_skipped"]
+    assert samples[("nodehosts_records_addresses", (("family", "ipv6"),))] == 0
+
+
+async def test_api_and_sink_events_are_counted(served: Served) -> None:
+    """Errors and restarts by reason, hosts file writes with their time, last sync time."""
+    metrics = served.metrics
+    metrics.api_error("timeout")
+    metrics.api_error("timeout")
+    metrics.api_error("unauthorized")
+    metrics.watch_restart("expired")
+    metrics.synced(1_700_000_000.5)
+    metrics.hosts_file_written(at=1_700_000_001.0)
+    metrics.hosts_file_write_failed()
+    metrics.reloaded("static_hosts", ok=True)
+    metrics.reloaded("config", ok=False)
+    metrics.set_ready(True)
+    metrics.set_stale(True)
+    metrics.state_saved()
+    samples = await served.samples()
+    assert samples[("nodehosts_api_errors_total", (("reason", "timeout"),))] == 2
+    assert samples[("nodehosts_api_errors_total", (("reason", "unauthorized"),))] == 1
+    assert samples[("nodehosts_watch_restarts_total", (("reason", "expired"),))] == 1
+    assert samples[("nodehosts_sync_last_success_timestamp_seconds", ())] == 1_700_000_000.5
+    assert samples[("nodehosts_hosts_file_writes_total", ())] == 1
+    assert samples[("nodehosts_hosts_file_write_errors_total", ())] == 1
+    assert samples[("nodehosts_hosts_file_last_write_timestamp_seconds", ())] == 1_700_000_001.0
+    assert samples[("nodehosts_reloads_total", (("input", "static_hosts"), ("result", "ok")))] == 1
+    assert samples[("nodehosts_reloads_total", (("input", "config"), ("result", "rejected")))] == 1
+    assert samples[("nodehosts_ready", ())] == 1
+    assert samples[("nodehosts_records_stale", ())] == 1
+    assert samples[("nodehosts_state_saves_total", ())] == 1
+
+
+async def test_csr_counts(served: Served) -> None:
+    """Approvals are counted; pending CSRs are reported by reason, replaced on each update."""
+    served.metrics.csr_approved()
+    served.metrics.set_csr_pending({"node_not_found": 2, "cn_mismatch": 1})
+    served.metrics.set_csr_pending({"node_not_found": 1})
+    samples = await served.samples()
+    assert samples[("nodehosts_csr_approvals_total", ())] == 1
+    assert samples[("nodehosts_csr_pending", (("reason", "node_not_found"),))] == 1
+    assert ("nodehosts_csr_pending", (("reason", "cn_mismatch"),)) not in samples
+
+
+@dataclass
+class FakeDnsStats:
+    """The shape the DNS service keeps: plain dicts of ints."""
+
+    queries: dict[tuple[str | int, str | int], int] = field(default_factory=dict)
+    forwarder_errors: dict[str, int] = field(default_factory=dict)
+
+
+async def test_dns_counters_are_read_at_scrape_time(served: Served) -> None:
+    """Counts incremented by the DNS service after attaching show up in the next scrape."""
+    stats = FakeDnsStats()
+    served.metrics.attach_dns(stats)
+    stats.queries[("A", "NOERROR")] = 5
+    stats.queries[(28, 3)] = 2  # numeric AAAA / NXDOMAIN
+    stats.queries[("TYPE65280", "NOERROR")] = 1
+    stats.queries[(999, "NOERROR")] = 1
+    stats.forwarder_errors["timeout"] = 3
+    samples = await served.samples()
+    assert samples[("nodehosts_dns_queries_total", (("qtype", "A"), ("rcode", "NOERROR")))] == 5
+    assert samples[("nodehosts_dns_queries_total", (("qtype", "AAAA"), ("rcode", "NXDOMAIN")))] == 2
+    # Whatever a client invents is one label value, not a new series each.
+    assert samples[("nodehosts_dns_queries_total", (("qtype", "other"), ("rcode", "NOERROR")))] == 2
+    assert samples[("nodehosts_dns_forwarder_errors_total", (("reason", "timeout"),))] == 3
+    stats.queries[("A", "NOERROR")] += 1
+    samples = await served.samples()
+    assert samples[("nodehosts_dns_queries_total", (("qtype", "A"), ("rcode", "NOERROR")))] == 6
+
+
+async def test_dns_counters_of_the_real_dns_service(served: Served) -> None:
+    """The DNS service's own stats object (wire numbers, optional extras) is read as it is."""
+    dns_server = pytest.importorskip("nodehosts.adapters.dns_server")
+    upstream = pytest.importorskip("nodehosts.adapters.upstream")
+    upstream_stats = upstream.UpstreamStats()
+    stats = dns_server.DnsStats(upstream_stats)
+    served.metrics.attach_dns(stats)
+    stats.answers.count(28, 0)  # AAAA NOERROR
+    stats.answers.count(12, 3)  # PTR NXDOMAIN
+    upstream_stats.error("timeout")
+    stats.udp_queries += 2
+    stats.tcp_timeouts += 1
+    samples = await served.samples()
+    assert samples[("nodehosts_dns_queries_total", (("qtype", "AAAA"), ("rcode", "NOERROR")))] == 1
+    assert samples[("nodehosts_dns_queries_total", (("qtype", "PTR"), ("rcode", "NXDOMAIN")))] == 1
+    assert samples[("nodehosts_dns_forwarder_errors_total", (("reason", "timeout"),))] == 1
+    assert samples[("nodehosts_dns_received_total", (("transport", "udp"),))] == 2
+    assert samples[("nodehosts_dns_received_total", (("transport", "tcp"),))] == 0
+    assert samples[("nodehosts_dns_tcp_timeouts_total", ())] == 1
+
+
+async def test_dns_families_exist_without_a_dns_service(served: Served) -> None:
+    """In hosts-file-only mode the DNS metrics are declared but empty."""
+    response = await served.get("/metrics")
+    assert "# TYPE nodehosts_dns_queries_total counter" in response.body
+    assert "nodehosts_dns_queries_total{" not in response.body
+
+
+async def test_openmetrics_when_asked(served: Served) -> None:
+    """A scraper asking for OpenMetrics gets it."""
+    response = await served.get("/metrics", accept="application/openmetrics-text; version=1.0.0")
+    assert response.status == 200
+    assert response.content_type.startswith("application/openmetrics-text")
+    assert response.body.endswith("# EOF\n")
+
+
+async def test_unknown_paths_and_methods(served: Served) -> None:
+    """404 for unknown paths, 405 for methods other than GET and HEAD; HEAD has no body."""
+    assert (await served.get("/nope")).status == 404
+    assert (await served.get("/metrics", method="POST")).status == 405
+    head = await served.get("/healthz", method="HEAD")
+    assert (head.status, head.body) == (200, "")
+
+
+async def test_a_silent_client_does_not_block_others(served: Served) -> None:
+    """A connection that sends nothing does not hold up other requests."""
+    host, port = served.server.address
+    _reader, writer = await asyncio.open_connection(host, port)
+    try:
+        assert (await served.get("/healthz")).status == 200
+    finally:
+        writer.close()
+
+
+async def test_two_daemons_in_one_process_have_separate_metrics() -> None:
+    """Each Metrics has its own registry: no duplicate-registration error, no shared values."""
+    first, second = Metrics(), Metrics()
+    first.api_error("timeout")
+    body_first, _ = first.exposition()
+    body_second, _ = second.exposition()
+    assert b'nodehosts_api_errors_total{reason="timeout"} 1.0' in body_first
+    assert b"nodehosts_api_errors_total{" not in body_second
+
+
+def test_every_metric_is_named_by_the_convention() -> None:
+    """nodehosts_<area>_<what>, counters ending in _total."""
+    metrics = Metrics()
+    for family in metrics.registry.collect():
+        assert family.name.startswith("nodehosts_"), family.name
+        for sample in family.samples:
+            if family.type == "counter" and not sample.name.endswith("_created"):
+                assert sample.name.endswith("_total"), sample.name
+
+
+@pytest.mark.parametrize(
+    ("reason", "label"),
+    [
+        ("invalid name 'Bad_Name': label 'bad_name' has characters", "invalid_name"),
+        ("no usable InternalIP or ExternalIP address", "no_address"),
+        ("not ready; ignored InternalIP 'x': unparsable", "not_ready"),
+        ("unschedulable", "unschedulable"),
+        ("lost every name; ignored Hostname 'X'", "name_collision"),
+        ("something new", "other"),
+        (None, "other"),
+    ],
+)
+def test_skip_reason_labels(reason: str | None, label: str) -> None:
+    """Free-text skip reasons become a handful of label values."""
+    assert skip_reason_label(reason) == label
