@@ -269,7 +269,7 @@ def _plan_node(node: NodeInfo, policy: RecordPolicy) -> _NodePlan:
     if problem is not None:
         skip.append(f"invalid name {raw!r}: {problem}")
     else:
-        claims.extend((n, _RANK_NODE) for n in expand_name(name, policy.domain))
+        claims = [(n, _RANK_NODE) for n in expand_name(name, policy.domain)]
         alias_raw = node.hostname
         alias = alias_raw.lower() if alias_raw and alias_raw.isascii() else alias_raw
         if alias is not None and alias != name:
@@ -277,10 +277,10 @@ def _plan_node(node: NodeInfo, policy: RecordPolicy) -> _NodePlan:
             if problem is not None:
                 notes.append(f"ignored Hostname {alias_raw!r}: {problem}")
             else:
-                own = {n for n, _ in claims}
-                claims.extend(
+                own = [n for n, _ in claims]
+                claims += [
                     (n, _RANK_ALIAS) for n in expand_name(alias, policy.domain) if n not in own
-                )
+                ]
 
     addresses = _select_addresses(node, policy.address_types, notes)
     if not addresses:
@@ -290,7 +290,7 @@ def _plan_node(node: NodeInfo, policy: RecordPolicy) -> _NodePlan:
     if policy.exclude_unschedulable and node.unschedulable:
         skip.append("unschedulable")
 
-    names = tuple(n for n, _ in claims)
+    names = tuple([n for n, _ in claims])
     if skip:
         return _NodePlan(None, _decision(node, names, addresses, skip + notes, published=False))
     decision = _decision(node, names, addresses, notes, published=True)
