@@ -205,8 +205,9 @@ def _domain(where: str, value: Any) -> str:
     if not isinstance(value, str):
         raise _bad(where, value, "expected a domain name")
     domain = value.strip().strip(".").lower()
+    # At most 189 characters leaves room for a 63-character label within DNS's 253.
     if domain and (
-        len(domain) > 200 or not all(_LABEL.match(label) for label in domain.split("."))
+        len(domain) > 189 or not all(_LABEL.match(label) for label in domain.split("."))
     ):
         raise _bad(where, value, "not a valid DNS domain")
     return domain

@@ -21,7 +21,8 @@ class NodeInfo:
     """What one Node contributes: its name, its addresses (API order) and its state."""
 
     name: str
-    # (type, address) pairs exactly as listed in status.addresses, e.g. ("InternalIP", "10.240.0.101").
+    # (type, address) pairs exactly as listed in status.addresses,
+    # e.g. ("InternalIP", "10.240.0.101").
     # Kept as strings: validation and family split are the record policy's job, so a bad
     # address is reported per node instead of failing the whole Node.
     addresses: tuple[tuple[str, str], ...]
