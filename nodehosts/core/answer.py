@@ -1,0 +1,591 @@
+"""DNS query bytes + published records -> reply bytes, or "forward this upstream". No I/O.
+
+Contract of `Answerer(records, zone, serial=...).handle(query, *, transport, recursion_allowed)`:
+
+- Returns the reply bytes, a `Forward` (the query belongs upstream; `Forward.failure` is the
+  SERVFAIL to send if no upstream answers) or None (send nothing). It never raises.
+- The zone `zone.domain` is ours, authoritatively (AA): SOA and NS at the apex, A/AAAA for every
+  published name inside it, NODATA (NOERROR, no answer) for other types on a name that exists
+  (published names and the empty non-terminals above them), NXDOMAIN below it otherwise.
+  NXDOMAIN and NODATA carry the SOA in the authority section with TTL and MINIMUM both
+  `zone.negative_ttl` (RFC 2308).
+- Published names outside the zone are ours too: the bare single-label node names (`worker-0`)
+  and static names. They answer A/AAAA, and NODATA with the zone's SOA for other types (never
+  forwarded: that would leak internal names upstream). A single-label name that is not published
+  is not ours.
+- PTR: exactly one record, the host's canonical name, for every published address (node and
+  static hosts); other types on those reverse names are NODATA. Other reverse names are not ours.
+- Not ours: `Forward` when `recursion_allowed` (the caller decides: an upstream exists and the
+  client is in an allowed network), else REFUSED. Classes other than IN, AXFR and IXFR are
+  REFUSED and never forwarded. RA is set on every reply exactly when `recursion_allowed`.
+- Names match case-insensitively; the question is echoed byte for byte as sent (0x20 case).
+- EDNS0: a query with an OPT record (version 0) gets an OPT back (our payload size, the DO bit
+  copied); other versions get BADVERS. Over UDP a reply larger than the client's payload size
+  (512 without EDNS, at most `zone.max_udp_payload`) is replaced by an empty one with TC set.
+- ANY gets one RRset (RFC 8482): A, else AAAA, else PTR, else the apex SOA.
+- Opcodes other than QUERY: NOTIMP. Responses (QR set) and anything shorter than a header: None.
+  Unparsable queries: FORMERR. More than one question or OPT record: FORMERR.
+- Records None means "not loaded yet": names in the zone get SERVFAIL (not a negative answer a
+  resolver would cache), everything else is handled as above.
+
+Speed: every reply the zone can give is encoded once, when the Answerer is built, keyed by the
+question as it appears on the wire (lower-cased name, type, class). The hot path checks the
+header, finds the end of the name, parses an optional OPT record by hand, does one dict lookup
+and splices the query's ID and question bytes in front of the cached rest. Everything else
+(compressed names, other opcodes, forwards, errors) takes the slow path through dnslib.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+import dnslib
+
+from nodehosts.core.model import IPAddress, RecordSet
+
+Transport = Literal["udp", "tcp"]
+# The reply as it goes on the wire (for TCP without the length prefix).
+Reply: TypeAlias = bytes
+
+TYPE_A, TYPE_NS, TYPE_SOA, TYPE_PTR, TYPE_AAAA, TYPE_OPT = 1, 2, 6, 12, 28, 41
+TYPE_IXFR, TYPE_AXFR, TYPE_ANY = 251, 252, 255
+CLASS_IN = 1
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+BADVERS = 16
+RCODE_NAMES = {
+    NOERROR: "NOERROR",
+    FORMERR: "FORMERR",
+    SERVFAIL: "SERVFAIL",
+    NXDOMAIN: "NXDOMAIN",
+    NOTIMP: "NOTIMP",
+    REFUSED: "REFUSED",
+    BADVERS: "BADVERS",
+}
+# Largest DNS message over TCP (two-byte length prefix).
+MAX_MESSAGE = 65535
+
+_ANY_ORDER = (TYPE_A, TYPE_AAAA, TYPE_PTR, TYPE_SOA, TYPE_NS)
+_QUESTION_ONE = (
+    b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT=1, ANCOUNT=0, NSCOUNT=0, ARCOUNT high byte
+)
+_OPT_HEAD = b"\x00\x00\x29"  # root owner name, TYPE OPT
+_EDNS_V0 = b"\x00\x00"  # extended RCODE 0, version 0
+_CLASS_IN = b"\x00\x01"
+_ZONE_TRANSFERS = (TYPE_AXFR.to_bytes(2, "big"), TYPE_IXFR.to_bytes(2, "big"))
+_QNAME_POINTER = b"\xc0\x0c"  # the question's name always starts at offset 12
+
+# One way to answer a question under one EDNS mode:
+# (8 header variants indexed by RD | CD<<1 | RA<<2 (flags + counts, 10 bytes each),
+#  the bytes after the question, their length,
+#  the same two for the truncated (TC) reply).
+_Variant: TypeAlias = tuple[tuple[bytes, ...], bytes, int, tuple[bytes, ...], bytes]
+# The variants for no EDNS, EDNS without DO, EDNS with DO; then the RCODE, for counting.
+_Entry: TypeAlias = tuple[_Variant, _Variant, _Variant, int]
+
+
+class BadName(ValueError):
+    """A name that cannot be a DNS name on the wire (label empty or too long, not ASCII)."""
+
+
+def name_to_wire(name: str) -> bytes:
+    """`a.b.` or `a.b` -> uncompressed wire form, lower-cased; "" or "." is the root."""
+    text = name.rstrip(".").lower()
+    if not text:
+        return b"\x00"
+    out = bytearray()
+    for label in text.split("."):
+        try:
+            raw = label.encode("ascii")
+        except UnicodeEncodeError:
+            raise BadName(f"{name!r}: not ASCII") from None
+        if not 0 < len(raw) < 64:
+            raise BadName(f"{name!r}: empty label or label longer than 63 bytes")
+        out.append(len(raw))
+        out += raw
+    out.append(0)
+    if len(out) > 255:
+        raise BadName(f"{name!r}: longer than 255 bytes")
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneConfig:
+    """The zone we are authoritative for, and how we answer."""
+
+    domain: str = "node.internal"
+    ttl: int = 30
+    # TTL of NXDOMAIN/NODATA (the SOA's TTL and MINIMUM in those replies).
+    negative_ttl: int = 5
+    # The NS of the apex and the SOA MNAME; "" means ns.<domain>.
+    nameserver: str = ""
+    # Glue for `nameserver` when it is inside the zone and not itself a published name.
+    nameserver_addresses: tuple[IPAddress, ...] = ()
+    # The SOA RNAME as a mailbox (`hostmaster@example.org`) or a name; "" means hostmaster.<domain>.
+    hostmaster: str = ""
+    refresh: int = 3600
+    retry: int = 600
+    expire: int = 86400
+    # The EDNS payload size we announce and the most we send over UDP (DNS flag day 2020).
+    max_udp_payload: int = 1232
+
+    def __post_init__(self) -> None:
+        domain = self.domain.strip().rstrip(".").lower()
+        if not domain:
+            raise ValueError("zone domain: must not be empty (we cannot own the root)")
+        name_to_wire(domain)
+        nameserver = (self.nameserver or f"ns.{domain}").rstrip(".").lower()
+        name_to_wire(nameserver)
+        hostmaster = (self.hostmaster or f"hostmaster.{domain}").rstrip(".").lower()
+        hostmaster = hostmaster.replace("@", ".", 1)
+        name_to_wire(hostmaster)
+        for key in ("ttl", "negative_ttl", "refresh", "retry", "expire"):
+            value = getattr(self, key)
+            if not 0 <= value < 2**31:
+                raise ValueError(f"zone {key}: {value} is not in 0..2147483647")
+        if not 512 <= self.max_udp_payload <= MAX_MESSAGE:
+            raise ValueError(f"zone max_udp_payload: {self.max_udp_payload} is not in 512..65535")
+        object.__setattr__(self, "domain", domain)
+        object.__setattr__(self, "nameserver", nameserver)
+        object.__setattr__(self, "hostmaster", hostmaster)
+        addresses = tuple(ipaddress.ip_address(a) for a in self.nameserver_addresses)
+        object.__setattr__(self, "nameserver_addresses", addresses)
+
+
+def next_serial(previous: int | None, now: float) -> int:
+    """The SOA serial for new content: the Unix time, or previous + 1 if that is not later."""
+    serial = int(now) & 0xFFFFFFFF
+    if previous is not None and not _serial_after(serial, previous):
+        serial = (previous + 1) & 0xFFFFFFFF
+    return serial
+
+
+def _serial_after(a: int, b: int) -> bool:
+    """RFC 1982 serial number arithmetic: is `a` later than `b`?"""
+    return a != b and ((a - b) & 0xFFFFFFFF) < 0x80000000
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """The query is not ours: send `query` upstream; `failure` is the reply if none answers."""
+
+    query: bytes
+    failure: Reply
+    transport: Transport
+    # The question's type, to count the reply under when it comes back.
+    qtype: int
+
+
+class AnswerCounts:
+    """Counters bumped by `Answerer.handle`; shared across rebuilds so they only grow."""
+
+    __slots__ = ("dropped", "errors", "fast", "forwarded", "replies")
+
+    def __init__(self) -> None:
+        # (QTYPE as its two wire bytes, or b"" without a question; RCODE) -> replies sent.
+        self.replies: defaultdict[tuple[bytes, int], int] = defaultdict(int)
+        self.fast = 0  # replies from the pre-encoded path (a subset of `replies`)
+        self.forwarded = 0  # handed out as `Forward`: the caller counts the reply it sends
+        self.dropped = 0  # queries answered with silence (responses, runts)
+        self.errors = 0  # bugs: an exception inside handle(), answered SERVFAIL
+
+    def count(self, qtype: int, rcode: int) -> None:
+        """Count a reply made elsewhere (a forwarded query's)."""
+        self.replies[(qtype.to_bytes(2, "big"), rcode)] += 1
+
+    def by_type_and_rcode(self) -> dict[tuple[int, int], int]:
+        """(QTYPE, RCODE) as numbers -> replies; QTYPE 0 for replies without a question."""
+        out: dict[tuple[int, int], int] = defaultdict(int)
+        for (qtype, rcode), count in list(self.replies.items()):
+            out[(int.from_bytes(qtype, "big"), rcode)] += count
+        return dict(out)
+
+    def by_qtype(self) -> dict[str, int]:
+        """Replies per query type name (A, AAAA, TYPE65534, ...)."""
+        out: dict[str, int] = defaultdict(int)
+        for (qtype, _), count in self.replies.items():
+            out[str(dnslib.QTYPE[int.from_bytes(qtype, "big")]) if qtype else "NONE"] += count
+        return dict(out)
+
+    def by_rcode(self) -> dict[str, int]:
+        """Replies per RCODE name (NOERROR, NXDOMAIN, ...)."""
+        out: dict[str, int] = defaultdict(int)
+        for (_, rcode), count in self.replies.items():
+            out[RCODE_NAMES.get(rcode, f"RCODE{rcode}")] += count
+        return dict(out)
+
+
+class _Encoder:
+    """Builds `_Entry` values, sharing equal pieces (one entry per distinct RRset)."""
+
+    def __init__(self, max_udp_payload: int) -> None:
+        self._opts = (
+            b"",
+            _OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0, 0),
+            _OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0x8000, 0),
+        )
+        self._heads: dict[tuple[bool, bool, int, int, int, int], tuple[bytes, ...]] = {}
+        self.entries: dict[object, _Entry] = {}
+
+    def heads(
+        self, *, aa: bool, tc: bool, rcode: int, an: int, ns: int, ar: int
+    ) -> tuple[bytes, ...]:
+        key = (aa, tc, rcode, an, ns, ar)
+        found = self._heads.get(key)
+        if found is None:
+            counts = struct.pack(">HHHH", 1, an, ns, ar)
+            first = 0x80 | (0x04 if aa else 0) | (0x02 if tc else 0)
+            found = tuple(
+                bytes((first | (i & 1), (0x80 if i & 4 else 0) | (0x10 if i & 2 else 0) | rcode))
+                + counts
+                for i in range(8)
+            )
+            self._heads[key] = found
+        return found
+
+    def entry(
+        self,
+        rcode: int,
+        *,
+        aa: bool = True,
+        answer: tuple[bytes, ...] = (),
+        authority: tuple[bytes, ...] = (),
+        additional: tuple[bytes, ...] = (),
+    ) -> _Entry:
+        key = (rcode, aa, answer, authority, additional)
+        found = self.entries.get(key)
+        if found is not None:
+            return found
+        body = b"".join(answer) + b"".join(authority) + b"".join(additional)
+        variants: list[_Variant] = []
+        for mode, opt in enumerate(self._opts):
+            rest = body + opt
+            ar = len(additional) + (1 if mode else 0)
+            heads = self.heads(
+                aa=aa, tc=False, rcode=rcode, an=len(answer), ns=len(authority), ar=ar
+            )
+            tc_heads = self.heads(aa=aa, tc=True, rcode=rcode, an=0, ns=0, ar=1 if mode else 0)
+            variants.append((heads, rest, len(rest), tc_heads, opt))
+        found = (variants[0], variants[1], variants[2], rcode)
+        self.entries[key] = found
+        return found
+
+
+def _rr(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
+    return owner + struct.pack(">HHIH", rtype, CLASS_IN, ttl, len(rdata)) + rdata
+
+
+class Answerer:
+    """Answers queries from one RecordSet; build a new one when the records change."""
+
+    def __init__(
+        self,
+        records: RecordSet | None,
+        zone: ZoneConfig,
+        *,
+        serial: int,
+        counts: AnswerCounts | None = None,
+    ) -> None:
+        self.zone = zone
+        self.serial = serial
+        self.counts = counts if counts is not None else AnswerCounts()
+        self.loaded = records is not None
+        # Published names that could not be encoded (and so are not answered).
+        self.skipped_names: tuple[str, ...] = ()
+        self._apex = name_to_wire(zone.domain)
+        self._max_udp = zone.max_udp_payload
+        self._encoder = encoder = _Encoder(zone.max_udp_payload)
+        # question (lower-cased name + type + class, as on the wire) -> entry
+        self._answers: dict[bytes, _Entry] = {}
+        # name -> the NODATA entry, for every name that exists (incl. empty non-terminals)
+        self._existing: dict[bytes, _Entry] = {}
+        negative_soa = _rr(
+            self._apex, TYPE_SOA, zone.negative_ttl, self._soa_rdata(zone.negative_ttl)
+        )
+        self._nodata = encoder.entry(NOERROR, authority=(negative_soa,))
+        if records is None:
+            self._nxdomain = encoder.entry(SERVFAIL, aa=False)
+        else:
+            self._nxdomain = encoder.entry(NXDOMAIN, authority=(negative_soa,))
+            self._load(records)
+
+    @property
+    def name_count(self) -> int:
+        """How many names exist (answered NOERROR): published, reverse, apex, in between."""
+        return len(self._existing)
+
+    # --- building
+
+    def _soa_rdata(self, minimum: int) -> bytes:
+        zone = self.zone
+        return (
+            name_to_wire(zone.nameserver)
+            + name_to_wire(zone.hostmaster)
+            + struct.pack(">IIIII", self.serial, zone.refresh, zone.retry, zone.expire, minimum)
+        )
+
+    def _load(self, records: RecordSet) -> None:
+        zone, apex, encoder = self.zone, self._apex, self._encoder
+        rrsets: dict[bytes, dict[int, list[bytes]]] = defaultdict(lambda: defaultdict(list))
+        skipped: list[str] = []
+
+        rrsets[apex][TYPE_SOA].append(self._soa_rdata(zone.negative_ttl))
+        nameserver = name_to_wire(zone.nameserver)
+        rrsets[apex][TYPE_NS].append(nameserver)
+        for host in records.hosts:
+            for name in host.names:
+                try:
+                    owner = name_to_wire(name)
+                except BadName:
+                    skipped.append(name)
+                    continue
+                types = rrsets[owner]
+                for address in host.addresses:
+                    types[TYPE_A if address.version == 4 else TYPE_AAAA].append(address.packed)
+        if nameserver not in rrsets and self._in_zone(nameserver):
+            for address in zone.nameserver_addresses:
+                rtype = TYPE_A if address.version == 4 else TYPE_AAAA
+                rrsets[nameserver][rtype].append(address.packed)
+        for address, host in records.by_address().items():
+            try:
+                target = name_to_wire(host.canonical)
+            except BadName:
+                continue
+            rrsets[name_to_wire(address.reverse_pointer)][TYPE_PTR].append(target)
+
+        glue = tuple(
+            _rr(nameserver, rtype, zone.ttl, rdata)
+            for rtype in (TYPE_A, TYPE_AAAA)
+            for rdata in rrsets.get(nameserver, {}).get(rtype, ())
+        )
+        for owner, types in rrsets.items():
+            self._existing[owner] = self._nodata
+            for rtype, rdatas in types.items():
+                answer = tuple(_rr(_QNAME_POINTER, rtype, zone.ttl, rdata) for rdata in rdatas)
+                additional = glue if rtype == TYPE_NS else ()
+                self._answers[owner + struct.pack(">HH", rtype, CLASS_IN)] = encoder.entry(
+                    NOERROR, answer=answer, additional=additional
+                )
+            for rtype in _ANY_ORDER:
+                if rtype in types:
+                    self._answers[owner + struct.pack(">HH", TYPE_ANY, CLASS_IN)] = self._answers[
+                        owner + struct.pack(">HH", rtype, CLASS_IN)
+                    ]
+                    break
+            if owner != apex and self._in_zone(owner):
+                # Empty non-terminals exist (NODATA, not NXDOMAIN: RFC 8020).
+                at = 0
+                while True:
+                    at += owner[at] + 1
+                    parent = owner[at:]
+                    if parent == apex:
+                        break
+                    self._existing.setdefault(parent, self._nodata)
+        self.skipped_names = tuple(skipped)
+
+    def _in_zone(self, name: bytes) -> bool:
+        """Is the wire name at or below the apex (on a label boundary)?"""
+        cut = len(name) - len(self._apex)
+        if cut < 0 or not name.endswith(self._apex):
+            return False
+        at = 0
+        while at < cut:
+            length = name[at]
+            if length > 63:
+                return False
+            at += length + 1
+        return at == cut
+
+    # --- answering
+
+    def handle(
+        self, query: bytes, *, transport: Transport, recursion_allowed: bool
+    ) -> Reply | Forward | None:
+        """The reply to one query (see the module docstring); never raises."""
+        try:
+            n = len(query)
+            # Fast path: one question, no answer/authority, at most one additional (OPT),
+            # QR=0 and OPCODE=QUERY. The name ends at the first zero byte: a dict hit proves
+            # the labels walk to exactly that byte, because the key's own labels do.
+            if n > 16 and query[4:11] == _QUESTION_ONE and not query[2] & 0xF8:
+                end = query.find(0, 12) + 5
+                if end > 16:
+                    ar = query[11]
+                    if ar == 0 and n == end:
+                        mode, limit = 0, 512
+                    elif (
+                        ar == 1
+                        and n >= end + 11
+                        and query[end : end + 3] == _OPT_HEAD
+                        and query[end + 5 : end + 7] == _EDNS_V0
+                        and (query[end + 9] << 8 | query[end + 10]) == n - end - 11
+                    ):
+                        mode = 2 if query[end + 7] & 0x80 else 1
+                        limit = query[end + 3] << 8 | query[end + 4]
+                        if limit < 512:
+                            limit = 512
+                        elif limit > self._max_udp:
+                            limit = self._max_udp
+                    else:
+                        mode = -1
+                    if mode >= 0:
+                        question = query[12:end]
+                        # Lower-casing type and class too is safe: no key has a type or
+                        # class byte in A-Z, so a changed byte only turns a miss into a miss.
+                        key = question.lower()
+                        entry = self._answers.get(key)
+                        if entry is None:
+                            entry = self._miss(key[:-4], question[-4:])
+                        if entry is not None:
+                            variant = entry[mode]
+                            if transport != "udp":
+                                limit = MAX_MESSAGE
+                            index = (
+                                (query[2] & 1)
+                                | ((query[3] & 0x10) >> 3)
+                                | (4 if recursion_allowed else 0)
+                            )
+                            counts = self.counts
+                            counts.replies[(question[-4:-2], entry[3])] += 1
+                            counts.fast += 1
+                            if end + variant[2] > limit:
+                                return query[:2] + variant[3][index] + question + variant[4]
+                            return query[:2] + variant[0][index] + question + variant[1]
+            return self._slow(query, transport, recursion_allowed)
+        except Exception:  # a bug of ours: answer SERVFAIL rather than nothing
+            self.counts.errors += 1
+            if len(query) < 12:
+                return None
+            return query[:2] + bytes((0x80 | (query[2] & 0x79), SERVFAIL)) + bytes(8)
+
+    def _miss(self, name: bytes, type_class: bytes) -> _Entry | None:
+        """NODATA or NXDOMAIN for a question with no positive answer; None if not ours."""
+        if type_class[2:] != _CLASS_IN or type_class[:2] in _ZONE_TRANSFERS:
+            return None
+        found = self._existing.get(name)
+        if found is not None:
+            return found
+        if self._in_zone(name):
+            return self._nxdomain
+        return None
+
+    def _slow(
+        self, query: bytes, transport: Transport, recursion_allowed: bool
+    ) -> Reply | Forward | None:
+        counts = self.counts
+        if len(query) < 12 or query[2] & 0x80:
+            # Too short to carry an ID, or a response: answering could start a loop.
+            counts.dropped += 1
+            return None
+        opcode = (query[2] >> 3) & 0x0F
+        try:
+            record = dnslib.DNSRecord.parse(query)
+        except Exception:  # dnslib raises many types on malformed input; all are the peer's fault
+            return self._error(query, NOTIMP if opcode else FORMERR, ra=recursion_allowed)
+        question = _question_bytes(query, record)
+        opts = [rr for rr in record.ar if rr.rtype == TYPE_OPT]
+        edns_do: int | None = None
+        if len(opts) == 1 and not opts[0].rname.label:
+            edns_do = opts[0].ttl & 0x8000
+        if opcode:
+            return self._error(
+                query, NOTIMP, question=question, edns_do=edns_do, ra=recursion_allowed
+            )
+        if question is None or len(opts) > 1 or (opts and edns_do is None):
+            return self._error(query, FORMERR, ra=recursion_allowed)
+        mode, limit = 0, 512
+        if edns_do is not None:
+            if (opts[0].ttl >> 16) & 0xFF:
+                return self._error(
+                    query, BADVERS, question=question, edns_do=edns_do, ra=recursion_allowed
+                )
+            mode = 2 if edns_do else 1
+            limit = min(max(opts[0].rclass, 512), self._max_udp)
+        if transport != "udp":
+            limit = MAX_MESSAGE
+        type_class = question[-4:]
+        name = question[:-4].lower()
+        entry = self._answers.get(name + type_class) or self._miss(name, type_class)
+        if entry is not None:
+            variant = entry[mode]
+            index = (query[2] & 1) | ((query[3] & 0x10) >> 3) | (4 if recursion_allowed else 0)
+            counts.replies[(type_class[:2], entry[3])] += 1
+            if 12 + len(question) + variant[2] > limit:
+                return query[:2] + variant[3][index] + question + variant[4]
+            return query[:2] + variant[0][index] + question + variant[1]
+        if (
+            recursion_allowed
+            and type_class[2:] == _CLASS_IN
+            and type_class[:2] not in _ZONE_TRANSFERS
+        ):
+            counts.forwarded += 1
+            failure = self._error(
+                query, SERVFAIL, question=question, edns_do=edns_do, ra=True, count=False
+            )
+            return Forward(
+                query=query,
+                failure=failure,
+                transport=transport,
+                qtype=type_class[0] << 8 | type_class[1],
+            )
+        return self._error(query, REFUSED, question=question, edns_do=edns_do, ra=recursion_allowed)
+
+    def _error(
+        self,
+        query: bytes,
+        rcode: int,
+        *,
+        question: bytes | None = None,
+        edns_do: int | None = None,
+        ra: bool,
+        count: bool = True,
+    ) -> Reply:
+        """A reply without records: header (ID, OPCODE, RD, CD copied), question, OPT."""
+        first = 0x80 | (query[2] & 0x79)
+        second = (0x80 if ra else 0) | (query[3] & 0x10) | (rcode & 0x0F)
+        opt = b""
+        if edns_do is not None:
+            # The upper 8 bits of an extended RCODE (BADVERS) travel in the OPT record.
+            opt = _OPT_HEAD + struct.pack(">HBBHH", self._max_udp, rcode >> 4, 0, edns_do, 0)
+        head = bytes((first, second)) + struct.pack(
+            ">HHHH", 1 if question else 0, 0, 0, 1 if opt else 0
+        )
+        if count:
+            self.counts.replies[(question[-4:-2] if question else b"", rcode)] += 1
+        return query[:2] + head + (question or b"") + opt
+
+
+def _question_bytes(query: bytes, record: dnslib.DNSRecord) -> bytes | None:
+    """The one question as sent (or re-encoded, uncompressed, if it used a pointer)."""
+    if len(record.questions) != 1:
+        return None
+    at, n = 12, len(query)
+    while at < n:
+        length = query[at]
+        if length == 0:
+            end = at + 5
+            return query[12:end] if end <= n else None
+        if length > 63:
+            break  # a compression pointer: rebuild the name from dnslib's labels
+        at += length + 1
+    q = record.questions[0]
+    labels: tuple[bytes, ...] = q.qname.label
+    if any(not 0 < len(label) < 64 for label in labels):
+        return None
+    wire = b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
+    if len(wire) > 255:
+        return None
+    return wire + struct.pack(">HH", q.qtype, q.qclass)
+
+
+def reverse_wire(address: IPAddress) -> bytes:
+    """The PTR owner name of an address, in wire form."""
+    return name_to_wire(address.reverse_pointer)
+
+
+def rcode_of(reply: Reply) -> int:
+    """The (4-bit header) RCODE of a reply."""
+    return reply[3] & 0x0F
