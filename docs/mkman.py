@@ -23,19 +23,15 @@ from typing import Any
 # so that PYTHONPATH (the build tree, in debian/rules) wins.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from nodehosts import __version__  # noqa: E402
-from nodehosts import cli, config  # noqa: E402
+from nodehosts import __version__, cli, config
 
 
 def esc(text: str) -> str:
     """Escape running text for roff: backslashes, hyphens, and control characters."""
     text = text.replace("\\", "\\e").replace("-", "\\-")
-    lines = []
-    for line in text.split("\n"):
-        if line.startswith((".", "'")):
-            line = "\\&" + line
-        lines.append(line)
-    return "\n".join(lines)
+    return "\n".join(
+        "\\&" + line if line.startswith((".", "'")) else line for line in text.split("\n")
+    )
 
 
 def bold(text: str) -> str:
@@ -303,9 +299,7 @@ def main() -> int:
     args = parser.parse_args()
     # Reproducible builds: the date comes from debian/changelog through SOURCE_DATE_EPOCH.
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0")) or None
-    when = (
-        _dt.datetime.fromtimestamp(epoch, tz=_dt.UTC) if epoch else _dt.datetime.now(tz=_dt.UTC)
-    )
+    when = _dt.datetime.fromtimestamp(epoch, tz=_dt.UTC) if epoch else _dt.datetime.now(tz=_dt.UTC)
     text = render(args.version, when.strftime("%Y-%m-%d"))
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

@@ -1,0 +1,231 @@
+"""Booted Debian containers for the end-to-end test: systemd-nspawn on an overlay of a cached root.
+
+Contract:
+- `cached_root(suite)` builds (once, with tests/e2e/mkroot.sh) and returns a minimal bootable
+  Debian root under $NODEHOSTS_E2E_CACHE (default /var/cache/nodehosts-e2e). The cached root is
+  never written to: each `Container` boots an overlay of it whose upper layer is thrown away.
+- `Container(suite, root)` as a context manager: mounts the overlay, boots it with
+  `systemd-nspawn --register=no --keep-unit --boot` sharing the host's network (so the container
+  reaches the fake API server on the host's loopback, and the Debian archive), waits for
+  `systemctl is-system-running`, and on exit powers it off, unmounts and deletes the overlay.
+- `run(*cmd)` runs a command inside (nsenter into the container's init: all its namespaces)
+  with a clean environment, returns CompletedProcess; `check=True` raises with the output.
+- `path(p)` is the host path of the container's file p (writes land in the overlay).
+- The suite's downloaded .debs are kept between runs: the cache's apt-archives/<suite> is bound
+  onto /var/cache/apt/archives, so a warm run downloads nothing but the package indexes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("NODEHOSTS_E2E_CACHE", "/var/cache/nodehosts-e2e"))
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class ContainerError(RuntimeError):
+    pass
+
+
+def cached_root(suite: str) -> Path:
+    """The cached root of SUITE, built with mkroot.sh when absent (about 40 s, downloads)."""
+    result = subprocess.run(
+        ["bash", str(HERE / "mkroot.sh"), suite],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": SYSTEM_PATH, "NODEHOSTS_E2E_CACHE": str(CACHE)},
+        timeout=600,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ContainerError(f"mkroot.sh {suite} failed:\n{result.stderr}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _cleanup_stale_runs() -> None:
+    """Unmount and delete overlays left by an earlier run that was killed (ours only)."""
+    runs = CACHE / "runs"
+    if not runs.is_dir():
+        return
+    for run_dir in runs.iterdir():
+        pid_file = run_dir / "owner.pid"
+        with contextlib.suppress(OSError, ValueError):
+            if Path(f"/proc/{int(pid_file.read_text())}").exists():
+                continue  # a live test process owns it
+        merged = run_dir / "merged"
+        subprocess.run(["umount", "-l", str(merged)], capture_output=True, check=False)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+class Container:
+    def __init__(self, suite: str, root: Path, *, boot_timeout: float = 90.0) -> None:
+        self.suite = suite
+        self.root = root
+        self.boot_timeout = boot_timeout
+        self.run_dir = CACHE / "runs" / f"{suite}-{os.getpid()}"
+        self.merged = self.run_dir / "merged"
+        self.console_log = self.run_dir / "console.log"
+        self.nspawn: subprocess.Popen[bytes] | None = None
+        self.init_pid: int | None = None
+        self.boot_seconds: float | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Container:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        _cleanup_stale_runs()
+        for sub in ("upper", "work", "merged"):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "owner.pid").write_text(str(os.getpid()))
+        subprocess.run(
+            [
+                "mount", "-t", "overlay", "overlay", "-o",
+                f"lowerdir={self.root},upperdir={self.run_dir / 'upper'},"
+                f"workdir={self.run_dir / 'work'}",
+                str(self.merged),
+            ],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        archives = CACHE / "apt-archives" / self.suite
+        (archives / "partial").mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with self.console_log.open("wb") as console:
+            self.nspawn = subprocess.Popen(
+                [
+                    "systemd-nspawn",
+                    "--quiet",
+                    "-D", str(self.merged),
+                    "--register=no",
+                    "--keep-unit",
+                    "--boot",
+                    "--console=passive",
+                    f"--machine=nodehosts-e2e-{self.suite}",
+                    f"--bind={archives}:/var/cache/apt/archives",
+                ],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                env={**os.environ, "PATH": SYSTEM_PATH},
+                start_new_session=True,
+            )  # fmt: skip
+        self.init_pid = self._wait_for_init()
+        state = self._wait_until_booted()
+        self.boot_seconds = time.monotonic() - started
+        if state not in ("running", "degraded"):
+            raise ContainerError(f"{self.suite}: system state {state!r}\n{self.diagnostics()}")
+
+    def _wait_for_init(self) -> int:
+        assert self.nspawn is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.nspawn.poll() is not None:
+                raise ContainerError(
+                    f"systemd-nspawn exited with {self.nspawn.returncode}:\n"
+                    + self.console_log.read_text(errors="replace")
+                )
+            children = Path(f"/proc/{self.nspawn.pid}/task/{self.nspawn.pid}/children")
+            with contextlib.suppress(OSError):
+                for pid in children.read_text().split():
+                    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                    if comm == "systemd":
+                        return int(pid)
+            time.sleep(0.1)
+        raise ContainerError("the container's systemd did not start within 30 s")
+
+    def _wait_until_booted(self) -> str:
+        deadline = time.monotonic() + self.boot_timeout
+        state = ""
+        while time.monotonic() < deadline:
+            result = self.run("systemctl", "is-system-running", check=False, timeout=10)
+            state = result.stdout.strip()
+            if state in ("running", "degraded", "maintenance", "stopping"):
+                return state
+            time.sleep(0.2)
+        return state or "unknown (timed out)"
+
+    def stop(self) -> None:
+        if self.nspawn is not None and self.nspawn.poll() is None:
+            # SIGTERM to systemd-nspawn asks the container's systemd for a clean poweroff.
+            self.nspawn.send_signal(signal.SIGTERM)
+            try:
+                self.nspawn.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.nspawn.pid, signal.SIGKILL)
+                self.nspawn.wait(timeout=10)
+        self.nspawn = None
+        if self.merged.is_dir():
+            subprocess.run(["umount", str(self.merged)], capture_output=True, check=False)
+            if os.path.ismount(self.merged):
+                subprocess.run(["umount", "-l", str(self.merged)], capture_output=True, check=False)
+        if not os.path.ismount(self.merged):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ inside
+
+    def run(
+        self,
+        *cmd: str,
+        check: bool = True,
+        timeout: float = 120,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run CMD inside the container as root, with a clean environment."""
+        assert self.init_pid is not None, "container not started"
+        clean = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "TERM": "dumb", "HOME": "/root"}
+        clean.update(env or {})
+        full = [
+            "nsenter", "-t", str(self.init_pid), "-a", "--wd=/",
+            "env", "-i", *(f"{k}={v}" for k, v in clean.items()), *cmd,
+        ]  # fmt: skip
+        try:
+            result = subprocess.run(
+                full, capture_output=True, text=True, timeout=timeout, input=input, check=False
+            )
+        except subprocess.TimeoutExpired as error:
+            raise ContainerError(f"timed out after {timeout}s: {shlex.join(cmd)}") from error
+        if check and result.returncode != 0:
+            raise ContainerError(
+                f"[{self.suite}] {shlex.join(cmd)} exited {result.returncode}\n"
+                f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+            )
+        return result
+
+    def sh(self, script: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return self.run("sh", "-c", script, **kwargs)  # type: ignore[arg-type]
+
+    def path(self, inside: str) -> Path:
+        return self.merged / inside.lstrip("/")
+
+    def diagnostics(self) -> str:
+        """What to print when something fails: failed units, the unit's journal, the console."""
+        parts = [f"===== container {self.suite}"]
+        for cmd in (
+            ["systemctl", "--failed", "--no-pager"],
+            ["systemctl", "status", "nodehosts", "--no-pager", "--lines=0"],
+            ["journalctl", "-u", "nodehosts", "--no-pager", "-n", "80", "-o", "short-iso"],
+        ):
+            with contextlib.suppress(Exception):
+                result = self.run(*cmd, check=False, timeout=15)
+                parts.append(f"$ {shlex.join(cmd)}\n{result.stdout}{result.stderr}")
+        with contextlib.suppress(OSError):
+            parts.append(
+                "--- console (tail)\n" + self.console_log.read_text(errors="replace")[-3000:]
+            )
+        return "\n".join(parts)
