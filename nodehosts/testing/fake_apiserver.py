@@ -47,6 +47,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import select
 import socket
 import ssl
 import tempfile
@@ -336,6 +337,8 @@ class FakeApiServer:
         # How a watch from a compacted version is refused: an ERROR event or HTTP 410.
         self.expired_as: Literal["event", "http"] = "event"
         self.requests: list[RequestRecord] = []
+        # BOOKMARK events written to watch streams so far (counted once fully sent).
+        self.bookmarks_sent = 0
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -391,7 +394,7 @@ class FakeApiServer:
         self.port = httpd.server_address[1]
         thread = threading.Thread(
             target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.5},
             name=f"fake-apiserver-{self.port}",
             daemon=True,
         )
@@ -402,7 +405,13 @@ class FakeApiServer:
         httpd, thread = self._httpd, self._thread
         self._httpd = self._thread = None
         if httpd is not None:
-            httpd.shutdown()
+            stopper = threading.Thread(target=httpd.shutdown, daemon=True)
+            stopper.start()
+            while stopper.is_alive():
+                # Wake the accept loop's select() now rather than after its poll interval.
+                with contextlib.suppress(OSError):
+                    socket.create_connection((self.host, self.port), timeout=0.1).close()
+                stopper.join(0.01)
             httpd.server_close()
         if thread is not None:
             thread.join(timeout=5)
@@ -893,6 +902,9 @@ class FakeApiServer:
                         return
                     handler.send_chunk(line)
                     sent += 1
+                    if line.startswith(b'{"type":"BOOKMARK"'):
+                        with self._lock:
+                            self.bookmarks_sent += 1
                 if expired:
                     handler.send_chunk(_expired_line(position, self._compacted))
                     handler.end_stream()
@@ -910,6 +922,8 @@ class FakeApiServer:
                 if watch.dropped or self._stopped:
                     handler.cut()
                     return
+                if finish == "idle" and handler.client_gone():
+                    return
                 if finish == "bookmark" or (finish == "timeout" and bookmarks):
                     pending.append(_bookmark_line(collection.type, position))
                     next_bookmark = time.monotonic() + self.bookmark_interval
@@ -917,6 +931,9 @@ class FakeApiServer:
                     for line in pending:
                         handler.send_chunk(line)
                     handler.end_stream()
+                    if bookmarks:
+                        with self._lock:
+                            self.bookmarks_sent += 1
                     return
         except OSError:
             return  # the client went away
@@ -960,6 +977,10 @@ class FakeApiServer:
             # Nothing for this watch up to now: it has seen everything up to the current version.
             position = self._version
             wake = deadline if not bookmarks else min(deadline, next_bookmark)
+            if wake - now > _IDLE_CHECK:
+                # Come back now and then to notice a client that hung up (as the real one does).
+                self._changed.wait(_IDLE_CHECK)
+                return [], position, False, "idle"
             self._changed.wait(max(0.0, wake - now))
 
 
@@ -973,6 +994,9 @@ def _parse_body(body: bytes) -> Any:
 def _is_true(value: str | None) -> bool:
     # Go's strconv.ParseBool, which the apiserver uses: kubernetes 22.6 sends "True".
     return value in ("1", "t", "T", "true", "TRUE", "True")
+
+
+_IDLE_CHECK = 0.2
 
 
 def _verbs(verbs: Iterable[str] | None) -> frozenset[str] | None:
@@ -1131,6 +1155,14 @@ class _Handler(BaseHTTPRequestHandler):
     def end_stream(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def client_gone(self) -> bool:
+        """True when the client closed its end: a watch client never sends anything else."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     def cut(self) -> None:
         """End the connection without a clean end of body: the client sees a broken stream."""

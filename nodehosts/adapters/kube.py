@@ -1,0 +1,895 @@
+"""The Kubernetes API: client configuration from the official client, list/watch of our own.
+
+Contract:
+
+- `load_client_configuration(kubeconfig)` returns the official client's `Configuration` from the
+  given kubeconfig, else in-cluster (when KUBERNETES_SERVICE_HOST is set), else $KUBECONFIG or
+  ~/.kube/config; any problem raises `KubeConfigError` naming the file and the problem. Works
+  with kubernetes 22.6 and 37.x: only config loading and the urllib3 pool of `ApiClient` are
+  used (TLS, client certificates, proxy), with credentials from `auth_settings()` per request
+  (so refreshed tokens are picked up). No API classes, no models: responses are raw JSON.
+- `CollectionSource` lists and watches one collection (e.g. /api/v1/nodes, or CSRs) into an
+  `Inventory`: LIST paged with `limit` (each page dropped after extracting, gc paused during
+  the decode), then WATCH from the list's resourceVersion with bookmarks and `timeoutSeconds`,
+  tracking the version of every event; after a timeout or a dropped stream it watches again
+  from that version; on 410 (an ERROR event or HTTP 410) it relists and rebuilds the state from
+  scratch. Any other error (refused, timeout, 5xx, 401/403, bad JSON, config) is logged as one
+  `api_error` line, reported, retried after a capped full-jitter backoff, and never loses the
+  state: the last good objects stay published. 401/403 and `restart()` rebuild the
+  configuration (rotated credentials) before the next request; `restart()` also relists.
+- Blocking I/O runs in one worker thread per running source; results reach the asyncio loop via
+  `call_soon_threadsafe` and the callbacks run on the loop thread, bursts coalesced into one
+  call. Mappings handed out are read-only snapshots that never change afterwards. Cancelling
+  `run()` returns within about a second even while a watch is blocked (the socket is shut down).
+- `NodeSource` is that for Nodes, delivering to a `NodeListener`; `list_nodes()` is a one-shot
+  LIST for `nodehosts dump`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import http.client
+import json
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from urllib.parse import quote, urlencode
+
+import structlog
+
+from nodehosts import __version__
+from nodehosts.core.inventory import BOOKMARK, EVENT_TYPES, Inventory, NodeInventory
+from nodehosts.core.model import NodeInfo
+
+if TYPE_CHECKING:
+    from kubernetes.client import Configuration
+
+__all__ = [
+    "NODES_PATH",
+    "SERVICE_ACCOUNT_DIR",
+    "CollectionSource",
+    "KubeApiError",
+    "KubeConfigError",
+    "KubeTransport",
+    "NodeListener",
+    "NodeSource",
+    "ResourceExpired",
+    "Tuning",
+    "list_nodes",
+    "load_client_configuration",
+]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+NODES_PATH = "/api/v1/nodes"
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class KubeConfigError(Exception):
+    """The client configuration cannot be loaded; the message names the file and the problem."""
+
+
+def load_client_configuration(
+    kubeconfig: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+) -> Configuration:
+    """The official client's Configuration: kubeconfig, else in-cluster, else the default file."""
+    # Imported here: `nodehosts --version` and `check-config` should not pay ~40 MB for it.
+    from kubernetes.client import Configuration
+
+    env = os.environ if environ is None else environ
+    if kubeconfig is not None:
+        return _from_kubeconfig(str(kubeconfig), Configuration)
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return _in_cluster(env, service_account_dir, Configuration)
+    default = env.get("KUBECONFIG") or "~/.kube/config"
+    paths = [os.path.expanduser(p) for p in default.split(os.pathsep) if p]
+    if not any(os.path.exists(p) for p in paths):
+        raise KubeConfigError(
+            f"{default}: no such file, and KUBERNETES_SERVICE_HOST is not set (not in a pod); "
+            "pass --kubeconfig"
+        )
+    return _from_kubeconfig(os.pathsep.join(paths), Configuration)
+
+
+def _from_kubeconfig(path: str, configuration_class: type[Configuration]) -> Configuration:
+    from kubernetes import config as kube_config
+
+    if os.pathsep not in path and not os.path.isfile(path):
+        raise KubeConfigError(f"{path}: no such file")
+    configuration = configuration_class()
+    try:
+        kube_config.load_kube_config(
+            config_file=path, client_configuration=configuration, persist_config=False
+        )
+    except Exception as error:  # the loader raises anything from yaml to KeyError
+        raise KubeConfigError(f"{path}: {_describe(error)}") from error
+    if not configuration.host:
+        raise KubeConfigError(f"{path}: the current context has no cluster server")
+    return configuration
+
+
+def _in_cluster(
+    env: Mapping[str, str], directory: Path, configuration_class: type[Configuration]
+) -> Configuration:
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+
+    configuration = configuration_class()
+    try:
+        InClusterConfigLoader(
+            token_filename=str(directory / "token"),
+            cert_filename=str(directory / "ca.crt"),
+            environ=env,
+        ).load_and_set(configuration)
+    except Exception as error:
+        raise KubeConfigError(
+            f"{directory}: in-cluster configuration (KUBERNETES_SERVICE_HOST is set): "
+            f"{_describe(error)}"
+        ) from error
+    return configuration
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class KubeApiError(Exception):
+    """A failed API call: `reason` is a short fixed word for logs and metrics."""
+
+    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
+        where = reason if status is None else f"{reason} ({status})"
+        super().__init__(f"{where}: {message}")
+        self.reason, self.message, self.status = reason, message, status
+
+
+class ResourceExpired(KubeApiError):
+    """410 Gone/Expired: the version is older than the server's history; relist."""
+
+
+def _status_error(status: int, body: bytes) -> KubeApiError:
+    message = ""
+    with contextlib.suppress(ValueError, AttributeError):
+        message = str(json.loads(body).get("message") or "")
+    if not message:
+        message = body[:200].decode("utf-8", "replace").strip() or http.client.responses.get(
+            status, "error"
+        )
+    if status == 410:
+        return ResourceExpired("expired", message, status)
+    if status == 401:
+        reason = "unauthorized"
+    elif status == 403:
+        reason = "forbidden"
+    elif status >= 500:
+        reason = "server_error"
+    else:
+        reason = "http_error"
+    return KubeApiError(reason, message, status)
+
+
+def _transport_error(error: BaseException, where: str) -> KubeApiError:
+    from urllib3 import exceptions
+
+    if isinstance(error, KubeApiError):
+        return error
+    if isinstance(error, exceptions.NewConnectionError):
+        reason = "unreachable"
+    elif isinstance(error, exceptions.TimeoutError):
+        reason = "timeout"
+    elif isinstance(error, exceptions.SSLError):
+        reason = "tls_error"
+    else:
+        reason = "connection_lost"
+    # urllib3 wraps the cause in a tuple or a long repr; keep the part an operator reads.
+    first = error.args[0] if error.args else None
+    text = first if isinstance(first, str) else str(error)
+    text = text.rpartition("Failed to establish a new connection: ")[2]
+    return KubeApiError(reason, f"{where}: {text.strip() or type(error).__name__}"[:300])
+
+
+# Exceptions a request or a body read can raise for network reasons.
+def _network_errors() -> tuple[type[BaseException], ...]:
+    from urllib3 import exceptions
+
+    return (exceptions.HTTPError, OSError, http.client.HTTPException, ValueError)
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class KubeTransport:
+    """HTTP to the API server with the official client's TLS, proxy and credential settings."""
+
+    def __init__(
+        self,
+        configuration: Configuration,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ) -> None:
+        from kubernetes.client import ApiClient
+
+        self._configuration = configuration
+        # Only the pool: the API classes and models are never touched (import cost, and
+        # ApiClient.call_api's signature differs between 22.6 and 37.x).
+        self._api_client = ApiClient(configuration)
+        self._pool = self._api_client.rest_client.pool_manager
+        self.base = str(configuration.host).rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._lock = threading.Lock()
+        self._open_responses: set[Any] = set()
+        self._interrupted = False
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": f"nodehosts/{__version__}"}
+        try:
+            # Called per request: the token refresh hooks (in-cluster, exec) run in here.
+            settings = self._configuration.auth_settings()
+        except Exception as error:
+            raise KubeApiError("config_error", f"credentials: {_describe(error)}") from error
+        for setting in settings.values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[str(setting["key"])] = str(setting["value"])
+        return headers
+
+    def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        read_timeout: float | None = None,
+    ) -> Any:
+        """Send a request; return the streaming urllib3 response (status not checked)."""
+        import urllib3
+
+        with self._lock:
+            if self._interrupted:
+                raise KubeApiError("interrupted", "the source is stopping or restarting")
+        url = self.base + path + ("?" + urlencode(query) if query else "")
+        headers = self.headers()
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        timeout = urllib3.Timeout(
+            connect=self.connect_timeout,
+            read=self.read_timeout if read_timeout is None else read_timeout,
+        )
+        try:
+            response = self._pool.request(
+                method,
+                url,
+                body=data,
+                headers=headers,
+                timeout=timeout,
+                retries=False,  # we retry with our own backoff, and log each failure
+                preload_content=False,
+            )
+        except _network_errors() as error:
+            raise _transport_error(error, self.base) from error
+        with self._lock:
+            self._open_responses.add(response)
+            interrupted = self._interrupted
+        if interrupted:  # interrupt() ran while we were connecting
+            _shutdown_socket(response)
+        return response
+
+    def finish(self, response: Any, *, reuse: bool) -> None:
+        """Give a response's connection back (reuse) or close it (after an error)."""
+        with self._lock:
+            self._open_responses.discard(response)
+        with contextlib.suppress(Exception):
+            if not reuse:
+                response.close()
+            response.release_conn()
+
+    def read(self, response: Any) -> bytes:
+        """The whole body of a response; network failures become KubeApiError."""
+        try:
+            data: bytes = response.read()
+        except _network_errors() as error:
+            raise _transport_error(error, self.base) from error
+        return data
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        """One request whose 2xx answer is JSON; anything else raises KubeApiError."""
+        response = self.open(method, path, query=query, body=body)
+        reuse = False
+        try:
+            data = self.read(response)
+            reuse = True
+        finally:
+            self.finish(response, reuse=reuse)
+        if not 200 <= response.status < 300:
+            raise _status_error(response.status, data)
+        with _gc_paused():
+            try:
+                return json.loads(data)
+            except ValueError as error:
+                raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
+
+    def interrupt(self) -> None:
+        """From any thread: fail every read in progress promptly, and every later request."""
+        with self._lock:
+            self._interrupted = True
+            responses = list(self._open_responses)
+        for response in responses:
+            _shutdown_socket(response)
+
+    def close(self) -> None:
+        self.interrupt()
+        with contextlib.suppress(Exception):
+            self._pool.clear()
+
+
+def _shutdown_socket(response: Any) -> None:
+    # urllib3 1.26 and 2.x both keep the connection of an unreleased streaming response here;
+    # shutting the socket down wakes a recv() blocked in another thread.
+    connection = getattr(response, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _GcPause:
+    """Pauses the cyclic gc while decoding big JSON (it rescans every new dict: 2x slower).
+
+    Counted, so overlapping pauses from several sources re-enable it only at the end.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pausers = 0
+        self._was_enabled = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._pausers == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._pausers += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pausers -= 1
+                if self._pausers == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_gc_paused = _GcPause()
+
+
+# --------------------------------------------------------------------------- list / watch
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Knobs of the list/watch loop; the defaults suit a real cluster, tests shrink them."""
+
+    page_size: int = 500
+    # The server ends each watch after this long; we then watch again from the last version.
+    watch_timeout: float = 240.0
+    # A watch silent for watch_timeout + this is taken as a dead connection.
+    watch_grace: float = 15.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+
+def _list_into(
+    inventory: Inventory[Any],
+    transport: KubeTransport,
+    path: str,
+    *,
+    selectors: Mapping[str, str],
+    page_size: int,
+) -> int:
+    """LIST `path` page by page into `inventory` (replaced only if every page arrives)."""
+    pages = 0
+
+    def fetch(token: str | None) -> tuple[list[Any], str, str | None]:
+        nonlocal pages
+        query = dict(selectors)
+        query["limit"] = str(page_size)
+        if token:
+            query["continue"] = token
+        document = transport.request_json("GET", path, query=query)
+        pages += 1
+        metadata = document.get("metadata") if isinstance(document, dict) else None
+        items = document.get("items") if isinstance(document, dict) else None
+        if not isinstance(metadata, dict) or not isinstance(items, list):
+            raise KubeApiError("bad_response", f"{path}: not a list (no metadata or items)")
+        version = metadata.get("resourceVersion")
+        if not isinstance(version, str) or not version:
+            raise KubeApiError("bad_response", f"{path}: list without metadata.resourceVersion")
+        next_token = metadata.get("continue") or None
+        return items, version, next_token
+
+    with _gc_paused():
+        items, version, token = fetch(None)
+
+        def every_item() -> Iterator[Any]:
+            nonlocal items, token
+            while True:
+                page, items = items, []
+                yield from page
+                del page  # drop the page before fetching the next one
+                if not token:
+                    return
+                items, _, token = fetch(token)
+
+        inventory.replace(every_item(), version)
+    return pages
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    """The newline-delimited lines of a streaming body, as chunks arrive."""
+    pending = b""
+    for chunk in response.stream(65536, decode_content=True):
+        if not chunk:
+            continue
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
+
+
+class CollectionSource(Generic[T]):
+    """List/watch one collection into an Inventory forever; report on the asyncio loop.
+
+    The callbacks run on the event loop thread: `on_synced(objects, version)` after every
+    complete LIST, `on_changed(objects, version)` when some parsed object changed,
+    `on_error(reason, message)` for each failure, and `on_recovered()` (optional) on the first
+    success after failures.
+    """
+
+    def __init__(
+        self,
+        configure: Callable[[], Configuration],
+        inventory: Inventory[T],
+        path: str,
+        *,
+        on_synced: Callable[[Mapping[str, T], str], None],
+        on_changed: Callable[[Mapping[str, T], str], None],
+        on_error: Callable[[str, str], None],
+        on_recovered: Callable[[], None] | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        tuning: Tuning = Tuning(),
+        rng: random.Random | None = None,
+    ) -> None:
+        self._configure = configure
+        self._inventory = inventory
+        self.path = path
+        self._callbacks = (on_synced, on_changed, on_error, on_recovered)
+        self._selectors: dict[str, str] = {}
+        if label_selector:
+            self._selectors["labelSelector"] = label_selector
+        if field_selector:
+            self._selectors["fieldSelector"] = field_selector
+        self.tuning = tuning
+        self._rng = rng or random.Random()
+        self._log = log.bind(path=path)
+        self._restart = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._transport_lock = threading.Lock()
+        self._transport: KubeTransport | None = None
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._failing = False
+        # Deliveries waiting for the loop thread: ("error", (reason, message)), ("recovered",),
+        # ("state", sync?, objects, version).
+        self._outbox: list[tuple[Any, ...]] = []
+        self._outbox_lock = threading.Lock()
+        self._flush_scheduled = False
+
+    # ------------------------------------------------------------------ asyncio side
+
+    async def run(self) -> None:
+        """List and watch until cancelled; cancellation returns within about a second."""
+        if self._running:
+            raise RuntimeError(f"source for {self.path} is already running")
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        self._stop = stop
+        self._running = True
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finished(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def main() -> None:
+            error: BaseException | None = None
+            try:
+                self._work(loop, stop)
+            except BaseException as exc:  # a bug: let run() raise it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                loop.call_soon_threadsafe(finished, error)
+
+        previous = self._thread
+        if previous is not None and previous.is_alive():
+            # A worker cancelled without waiting may still be finishing its last read.
+            await asyncio.to_thread(previous.join)
+        thread = threading.Thread(target=main, name=f"nodehosts-watch{self.path}", daemon=True)
+        self._thread = thread
+        thread.start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            stop.set()
+            self._wake.set()
+            self._interrupt()
+            # The worker ends at its next check; do not wait for a connect that hangs.
+            await asyncio.wait({done}, timeout=1.0)
+            raise
+        finally:
+            stop.set()
+            self._running = False
+
+    def restart(self) -> None:
+        """Rebuild the client configuration (rotated credentials) and relist, promptly."""
+        self._restart.set()
+        self._wake.set()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        with self._transport_lock:
+            transport = self._transport
+        if transport is not None:
+            transport.interrupt()
+
+    def _post(self, item: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
+        with self._outbox_lock:
+            self._outbox.append(item)
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody is listening any more
+            loop.call_soon_threadsafe(self._flush, self._stop)
+
+    def _flush(self, stop: threading.Event) -> None:
+        with self._outbox_lock:
+            items, self._outbox = self._outbox, []
+            self._flush_scheduled = False
+        if stop.is_set():
+            return
+        on_synced, on_changed, on_error, on_recovered = self._callbacks
+        # Runs of state updates collapse into one call with the newest state (a sync if any
+        # of them was one); errors and recoveries keep their place in between.
+        state: tuple[Any, ...] | None = None
+        synced = False
+        calls: list[Callable[[], None]] = []
+
+        def close_run() -> None:
+            nonlocal state, synced
+            if state is not None:
+                objects, version = state[2], state[3]
+                target = on_synced if synced else on_changed
+                calls.append(lambda: target(objects, version))
+            state, synced = None, False
+
+        for item in items:
+            if item[0] == "state":
+                state, synced = item, synced or item[1]
+                continue
+            close_run()
+            if item[0] == "error":
+                reason, message = item[1]
+                calls.append(lambda r=reason, m=message: on_error(r, m))
+            elif on_recovered is not None:
+                calls.append(on_recovered)
+        close_run()
+        for call in calls:
+            try:
+                call()
+            except Exception:
+                self._log.exception("listener_failed")
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _work(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        need_list = True
+        attempt = 0
+        expired_in_a_row = 0
+        try:
+            while not stop.is_set():
+                if self._restart.is_set():
+                    self._restart.clear()
+                    self._wake.clear()
+                    self._drop_transport()
+                    need_list = True
+                    self._log.info("source_restarting")
+                try:
+                    transport = self._current_transport()
+                    if need_list:
+                        self._list(transport, loop)
+                        need_list, attempt, expired_in_a_row = False, 0, 0
+                    if self._watch(transport, loop, stop):
+                        attempt = 0
+                except ResourceExpired as error:
+                    if self._interrupted(stop):
+                        continue
+                    expired_in_a_row += 1
+                    need_list = True
+                    if expired_in_a_row < 3:
+                        self._log.info(
+                            "relisting",
+                            reason="expired",
+                            message=error.message,
+                            resource_version=self._inventory.resource_version,
+                        )
+                        continue
+                    # Expired again right after relisting: something is off; back off.
+                    attempt = self._failed(error, attempt, loop)
+                except KubeApiError as error:
+                    if self._interrupted(stop):
+                        continue
+                    if error.status in (401, 403) or error.reason == "config_error":
+                        self._drop_transport()  # reload credentials before the next try
+                    attempt = self._failed(error, attempt, loop)
+                except Exception as error:  # a bug in a parser or here: keep serving
+                    if self._interrupted(stop):
+                        continue
+                    self._log.exception("source_internal_error")
+                    attempt = self._failed(
+                        KubeApiError("internal_error", _describe(error)), attempt, loop
+                    )
+        finally:
+            self._drop_transport()
+
+    def _interrupted(self, stop: threading.Event) -> bool:
+        return stop.is_set() or self._restart.is_set()
+
+    def _current_transport(self) -> KubeTransport:
+        with self._transport_lock:
+            if self._transport is not None:
+                return self._transport
+        try:
+            configuration = self._configure()
+        except KubeConfigError as error:
+            raise KubeApiError("config_error", str(error)) from error
+        tuning = self.tuning
+        transport = KubeTransport(
+            configuration,
+            connect_timeout=tuning.connect_timeout,
+            read_timeout=tuning.read_timeout,
+        )
+        with self._transport_lock:
+            self._transport = transport
+        return transport
+
+    def _drop_transport(self) -> None:
+        with self._transport_lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+    def _failed(self, error: KubeApiError, attempt: int, loop: asyncio.AbstractEventLoop) -> int:
+        tuning = self.tuning
+        delay = self._rng.uniform(0, min(tuning.backoff_cap, tuning.backoff_base * 2**attempt))
+        self._log.warning(
+            "api_error",
+            reason=error.reason,
+            status=error.status,
+            message=error.message,
+            retry_in=round(delay, 3),
+        )
+        self._failing = True
+        self._post(("error", (error.reason, error.message)), loop)
+        self._wake.wait(delay)
+        self._wake.clear()
+        return min(attempt + 1, 32)
+
+    def _healthy(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._failing:
+            self._failing = False
+            self._log.info("api_recovered")
+            self._post(("recovered",), loop)
+
+    def _list(self, transport: KubeTransport, loop: asyncio.AbstractEventLoop) -> None:
+        started = time.monotonic()
+        pages = _list_into(
+            self._inventory,
+            transport,
+            self.path,
+            selectors=self._selectors,
+            page_size=self.tuning.page_size,
+        )
+        inventory = self._inventory
+        self._log.debug(
+            "list_complete",
+            objects=len(inventory),
+            pages=pages,
+            resource_version=inventory.resource_version,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        self._healthy(loop)
+        self._post(("state", True, inventory.objects, inventory.resource_version), loop)
+
+    def _watch(
+        self, transport: KubeTransport, loop: asyncio.AbstractEventLoop, stop: threading.Event
+    ) -> bool:
+        """One watch from the inventory's version; True if it ended cleanly (re-watch now)."""
+        tuning = self.tuning
+        query = dict(self._selectors)
+        query.update(
+            watch="true",
+            resourceVersion=self._inventory.resource_version,
+            allowWatchBookmarks="true",
+            timeoutSeconds=str(max(1, round(tuning.watch_timeout))),
+        )
+        response = transport.open(
+            "GET", self.path, query=query, read_timeout=tuning.watch_timeout + tuning.watch_grace
+        )
+        clean = False
+        try:
+            if response.status != 200:
+                raise _status_error(response.status, transport.read(response))
+            self._log.debug("watch_started", resource_version=query["resourceVersion"])
+            self._healthy(loop)
+            lines = _lines(response)
+            while True:
+                try:
+                    line = next(lines)
+                except StopIteration:
+                    break
+                except _network_errors() as error:
+                    raise _transport_error(error, transport.base) from error
+                if stop.is_set():
+                    return False
+                self._apply(line, loop)
+            clean = True
+            self._log.debug("watch_ended", resource_version=self._inventory.resource_version)
+            return True
+        finally:
+            transport.finish(response, reuse=clean)
+
+    def _apply(self, line: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError as error:
+            raise KubeApiError("bad_response", f"watch event is not JSON: {error}") from error
+        if not isinstance(event, dict):
+            raise KubeApiError("bad_response", "watch event is not an object")
+        event_type, obj = event.get("type"), event.get("object")
+        if event_type == "ERROR":
+            status = obj if isinstance(obj, dict) else {}
+            code = status.get("code")
+            message = str(status.get("message") or "watch ERROR event")
+            if code == 410:
+                raise ResourceExpired("expired", message, 410)
+            raise KubeApiError("watch_error", message, code if isinstance(code, int) else None)
+        if event_type not in EVENT_TYPES:
+            raise KubeApiError("bad_response", f"unknown watch event type {event_type!r}")
+        changed = self._inventory.apply(event_type, obj)
+        if changed:
+            inventory = self._inventory
+            self._post(("state", False, inventory.objects, inventory.resource_version), loop)
+        elif event_type == BOOKMARK:
+            self._log.debug("watch_bookmark", resource_version=self._inventory.resource_version)
+
+
+# --------------------------------------------------------------------------- Nodes
+
+
+class NodeListener(Protocol):
+    """Receives the Node state; every method is called on the event loop thread."""
+
+    def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        """After every complete LIST (the first and each relist)."""
+
+    def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        """Only when some NodeInfo was added, removed or changed."""
+
+    def source_error(self, reason: str, message: str) -> None:
+        """Each failure; the last state stays valid and the source keeps retrying."""
+
+
+def _rejected_logger(path: str) -> Callable[[str | None, str], None]:
+    def rejected(name: str | None, reason: str) -> None:
+        log.warning("object_rejected", path=path, name=name, reason=reason)
+
+    return rejected
+
+
+class NodeSource(CollectionSource[NodeInfo]):
+    """Watches the cluster's Nodes (optionally a label-selected subset) for a NodeListener.
+
+    If the listener also has `source_recovered()`, it is called on the first success after
+    failures (a resumed watch does not relist, so no `nodes_synced` follows an outage).
+    """
+
+    def __init__(
+        self,
+        configure: Callable[[], Configuration],
+        listener: NodeListener,
+        *,
+        label_selector: str | None = None,
+        tuning: Tuning = Tuning(),
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(
+            configure,
+            NodeInventory(rejected=_rejected_logger(NODES_PATH)),
+            NODES_PATH,
+            on_synced=listener.nodes_synced,
+            on_changed=listener.nodes_changed,
+            on_error=listener.source_error,
+            on_recovered=getattr(listener, "source_recovered", None),
+            label_selector=label_selector,
+            tuning=tuning,
+            rng=rng,
+        )
+
+
+def list_nodes(
+    configuration: Configuration,
+    *,
+    label_selector: str | None = None,
+    tuning: Tuning = Tuning(),
+) -> tuple[dict[str, NodeInfo], str]:
+    """One paged LIST of Nodes: (name -> NodeInfo, resourceVersion). Raises KubeApiError."""
+    transport = KubeTransport(
+        configuration, connect_timeout=tuning.connect_timeout, read_timeout=tuning.read_timeout
+    )
+    inventory = NodeInventory(rejected=_rejected_logger(NODES_PATH))
+    try:
+        _list_into(
+            inventory,
+            transport,
+            NODES_PATH,
+            selectors={"labelSelector": label_selector} if label_selector else {},
+            page_size=tuning.page_size,
+        )
+    finally:
+        transport.close()
+    return dict(inventory.objects), inventory.resource_version
+
+
+def object_path(collection_path: str, name: str, subresource: str | None = None) -> str:
+    """The path of one object (and optionally a subresource) in a collection."""
+    path = f"{collection_path}/{quote(name, safe='')}"
+    return f"{path}/{subresource}" if subresource else path
