@@ -31,8 +31,13 @@ The rules, checked in this order (../shared/notes/csr.md):
     without it gets the signer's own duration (kube-controller-manager
     --cluster-signing-duration), which the cluster admin already bounds.
 
+`csr_from_json` is the parse function of the CSR inventory: it keeps the whole object only for
+undecided kubelet-serving CSRs (the ones `evaluate` may approve), a name and signer otherwise, so
+the signer issuing certificates and client CSRs churning cost nothing.
+
 Pure: no I/O, clock or kubernetes import. `cryptography` is imported on the first request
-parsed, so nodehosts without --approve-serving-csrs never loads it.
+parsed, so nodehosts without --approve-serving-csrs never loads it; parsed requests are cached
+by their text (CSR specs are immutable), so re-evaluating when Nodes change is cheap.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -158,6 +164,40 @@ class ParsedRequest:
     signature_valid: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CsrObject:
+    """One CSR as the inventory keeps it."""
+
+    name: str
+    signer: str
+    # metadata.resourceVersion, and the object itself, only while `evaluate` may approve it
+    # (kubelet-serving, no Approved/Denied/Failed condition, no certificate); else "" and None.
+    resource_version: str = ""
+    raw: Mapping[str, Any] | None = None
+
+
+class BadCsr(ValueError):
+    """A CSR object without metadata.name or spec (the inventory reports and skips it)."""
+
+
+def csr_from_json(obj: Any) -> CsrObject:
+    """The inventory's view of one CSR (see the module docstring)."""
+    if not isinstance(obj, dict):
+        raise BadCsr(f"CSR is not an object: {type(obj).__name__}")
+    name = csr_name(obj)
+    if name is None:
+        raise BadCsr("CSR has no metadata.name")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise BadCsr(f"CSR {name} has no spec")
+    signer = spec.get("signerName")
+    signer = signer if isinstance(signer, str) else ""
+    if signer != KUBELET_SERVING_SIGNER or _decided(obj.get("status")) is not None:
+        return CsrObject(name, signer)
+    version = obj["metadata"].get("resourceVersion")
+    return CsrObject(name, signer, version if isinstance(version, str) else "", obj)
+
+
 class BadRequest(ValueError):
     """spec.request is not a base64 PEM certificate request; the message says why."""
 
@@ -198,6 +238,7 @@ def normalise_ip(address: IPAddress) -> IPAddress:
     return address
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_request(request_b64: str) -> ParsedRequest:
     """Decode spec.request (base64 text of a PEM CERTIFICATE REQUEST) and read its fields."""
     try:
@@ -333,21 +374,9 @@ def evaluate(
     if signer != KUBELET_SERVING_SIGNER:
         return Verdict("ignore", Reason.OTHER_SIGNER, f"signerName is {signer!r}")
 
-    conditions = status.get("conditions")
-    condition_types = {
-        c.get("type")
-        for c in (conditions if isinstance(conditions, list) else ())
-        if isinstance(c, dict)
-    }
-    for kind, reason in (
-        ("Denied", Reason.ALREADY_DENIED),
-        ("Failed", Reason.ALREADY_FAILED),
-        ("Approved", Reason.ALREADY_APPROVED),
-    ):
-        if kind in condition_types:
-            return Verdict("ignore", reason, f"CSR already has a {kind} condition")
-    if status.get("certificate"):
-        return Verdict("ignore", Reason.HAS_CERTIFICATE, "CSR already has a certificate")
+    decided = _decided(status)
+    if decided is not None:
+        return decided
 
     username = spec.get("username")
     name = requested_node(csr)
@@ -437,6 +466,28 @@ def evaluate(
         f"nodehosts: every SAN belongs to node {name}: {', '.join(sans)}",
         name,
     )
+
+
+def _decided(status: Any) -> Verdict | None:
+    """The ignore verdict for a CSR someone already decided on (or the signer issued), if so."""
+    if not isinstance(status, dict):
+        return None
+    conditions = status.get("conditions")
+    condition_types = {
+        c.get("type")
+        for c in (conditions if isinstance(conditions, list) else ())
+        if isinstance(c, dict)
+    }
+    for kind, reason in (
+        ("Denied", Reason.ALREADY_DENIED),
+        ("Failed", Reason.ALREADY_FAILED),
+        ("Approved", Reason.ALREADY_APPROVED),
+    ):
+        if kind in condition_types:
+            return Verdict("ignore", reason, f"CSR already has a {kind} condition")
+    if status.get("certificate"):
+        return Verdict("ignore", Reason.HAS_CERTIFICATE, "CSR already has a certificate")
+    return None
 
 
 def _check_ip(

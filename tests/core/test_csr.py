@@ -15,10 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodehosts.core.csr import (
+    BadCsr,
     CsrPolicy,
     NodeIndex,
     Reason,
     Verdict,
+    csr_from_json,
     node_ip_addresses,
     requested_node,
 )
@@ -494,3 +496,23 @@ def test_helpers_read_the_node_name_and_addresses():
         ipaddress.ip_address("10.0.0.1"),
         ipaddress.ip_address("192.0.2.1"),
     }
+
+
+def test_inventory_keeps_only_undecided_kubelet_serving_csrs_whole():
+    """Client CSRs and decided ones are kept as a name and signer: their churn is no change."""
+    honest = worker_1_csr()
+    honest["metadata"]["resourceVersion"] = "7"
+    kept = csr_from_json(honest)
+    assert (kept.name, kept.resource_version, kept.raw) == ("csr-worker-1", "7", honest)
+    client = csr_from_json(worker_1_csr(signer="kubernetes.io/kube-apiserver-client-kubelet"))
+    assert client.raw is None
+    approved = worker_1_csr(conditions=[{"type": "Approved", "status": "True"}])
+    assert csr_from_json(approved).raw is None
+    issued = worker_1_csr(certificate="Y2VydA==")
+    assert csr_from_json(issued) == csr_from_json(worker_1_csr(certificate="b3RoZXI="))
+
+
+@pytest.mark.parametrize("obj", [[], {"spec": {}}, {"metadata": {"name": "x"}}])
+def test_inventory_rejects_csrs_without_name_or_spec(obj):
+    with pytest.raises(BadCsr):
+        csr_from_json(obj)

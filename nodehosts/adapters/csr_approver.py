@@ -1,0 +1,394 @@
+"""Approve kubelet serving CSRs that pass every rule of `nodehosts.core.csr`; leave the rest.
+
+Contract:
+
+- `CsrApprover.run()` lists and watches certificates.k8s.io/v1 CertificateSigningRequests with
+  the shared list/watch loop (`nodehosts.adapters.kube.CollectionSource`: paging, bookmarks,
+  relist on 410, backoff, credentials reloaded on 401/403) until cancelled. Other signers are
+  dropped at parsing (the fake API server has no ``spec.signerName`` field selector; pass
+  `field_selector` to use the real apiserver's).
+- The daemon feeds the Node state with `update_nodes(nodes, records)` (the Nodes and the record
+  set published from them). Nothing is evaluated before the first call, so no CSR is reported as
+  "node not found" merely because the Nodes were not listed yet.
+- Every undecided kubelet-serving CSR is evaluated (`NodeIndex.evaluate`) whenever the CSRs or
+  the Node state change: a CSR that arrived before its Node is approved once the Node appears.
+- Approval is a PUT of the CSR, at the version evaluated (409 if it changed meanwhile), to
+  ``.../{name}/approval`` with the condition {type Approved, status "True", reason
+  NodehostsApproved, message naming the node and the SANs}, over the official client's
+  transport, in a worker thread. Nothing else is ever written: no Denied condition (final),
+  no create, no delete. A failed approval is logged, counted and retried with a capped backoff.
+- Pending CSRs: one log line per CSR per distinct reason (re-evaluation never repeats it; info
+  for node_not_found, which resolves itself, warning for the rest), counted in
+  `left_pending_total` by reason, listed by `pending()` / `report()` for ``nodehosts dump``.
+  An optional `CsrMetrics` (the daemon's `Metrics`) gets `csr_approved()` per approval and
+  `set_csr_pending(by_reason)` after every evaluation.
+- All methods run on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from nodehosts.adapters.kube import (
+    CollectionSource,
+    KubeApiError,
+    KubeConfigError,
+    KubeTransport,
+    Tuning,
+    object_path,
+)
+from nodehosts.core.csr import (
+    KUBELET_SERVING_SIGNER,
+    CsrObject,
+    CsrPolicy,
+    NodeIndex,
+    Reason,
+    Verdict,
+    csr_from_json,
+)
+from nodehosts.core.inventory import Inventory
+from nodehosts.core.model import NodeInfo, RecordSet
+
+if TYPE_CHECKING:
+    from kubernetes.client import Configuration
+
+__all__ = [
+    "APPROVAL_REASON",
+    "CSR_PATH",
+    "SIGNER_FIELD_SELECTOR",
+    "CsrApprover",
+    "CsrMetrics",
+    "PendingCsr",
+    "approval_body",
+]
+
+log = structlog.get_logger(__name__)
+
+CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+SIGNER_FIELD_SELECTOR = f"spec.signerName={KUBELET_SERVING_SIGNER}"
+APPROVAL_REASON = "NodehostsApproved"
+_DEFAULT_TUNING = Tuning()
+
+
+class CsrMetrics(Protocol):
+    """What the approver reports to the metrics (`nodehosts.adapters.metrics.Metrics`)."""
+
+    def csr_approved(self) -> None: ...
+
+    def set_csr_pending(self, by_reason: Mapping[str, int]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCsr:
+    """A kubelet serving CSR nodehosts leaves pending, and why (for `nodehosts dump`)."""
+
+    name: str
+    node: str | None
+    reason: str
+    message: str
+    # Wall-clock time this reason was first given for this CSR.
+    since: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "node": self.node,
+            "reason": self.reason,
+            "message": self.message,
+            "since": self.since,
+        }
+
+
+def approval_body(csr: Mapping[str, Any], message: str, *, now: float) -> dict[str, Any]:
+    """The object to PUT to /approval: `csr` as evaluated plus an Approved condition."""
+    body = copy.deepcopy(dict(csr))
+    status = body.get("status")
+    if not isinstance(status, dict):
+        status = body["status"] = {}
+    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+    conditions.append(
+        {
+            "type": "Approved",
+            "status": "True",
+            "reason": APPROVAL_REASON,
+            "message": message,
+            "lastUpdateTime": stamp,
+        }
+    )
+    status["conditions"] = conditions
+    return body
+
+
+class CsrApprover:
+    """Watches CSRs, evaluates them against the Node state it is fed, approves the good ones."""
+
+    def __init__(
+        self,
+        configure: Callable[[], Configuration],
+        *,
+        policy: CsrPolicy,
+        metrics: CsrMetrics | None = None,
+        tuning: Tuning = _DEFAULT_TUNING,
+        field_selector: str | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_base: float = 1.0,
+        retry_cap: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self._configure = configure
+        self._metrics = metrics
+        self._tuning = tuning
+        self._clock = clock
+        self._retry_base, self._retry_cap = retry_base, retry_cap
+        self._rng = rng or random.Random()
+        self._source = CollectionSource(
+            configure,
+            Inventory(csr_from_json, rejected=_rejected),
+            CSR_PATH,
+            on_synced=self._csrs_changed,
+            on_changed=self._csrs_changed,
+            on_error=self._source_error,
+            field_selector=field_selector,
+            tuning=tuning,
+            rng=rng,
+        )
+        self._csrs: Mapping[str, CsrObject] | None = None
+        self._index: NodeIndex | None = None
+        self._pending: dict[str, PendingCsr] = {}
+        # name -> reasons already logged and counted for it (pruned when the CSR goes).
+        self._reported: dict[str, set[str]] = {}
+        # name -> resourceVersion approved (until the watch shows the Approved condition).
+        self._approved: dict[str, str] = {}
+        self._in_flight: set[str] = set()
+        # name -> (failed attempts, monotonic time before which it is not retried).
+        self._backoff: dict[str, tuple[int, float]] = {}
+        self._retry: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._transport: KubeTransport | None = None
+        self._transport_lock = threading.Lock()
+        self.approved_total = 0
+        self.approval_failures_total = 0
+        self.left_pending_total: Counter[str] = Counter()
+        self.last_error: dict[str, str] | None = None
+
+    # ------------------------------------------------------------------ daemon interface
+
+    async def run(self) -> None:
+        """List/watch CSRs and approve until cancelled."""
+        try:
+            await self._source.run()
+        finally:
+            if self._retry is not None:
+                self._retry.cancel()
+            self._drop_transport()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def update_nodes(self, nodes: Mapping[str, NodeInfo], records: RecordSet) -> None:
+        """The Nodes and the record set published from them changed: re-evaluate if needed."""
+        index = NodeIndex.build(nodes.values(), records)
+        if index == self._index:
+            return
+        self._index = index
+        self._evaluate_all()
+
+    def restart(self) -> None:
+        """Credentials rotated: rebuild the client configuration and relist."""
+        self._drop_transport()
+        self._source.restart()
+
+    def pending(self) -> tuple[PendingCsr, ...]:
+        """The kubelet serving CSRs left pending now, by name."""
+        return tuple(self._pending[name] for name in sorted(self._pending))
+
+    def pending_by_reason(self) -> dict[str, int]:
+        return dict(Counter(entry.reason for entry in self._pending.values()))
+
+    def report(self) -> dict[str, Any]:
+        """JSON for `nodehosts dump`."""
+        return {
+            "synced": self._csrs is not None,
+            "nodes_known": self._index is not None,
+            "pending": [entry.to_json() for entry in self.pending()],
+            "approved_total": self.approved_total,
+            "approval_failures_total": self.approval_failures_total,
+            "left_pending_total": dict(sorted(self.left_pending_total.items())),
+            "last_error": self.last_error,
+        }
+
+    # ------------------------------------------------------------------ source callbacks
+
+    def _csrs_changed(self, csrs: Mapping[str, CsrObject], resource_version: str) -> None:
+        self._csrs = csrs
+        self.last_error = None
+        self._evaluate_all()
+
+    def _source_error(self, reason: str, message: str) -> None:
+        self.last_error = {"reason": reason, "message": message}
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate_all(self) -> None:
+        csrs, index = self._csrs, self._index
+        if csrs is None or index is None:
+            return
+        now = time.monotonic()
+        pending: dict[str, Verdict] = {}
+        retry_at: float | None = None
+        for name, csr in csrs.items():
+            if csr.raw is None or name in self._in_flight:
+                continue
+            if self._approved.get(name) == csr.resource_version:
+                continue
+            verdict = index.evaluate(csr.raw, self.policy)
+            if verdict.action == "pending":
+                pending[name] = verdict
+            elif verdict.action == "approve":
+                _, not_before = self._backoff.get(name, (0, 0.0))
+                if not_before > now:
+                    retry_at = not_before if retry_at is None else min(retry_at, not_before)
+                    continue
+                self._start_approval(csr, verdict)
+        self._update_pending(pending)
+        live = {name for name, csr in csrs.items() if csr.raw is not None}
+        for table in (self._approved, self._backoff, self._reported):
+            for name in table.keys() - live:
+                del table[name]
+        if retry_at is not None:
+            self._schedule_retry(retry_at - now)
+
+    def _update_pending(self, verdicts: Mapping[str, Verdict]) -> None:
+        pending: dict[str, PendingCsr] = {}
+        for name, verdict in verdicts.items():
+            reason = str(verdict.reason)
+            before = self._pending.get(name)
+            if before is not None and before.reason == reason:
+                pending[name] = before
+                continue
+            pending[name] = PendingCsr(name, verdict.node, reason, verdict.message, self._clock())
+            reported = self._reported.setdefault(name, set())
+            if reason in reported:
+                continue
+            reported.add(reason)
+            self.left_pending_total[reason] += 1
+            level = log.info if reason == Reason.NODE_NOT_FOUND else log.warning
+            level(
+                "csr_left_pending",
+                csr=name,
+                node=verdict.node,
+                reason=reason,
+                message=verdict.message,
+            )
+        self._pending = pending
+        if self._metrics is not None:
+            self._metrics.set_csr_pending(self.pending_by_reason())
+
+    # ------------------------------------------------------------------ approval
+
+    def _start_approval(self, csr: CsrObject, verdict: Verdict) -> None:
+        self._in_flight.add(csr.name)
+        task = asyncio.get_running_loop().create_task(
+            self._approve(csr, verdict), name=f"csr_approve_{csr.name}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _approve(self, csr: CsrObject, verdict: Verdict) -> None:
+        assert csr.raw is not None
+        body = approval_body(csr.raw, verdict.message, now=self._clock())
+        path = object_path(CSR_PATH, csr.name, "approval")
+        try:
+            await asyncio.to_thread(self._put, path, body)
+        except KubeApiError as error:
+            self._approval_failed(csr, error)
+        else:
+            self._approved[csr.name] = csr.resource_version
+            self._backoff.pop(csr.name, None)
+            self.approved_total += 1
+            if self._metrics is not None:
+                self._metrics.csr_approved()
+            log.info("csr_approved", csr=csr.name, node=verdict.node, message=verdict.message)
+        finally:
+            self._in_flight.discard(csr.name)
+
+    def _approval_failed(self, csr: CsrObject, error: KubeApiError) -> None:
+        if error.status == 404:
+            log.info("csr_gone_before_approval", csr=csr.name)
+            return
+        attempts, _ = self._backoff.get(csr.name, (0, 0.0))
+        delay = self._rng.uniform(
+            self._retry_base / 2, min(self._retry_cap, self._retry_base * 2**attempts)
+        )
+        self._backoff[csr.name] = (min(attempts + 1, 32), time.monotonic() + delay)
+        if error.status in (401, 403) or error.reason == "config_error":
+            self._drop_transport()
+        if error.status == 409:
+            # Changed since we evaluated it: the watch brings the new version, judged afresh.
+            log.info("csr_approval_conflict", csr=csr.name, retry_in=round(delay, 3))
+        else:
+            self.approval_failures_total += 1
+            log.warning(
+                "csr_approval_failed",
+                csr=csr.name,
+                reason=error.reason,
+                status=error.status,
+                message=error.message,
+                retry_in=round(delay, 3),
+            )
+        self._schedule_retry(delay)
+
+    def _schedule_retry(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(0.0, delay)
+        if self._retry is not None and not self._retry.cancelled():
+            if self._retry.when() <= when:
+                return
+            self._retry.cancel()
+        self._retry = loop.call_at(when, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self._evaluate_all()
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _put(self, path: str, body: Mapping[str, Any]) -> None:
+        self._current_transport().request_json("PUT", path, body=body)
+
+    def _current_transport(self) -> KubeTransport:
+        with self._transport_lock:
+            if self._transport is None:
+                try:
+                    configuration = self._configure()
+                except KubeConfigError as error:
+                    raise KubeApiError("config_error", str(error)) from error
+                self._transport = KubeTransport(
+                    configuration,
+                    connect_timeout=self._tuning.connect_timeout,
+                    read_timeout=self._tuning.read_timeout,
+                )
+            return self._transport
+
+    def _drop_transport(self) -> None:
+        with self._transport_lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+
+def _rejected(name: str | None, reason: str) -> None:
+    log.warning("object_rejected", path=CSR_PATH, name=name, reason=reason)

@@ -1,0 +1,347 @@
+"""The CSR approver against the fake API server: the real client over real HTTP, real x509
+requests made with `cryptography`, and Nodes coming through the real Node source."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import structlog
+import yaml
+
+from nodehosts.adapters.csr_approver import APPROVAL_REASON, CSR_PATH, CsrApprover
+from nodehosts.adapters.kube import NodeSource, Tuning, load_client_configuration
+from nodehosts.core.csr import CsrPolicy, Reason
+from nodehosts.core.model import NodeInfo
+from nodehosts.core.records import RecordPolicy, build_publication
+from nodehosts.testing import fake_csr
+from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
+from tests.helpers.csrs import CLIENT_USAGES, make_csr
+
+DOMAIN = "k8s.lab"
+FAST = Tuning(watch_timeout=5.0, backoff_base=0.05, backoff_cap=0.2, read_timeout=5.0)
+RBAC = Path(__file__).parents[2] / "deploy" / "rbac-csr.yaml"
+T = TypeVar("T")
+
+
+def node(name: str, address: str) -> dict[str, Any]:
+    return make_node(name, addresses=[("InternalIP", address), ("Hostname", name)])
+
+
+class Wiring:
+    """What the daemon does: Nodes -> record set -> approver.update_nodes."""
+
+    def __init__(self, approver: CsrApprover) -> None:
+        self.approver = approver
+        self.policy = RecordPolicy(domain=DOMAIN)
+
+    def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        self.nodes_changed(nodes, resource_version)
+
+    def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        publication = build_publication(nodes.values(), (), self.policy)
+        self.approver.update_nodes(nodes, publication.records)
+
+    def source_error(self, reason: str, message: str) -> None:
+        pass
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.approved = 0
+        self.pending: Mapping[str, int] = {}
+
+    def csr_approved(self) -> None:
+        self.approved += 1
+
+    def set_csr_pending(self, by_reason: Mapping[str, int]) -> None:
+        self.pending = dict(by_reason)
+
+
+@pytest.fixture
+def api(api_server: FakeApiServer) -> FakeApiServer:
+    fake_csr.install(api_server)
+    api_server.add_object("nodes", node("worker-1", "10.240.0.101"))
+    api_server.add_object("nodes", node("worker-10", "10.240.0.110"))
+    return api_server
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def approver(api: FakeApiServer, kubeconfig: Path, metrics: Metrics) -> AsyncIterator[Any]:
+    """A running approver fed by a running Node source, both against `api`."""
+
+    def configure() -> Any:
+        return load_client_configuration(kubeconfig)
+
+    approver = CsrApprover(
+        configure,
+        policy=CsrPolicy(),
+        metrics=metrics,
+        tuning=FAST,
+        retry_base=0.05,
+        retry_cap=0.2,
+    )
+    nodes = NodeSource(configure, Wiring(approver), tuning=FAST)
+    tasks = [asyncio.create_task(approver.run()), asyncio.create_task(nodes.run())]
+    yield approver
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def eventually(
+    probe: Callable[[], T], until: Callable[[T], bool] = bool, *, what: str, timeout: float = 5.0
+) -> T:
+    """Poll `probe` on the running loop until `until` accepts its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
+        await asyncio.sleep(0.02)
+
+
+def conditions(api: FakeApiServer, name: str) -> list[dict[str, Any]]:
+    return fake_csr.approval_conditions(api, name)
+
+
+def approved(api: FakeApiServer, name: str) -> bool:
+    return any(c["type"] == "Approved" for c in conditions(api, name))
+
+
+def worker_1(name: str, **overrides: Any) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"dns": ["worker-1"], "ips": ["10.240.0.101"], "name": name}
+    arguments.update(overrides)
+    return make_csr("worker-1", **arguments)
+
+
+async def pending_reason(approver: CsrApprover, name: str) -> str:
+    entries = await eventually(
+        lambda: {p.name: p.reason for p in approver.pending()},
+        lambda reasons: name in reasons,
+        what=f"{name} to be left pending",
+    )
+    return entries[name]
+
+
+# --- approved --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["ecdsa", "rsa"])
+@pytest.mark.parametrize("dns", [["worker-1"], [f"worker-1.{DOMAIN}"]], ids=["bare", "fqdn"])
+async def test_honest_kubelet_request_is_approved_through_the_approval_subresource(
+    api, approver, metrics, key, dns
+):
+    """ECDSA and RSA, bare and FQDN names: Approved=True, reason NodehostsApproved."""
+    api.add_object(fake_csr.CSRS.plural, worker_1("csr-honest", key=key, dns=dns))
+    await eventually(lambda: approved(api, "csr-honest"), what="the Approved condition")
+    (condition,) = conditions(api, "csr-honest")
+    assert condition["status"] == "True"
+    assert condition["reason"] == APPROVAL_REASON
+    assert "worker-1" in condition["message"]
+    assert "10.240.0.101" in condition["message"]
+    # The server stores the approval before its answer reaches the approver.
+    await eventually(lambda: approver.approved_total, lambda n: n == 1, what="approved_total")
+    assert metrics.approved == 1
+    assert approver.pending() == ()
+    puts = [r for r in api.requests if r.verb == "update"]
+    assert [r.path for r in puts] == [f"{CSR_PATH}/csr-honest/approval"]
+
+
+async def test_csr_listed_at_startup_is_approved(api, kubeconfig):
+    """CSRs already pending when nodehosts starts are approved after the first LIST."""
+    api.add_object(fake_csr.CSRS.plural, worker_1("csr-early"))
+    approver = CsrApprover(lambda: load_client_configuration(kubeconfig), policy=CsrPolicy())
+    task = asyncio.create_task(approver.run())
+    try:
+        await eventually(lambda: approver.report()["synced"], what="the first CSR LIST")
+        assert not approved(api, "csr-early"), "nothing is approved before the Nodes are known"
+        assert approver.pending() == (), "nor reported as pending"
+        nodes = {"worker-1": NodeInfo("worker-1", (("InternalIP", "10.240.0.101"),), True, False)}
+        publication = build_publication(nodes.values(), (), RecordPolicy(domain=DOMAIN))
+        approver.update_nodes(nodes, publication.records)
+        await eventually(lambda: approved(api, "csr-early"), what="approval after update_nodes")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_csr_arriving_before_its_node_is_approved_once_the_node_appears(api, approver):
+    api.add_object(fake_csr.CSRS.plural, make_csr("worker-2", dns=["worker-2"], name="csr-w2"))
+    assert await pending_reason(approver, "csr-w2") == Reason.NODE_NOT_FOUND
+    api.add_object("nodes", node("worker-2", "10.240.0.102"))
+    await eventually(lambda: approved(api, "csr-w2"), what="approval once worker-2 exists")
+    assert approver.pending() == ()
+
+
+async def test_a_failed_approval_is_retried(api, approver):
+    """A 500 on the PUT is logged, counted and retried with backoff."""
+    api.fail_next(1, status=500, verbs=["update"])
+    api.add_object(fake_csr.CSRS.plural, worker_1("csr-retry"))
+    await eventually(lambda: approved(api, "csr-retry"), what="approval after a retry")
+    assert approver.approval_failures_total == 1
+    assert len([r for r in api.requests if r.verb == "update"]) == 2
+
+
+async def test_approval_survives_a_dropped_watch(api, approver):
+    api.add_object(fake_csr.CSRS.plural, worker_1("csr-a"))
+    await eventually(lambda: approved(api, "csr-a"), what="first approval")
+    api.drop_watches()
+    api.add_object(fake_csr.CSRS.plural, worker_1("csr-b"))
+    await eventually(lambda: approved(api, "csr-b"), what="approval after the watch was cut")
+
+
+# --- never approved ----------------------------------------------------------------------------
+
+DISHONEST: list[tuple[str, dict[str, Any], Reason]] = [
+    ("other-node-ip", {"ips": ["10.240.0.110"]}, Reason.IP_SAN_NOT_NODE_ADDRESS),
+    ("other-node-name", {"dns": ["worker-10"]}, Reason.DNS_SAN_NOT_PUBLISHED),
+    ("prefix-name", {"dns": ["worker-1.evil.example"]}, Reason.DNS_SAN_NOT_PUBLISHED),
+    ("longer-name", {"dns": ["worker-10"], "ips": []}, Reason.DNS_SAN_NOT_PUBLISHED),
+    (
+        "kubernetes-name",
+        {"dns": ["worker-1", "kubernetes.default.svc"]},
+        Reason.DNS_SAN_NOT_PUBLISHED,
+    ),
+    ("cn-mismatch", {"common_names": ["system:node:worker-10"]}, Reason.CN_MISMATCH),
+    ("o-mismatch", {"organizations": ["system:masters"]}, Reason.O_MISMATCH),
+    ("client-usages", {"usages": CLIENT_USAGES}, Reason.USAGES_NOT_SERVING),
+    ("not-a-node", {"username": "kubelet-bootstrap"}, Reason.NOT_A_NODE),
+    ("no-nodes-group", {"groups": ["system:authenticated"]}, Reason.MISSING_NODES_GROUP),
+    ("email-san", {"emails": ["admin@worker-1"]}, Reason.EMAIL_SAN),
+    ("uri-san", {"uris": ["https://worker-1/"]}, Reason.URI_SAN),
+    ("loopback", {"ips": ["10.240.0.101", "127.0.0.1"]}, Reason.IP_SAN_FORBIDDEN),
+    ("no-sans", {"dns": [], "ips": []}, Reason.NO_SAN),
+    ("unparsable", {"request": "bm90IGEgcmVxdWVzdA=="}, Reason.UNPARSABLE_REQUEST),
+]
+
+
+async def test_dishonest_requests_are_never_approved_and_say_why(api, approver, metrics):
+    for name, overrides, _ in DISHONEST:
+        api.add_object(fake_csr.CSRS.plural, worker_1(f"csr-{name}", **overrides))
+    api.add_object(fake_csr.CSRS.plural, worker_1("csr-control"))
+    await eventually(lambda: approved(api, "csr-control"), what="the honest control CSR")
+    expected = {f"csr-{name}": str(reason) for name, _, reason in DISHONEST}
+    reasons = await eventually(
+        lambda: {p.name: p.reason for p in approver.pending()},
+        lambda got: got.keys() == expected.keys(),
+        what="every dishonest CSR to be pending",
+    )
+    assert reasons == expected
+    for name in expected:
+        assert conditions(api, name) == [], f"{name} was touched"
+    assert [r.path for r in api.requests if r.verb == "update"] == [
+        f"{CSR_PATH}/csr-control/approval"
+    ]
+    assert sum(metrics.pending.values()) == len(DISHONEST)
+    report = approver.report()
+    assert {entry["name"]: entry["reason"] for entry in report["pending"]} == expected
+    assert all(entry["message"] for entry in report["pending"])
+
+
+async def test_other_signers_are_ignored(api, approver):
+    for signer in ("kubernetes.io/kube-apiserver-client-kubelet", "example.com/serving"):
+        api.add_object(
+            fake_csr.CSRS.plural,
+            worker_1(f"csr-{signer.split('/')[1]}", signer=signer, usages=CLIENT_USAGES),
+        )
+    api.add_object(fake_csr.CSRS.plural, worker_1("csr-control"))
+    await eventually(lambda: approved(api, "csr-control"), what="the honest control CSR")
+    assert conditions(api, "csr-kube-apiserver-client-kubelet") == []
+    assert conditions(api, "csr-serving") == []
+    assert approver.pending() == ()
+
+
+async def test_a_denied_csr_is_never_approved(api, approver):
+    """An admin's Denied condition is final, even on an otherwise honest request."""
+    denied = {"type": "Denied", "status": "True", "reason": "Admin", "message": "no"}
+    api.add_object(fake_csr.CSRS.plural, worker_1("csr-denied", conditions=[denied]))
+    api.add_object(fake_csr.CSRS.plural, worker_1("csr-control"))
+    await eventually(lambda: approved(api, "csr-control"), what="the honest control CSR")
+    assert [c["type"] for c in conditions(api, "csr-denied")] == ["Denied"]
+    assert approver.pending() == ()
+
+
+async def test_one_log_line_per_csr_and_reason_however_often_it_is_evaluated(api, approver):
+    with structlog.testing.capture_logs() as logs:
+        api.add_object(fake_csr.CSRS.plural, worker_1("csr-bad", dns=["worker-10"]))
+        await pending_reason(approver, "csr-bad")
+        for index in range(5):  # each new Node re-evaluates every pending CSR
+            api.add_object("nodes", node(f"worker-{20 + index}", f"10.240.0.{120 + index}"))
+        await eventually(
+            lambda: approver._index is not None and "worker-24" in approver._index.nodes,
+            what="the new Nodes to reach the approver",
+        )
+        api.add_object(fake_csr.CSRS.plural, worker_1("csr-control"))
+        await eventually(lambda: approved(api, "csr-control"), what="the control CSR")
+    lines = [e for e in logs if e["event"] == "csr_left_pending" and e["csr"] == "csr-bad"]
+    assert len(lines) == 1
+    assert lines[0]["reason"] == "dns_san_not_published"
+    assert lines[0]["node"] == "worker-1"
+    assert "worker-10" in lines[0]["message"]
+    assert approver.left_pending_total == {"dns_san_not_published": 1}
+
+
+async def test_a_new_reason_for_the_same_csr_is_logged_again(api, approver):
+    """worker-2's CSR waits for its Node, then fails on an IP that is not its own."""
+    with structlog.testing.capture_logs() as logs:
+        api.add_object(
+            fake_csr.CSRS.plural,
+            make_csr("worker-2", dns=["worker-2"], ips=["10.240.0.99"], name="csr-w2"),
+        )
+        assert await pending_reason(approver, "csr-w2") == Reason.NODE_NOT_FOUND
+        api.add_object("nodes", node("worker-2", "10.240.0.102"))
+        await eventually(
+            lambda: [p.reason for p in approver.pending()],
+            lambda reasons: reasons == [Reason.IP_SAN_NOT_NODE_ADDRESS],
+            what="the new reason",
+        )
+    reasons = [e["reason"] for e in logs if e["event"] == "csr_left_pending"]
+    assert reasons == ["node_not_found", "ip_san_not_node_address"]
+    assert not approved(api, "csr-w2")
+
+
+async def test_a_node_address_change_is_followed(api, approver):
+    """DHCP gave worker-1 a new address: a CSR for it is approved only once the Node says so."""
+    api.add_object(fake_csr.CSRS.plural, worker_1("csr-new-ip", ips=["10.240.0.150"]))
+    assert await pending_reason(approver, "csr-new-ip") == Reason.IP_SAN_NOT_NODE_ADDRESS
+    api.modify_object("nodes", node("worker-1", "10.240.0.150"))
+    await eventually(lambda: approved(api, "csr-new-ip"), what="approval after the change")
+
+
+# --- RBAC ----------------------------------------------------------------------------------------
+
+
+def test_rbac_grants_exactly_what_approving_needs():
+    """Read CSRs, update /approval, approve for kubelet-serving only, read Nodes; never create."""
+    role, binding = yaml.safe_load_all(RBAC.read_text())
+    assert role["kind"] == "ClusterRole"
+    rules = {
+        (group, resource, tuple(rule.get("resourceNames", ()))): sorted(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert rules == {
+        ("certificates.k8s.io", "certificatesigningrequests", ()): ["get", "list", "watch"],
+        ("certificates.k8s.io", "certificatesigningrequests/approval", ()): ["update"],
+        ("certificates.k8s.io", "signers", ("kubernetes.io/kubelet-serving",)): ["approve"],
+        ("", "nodes", ()): ["get", "list", "watch"],
+    }
+    assert binding["kind"] == "ClusterRoleBinding"
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
