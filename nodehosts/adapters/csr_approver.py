@@ -224,6 +224,8 @@ class CsrApprover:
             "synced": self._csrs is not None,
             "nodes_known": self._index is not None,
             "pending": [entry.to_json() for entry in self.pending()],
+            # Passed every rule; the approval failed and is retried (see the logs for why).
+            "retrying": sorted(self._backoff),
             "approved_total": self.approved_total,
             "approval_failures_total": self.approval_failures_total,
             "left_pending_total": dict(sorted(self.left_pending_total.items())),

@@ -192,8 +192,12 @@ async def test_csr_arriving_before_its_node_is_approved_once_the_node_appears(ap
 async def test_a_failed_approval_is_retried(api, approver):
     """A 500 on the PUT is logged, counted and retried with backoff."""
     api.fail_next(1, status=500, verbs=["update"])
-    api.add_object(fake_csr.CSRS.plural, worker_1("csr-retry"))
-    await eventually(lambda: approved(api, "csr-retry"), what="approval after a retry")
+    with structlog.testing.capture_logs() as logs:
+        api.add_object(fake_csr.CSRS.plural, worker_1("csr-retry"))
+        await eventually(lambda: approved(api, "csr-retry"), what="approval after a retry")
+        await eventually(lambda: approver.report()["retrying"], lambda r: r == [], what="done")
+    (failure,) = [e for e in logs if e["event"] == "csr_approval_failed"]
+    assert (failure["csr"], failure["status"]) == ("csr-retry", 500)
     assert approver.approval_failures_total == 1
     assert len([r for r in api.requests if r.verb == "update"]) == 2
 
