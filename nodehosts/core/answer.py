@@ -37,16 +37,19 @@ and splices the query's ID and question bytes in front of the cached rest. Every
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import dnslib
 
 from nodehosts.core.model import IPAddress, RecordSet
 
+T = TypeVar("T")
 Transport = Literal["udp", "tcp"]
 # The reply as it goes on the wire (for TCP without the length prefix).
 Reply: TypeAlias = bytes
@@ -77,6 +80,9 @@ _EDNS_V0 = b"\x00\x00"  # extended RCODE 0, version 0
 _CLASS_IN = b"\x00\x01"
 _ZONE_TRANSFERS = (TYPE_AXFR.to_bytes(2, "big"), TYPE_IXFR.to_bytes(2, "big"))
 _QNAME_POINTER = b"\xc0\x0c"  # the question's name always starts at offset 12
+_A_IN, _AAAA_IN, _PTR_IN, _ANY_IN = (
+    struct.pack(">HH", rtype, CLASS_IN) for rtype in (TYPE_A, TYPE_AAAA, TYPE_PTR, TYPE_ANY)
+)
 
 # One way to answer a question under one EDNS mode:
 # (8 header variants indexed by RD | CD<<1 | RA<<2 (flags + counts, 10 bytes each),
@@ -91,8 +97,12 @@ class BadName(ValueError):
     """A name that cannot be a DNS name on the wire (label empty or too long, not ASCII)."""
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def name_to_wire(name: str) -> bytes:
-    """`a.b.` or `a.b` -> uncompressed wire form, lower-cased; "" or "." is the root."""
+    """`a.b.` or `a.b` -> uncompressed wire form, lower-cased; "" or "." is the root.
+
+    Cached: a rebuild after one Node changed re-encodes only that Node's names.
+    """
     text = name.rstrip(".").lower()
     if not text:
         return b"\x00"
@@ -219,16 +229,31 @@ class AnswerCounts:
 
 
 class _Encoder:
-    """Builds `_Entry` values, sharing equal pieces (one entry per distinct RRset)."""
+    """Builds `_Entry` values, sharing equal pieces (one entry per distinct RRset).
 
-    def __init__(self, max_udp_payload: int) -> None:
+    `reuse` is the previous build's memo: equal inputs give equal entries, so most of a rebuild
+    is dict lookups. Only what the new build uses is carried over, so the memo never grows.
+    """
+
+    def __init__(self, max_udp_payload: int, reuse: Mapping[object, object] | None = None) -> None:
         self._opts = (
             b"",
             _OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0, 0),
             _OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0x8000, 0),
         )
         self._heads: dict[tuple[bool, bool, int, int, int, int], tuple[bytes, ...]] = {}
-        self.entries: dict[object, _Entry] = {}
+        self.memo: dict[object, object] = {}
+        self._reuse = reuse or {}
+
+    def cached(self, key: object, build: Callable[..., T], *args: Any) -> T:
+        """`build(*args)`, or what it gave for `key` in this build or the previous one."""
+        found = self.memo.get(key)
+        if found is None:
+            found = self._reuse.get(key)
+            if found is None:
+                found = build(*args)
+            self.memo[key] = found
+        return found  # type: ignore[return-value]
 
     def heads(
         self, *, aa: bool, tc: bool, rcode: int, an: int, ns: int, ar: int
@@ -255,10 +280,17 @@ class _Encoder:
         authority: tuple[bytes, ...] = (),
         additional: tuple[bytes, ...] = (),
     ) -> _Entry:
-        key = (rcode, aa, answer, authority, additional)
-        found = self.entries.get(key)
-        if found is not None:
-            return found
+        key = ("entry", rcode, aa, answer, authority, additional)
+        return self.cached(key, self._entry, rcode, aa, answer, authority, additional)
+
+    def _entry(
+        self,
+        rcode: int,
+        aa: bool,
+        answer: tuple[bytes, ...],
+        authority: tuple[bytes, ...],
+        additional: tuple[bytes, ...],
+    ) -> _Entry:
         body = b"".join(answer) + b"".join(authority) + b"".join(additional)
         variants: list[_Variant] = []
         for mode, opt in enumerate(self._opts):
@@ -269,9 +301,7 @@ class _Encoder:
             )
             tc_heads = self.heads(aa=aa, tc=True, rcode=rcode, an=0, ns=0, ar=1 if mode else 0)
             variants.append((heads, rest, len(rest), tc_heads, opt))
-        found = (variants[0], variants[1], variants[2], rcode)
-        self.entries[key] = found
-        return found
+        return (variants[0], variants[1], variants[2], rcode)
 
 
 def _rr(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
@@ -279,7 +309,10 @@ def _rr(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
 
 
 class Answerer:
-    """Answers queries from one RecordSet; build a new one when the records change."""
+    """Answers queries from one RecordSet; build a new one when the records change.
+
+    `previous` (the Answerer being replaced) makes the build reuse its encoded replies.
+    """
 
     def __init__(
         self,
@@ -288,6 +321,7 @@ class Answerer:
         *,
         serial: int,
         counts: AnswerCounts | None = None,
+        previous: Answerer | None = None,
     ) -> None:
         self.zone = zone
         self.serial = serial
@@ -297,7 +331,10 @@ class Answerer:
         self.skipped_names: tuple[str, ...] = ()
         self._apex = name_to_wire(zone.domain)
         self._max_udp = zone.max_udp_payload
-        self._encoder = encoder = _Encoder(zone.max_udp_payload)
+        reuse = None
+        if previous is not None and previous.zone.max_udp_payload == zone.max_udp_payload:
+            reuse = previous._encoder.memo
+        self._encoder = encoder = _Encoder(zone.max_udp_payload, reuse)
         # question (lower-cased name + type + class, as on the wire) -> entry
         self._answers: dict[bytes, _Entry] = {}
         # name -> the NODATA entry, for every name that exists (incl. empty non-terminals)
@@ -329,62 +366,100 @@ class Answerer:
 
     def _load(self, records: RecordSet) -> None:
         zone, apex, encoder = self.zone, self._apex, self._encoder
-        rrsets: dict[bytes, dict[int, list[bytes]]] = defaultdict(lambda: defaultdict(list))
+        answers, existing, nodata, ttl = self._answers, self._existing, self._nodata, zone.ttl
         skipped: list[str] = []
-
-        rrsets[apex][TYPE_SOA].append(self._soa_rdata(zone.negative_ttl))
+        # The apex and the nameserver's name take records from several places (SOA, NS,
+        # configured glue, a host that happens to have the name): merged, then encoded.
         nameserver = name_to_wire(zone.nameserver)
-        rrsets[apex][TYPE_NS].append(nameserver)
+        merged: dict[bytes, dict[int, list[bytes]]] = {
+            apex: {TYPE_SOA: [self._soa_rdata(zone.negative_ttl)], TYPE_NS: [nameserver]}
+        }
+        if nameserver != apex and self._in_zone(nameserver):
+            merged[nameserver] = {}
+
         for host in records.hosts:
+            by_type = encoder.cached(
+                ("host", ttl, host.addresses), self._address_entries, host.addresses
+            )
             for name in host.names:
                 try:
                     owner = name_to_wire(name)
                 except BadName:
                     skipped.append(name)
                     continue
-                types = rrsets[owner]
-                for address in host.addresses:
-                    types[TYPE_A if address.version == 4 else TYPE_AAAA].append(address.packed)
-        if nameserver not in rrsets and self._in_zone(nameserver):
-            for address in zone.nameserver_addresses:
-                rtype = TYPE_A if address.version == 4 else TYPE_AAAA
-                rrsets[nameserver][rtype].append(address.packed)
+                if owner in merged:
+                    for address in host.addresses:
+                        rtype = TYPE_A if address.version == 4 else TYPE_AAAA
+                        merged[owner].setdefault(rtype, []).append(address.packed)
+                    continue
+                existing[owner] = nodata
+                for type_class, entry in by_type:
+                    answers[owner + type_class] = entry
+                self._add_parents(owner)
+
         for address, host in records.by_address().items():
             try:
                 target = name_to_wire(host.canonical)
             except BadName:
                 continue
-            rrsets[name_to_wire(address.reverse_pointer)][TYPE_PTR].append(target)
+            owner = reverse_wire(address)
+            entry = encoder.entry(NOERROR, answer=(_rr(_QNAME_POINTER, TYPE_PTR, ttl, target),))
+            existing[owner] = nodata
+            answers[owner + _PTR_IN] = answers[owner + _ANY_IN] = entry
 
+        glue_types = merged.get(nameserver)
+        if glue_types is not None and not glue_types:
+            for address in zone.nameserver_addresses:
+                rtype = TYPE_A if address.version == 4 else TYPE_AAAA
+                glue_types.setdefault(rtype, []).append(address.packed)
+            if not glue_types:
+                del merged[nameserver]  # neither published nor configured: it does not exist
         glue = tuple(
-            _rr(nameserver, rtype, zone.ttl, rdata)
+            _rr(nameserver, rtype, ttl, rdata)
             for rtype in (TYPE_A, TYPE_AAAA)
-            for rdata in rrsets.get(nameserver, {}).get(rtype, ())
+            for rdata in (glue_types or {}).get(rtype, ())
         )
-        for owner, types in rrsets.items():
-            self._existing[owner] = self._nodata
+        for owner, types in merged.items():
+            existing[owner] = nodata
             for rtype, rdatas in types.items():
-                answer = tuple(_rr(_QNAME_POINTER, rtype, zone.ttl, rdata) for rdata in rdatas)
+                answer = tuple(_rr(_QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
                 additional = glue if rtype == TYPE_NS else ()
-                self._answers[owner + struct.pack(">HH", rtype, CLASS_IN)] = encoder.entry(
+                answers[owner + struct.pack(">HH", rtype, CLASS_IN)] = encoder.entry(
                     NOERROR, answer=answer, additional=additional
                 )
-            for rtype in _ANY_ORDER:
-                if rtype in types:
-                    self._answers[owner + struct.pack(">HH", TYPE_ANY, CLASS_IN)] = self._answers[
-                        owner + struct.pack(">HH", rtype, CLASS_IN)
-                    ]
-                    break
-            if owner != apex and self._in_zone(owner):
-                # Empty non-terminals exist (NODATA, not NXDOMAIN: RFC 8020).
-                at = 0
-                while True:
-                    at += owner[at] + 1
-                    parent = owner[at:]
-                    if parent == apex:
-                        break
-                    self._existing.setdefault(parent, self._nodata)
+            any_type = next(t for t in _ANY_ORDER if t in types)
+            answers[owner + _ANY_IN] = answers[owner + struct.pack(">HH", any_type, CLASS_IN)]
+            self._add_parents(owner)
         self.skipped_names = tuple(skipped)
+
+    def _address_entries(
+        self, addresses: tuple[IPAddress, ...]
+    ) -> tuple[tuple[bytes, _Entry], ...]:
+        """(type + class on the wire, entry) for A, AAAA and ANY of a host's addresses."""
+        ttl, encoder = self.zone.ttl, self._encoder
+        out: list[tuple[bytes, _Entry]] = []
+        for rtype, type_class in ((TYPE_A, _A_IN), (TYPE_AAAA, _AAAA_IN)):
+            rdatas = [a.packed for a in addresses if (a.version == 4) == (rtype == TYPE_A)]
+            if rdatas:
+                answer = tuple(_rr(_QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
+                out.append((type_class, encoder.entry(NOERROR, answer=answer)))
+        if out:
+            out.append((_ANY_IN, out[0][1]))  # RFC 8482: one RRset, A before AAAA
+        return tuple(out)
+
+    def _add_parents(self, owner: bytes) -> None:
+        """Names between `owner` and the apex exist (NODATA, not NXDOMAIN: RFC 8020)."""
+        cut = len(owner) - len(self._apex)
+        if cut <= 0 or not owner.endswith(self._apex):
+            return
+        parents: list[int] = []
+        at = owner[0] + 1
+        while at < cut:
+            parents.append(at)
+            at += owner[at] + 1
+        if at == cut:
+            for start in parents:
+                self._existing.setdefault(owner[start:], self._nodata)
 
     def _in_zone(self, name: bytes) -> bool:
         """Is the wire name at or below the apex (on a label boundary)?"""
@@ -581,8 +656,9 @@ def _question_bytes(query: bytes, record: dnslib.DNSRecord) -> bytes | None:
     return wire + struct.pack(">HH", q.qtype, q.qclass)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def reverse_wire(address: IPAddress) -> bytes:
-    """The PTR owner name of an address, in wire form."""
+    """The PTR owner name of an address, in wire form (cached like `name_to_wire`)."""
     return name_to_wire(address.reverse_pointer)
 
 

@@ -452,6 +452,35 @@ def test_zone_config_rejects_what_cannot_be_served() -> None:
             ZoneConfig(**bad)  # type: ignore[arg-type]
 
 
+def test_a_rebuild_from_the_previous_answerer_answers_like_a_fresh_build() -> None:
+    """Reusing encoded replies across builds never serves the old records or the old serial."""
+    first = Answerer(RECORDS, ZONE, serial=SERIAL)
+    changed = RecordSet(
+        tuple(
+            sorted(
+                (*HOSTS[1:], node("worker-0", "10.240.0.199"), node("worker-5", "10.240.0.105")),
+                key=lambda h: h.canonical,
+            )
+        )
+    )
+    rebuilt = Answerer(changed, ZONE, serial=SERIAL + 1, previous=first)
+    fresh = Answerer(changed, ZONE, serial=SERIAL + 1)
+    for name, rdtype in [
+        ("worker-0", "A"),
+        ("worker-5.node.internal", "A"),
+        ("worker-1", "AAAA"),
+        ("worker-1", "MX"),
+        ("nope.node.internal", "A"),
+        ("node.internal", "SOA"),
+        (dns.reversename.from_address("10.240.0.199").to_text(), "PTR"),
+        (dns.reversename.from_address("10.240.0.101").to_text(), "PTR"),
+    ]:
+        wire = dns.message.make_query(name, rdtype, use_edns=0).to_wire()
+        expected = fresh.handle(wire, transport="udp", recursion_allowed=True)
+        assert rebuilt.handle(wire, transport="udp", recursion_allowed=True) == expected
+    assert answers(ask(rebuilt, "worker-0")) == ["10.240.0.199"]
+
+
 # --- property tests: the handler never raises and what it says is DNS
 
 
