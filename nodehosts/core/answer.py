@@ -192,12 +192,12 @@ class Forward:
 class AnswerCounts:
     """Counters bumped by `Answerer.handle`; shared across rebuilds so they only grow."""
 
-    __slots__ = ("dropped", "errors", "fast", "forwarded", "replies")
+    __slots__ = ("dropped", "errors", "forwarded", "replies", "slow")
 
     def __init__(self) -> None:
         # (QTYPE as its two wire bytes, or b"" without a question; RCODE) -> replies sent.
         self.replies: defaultdict[tuple[bytes, int], int] = defaultdict(int)
-        self.fast = 0  # replies from the pre-encoded path (a subset of `replies`)
+        self.slow = 0  # queries that missed the pre-encoded path and went through dnslib
         self.forwarded = 0  # handed out as `Forward`: the caller counts the reply it sends
         self.dropped = 0  # queries answered with silence (responses, runts)
         self.errors = 0  # bugs: an exception inside handle(), answered SERVFAIL
@@ -523,9 +523,7 @@ class Answerer:
                                 | ((query[3] & 0x10) >> 3)
                                 | (4 if recursion_allowed else 0)
                             )
-                            counts = self.counts
-                            counts.replies[(question[-4:-2], entry[3])] += 1
-                            counts.fast += 1
+                            self.counts.replies[(question[-4:-2], entry[3])] += 1
                             if end + variant[2] > limit:
                                 return query[:2] + variant[3][index] + question + variant[4]
                             return query[:2] + variant[0][index] + question + variant[1]
@@ -551,6 +549,7 @@ class Answerer:
         self, query: bytes, transport: Transport, recursion_allowed: bool
     ) -> Reply | Forward | None:
         counts = self.counts
+        counts.slow += 1
         if len(query) < 12 or query[2] & 0x80:
             # Too short to carry an ID, or a response: answering could start a loop.
             counts.dropped += 1

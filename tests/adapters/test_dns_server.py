@@ -450,10 +450,9 @@ def test_a_silent_first_upstream_costs_one_timeout_then_is_skipped(upstream: Dns
         upstreams = [(LOCAL, hole.getsockname()[1]), (LOCAL, upstream.port)]
         with Served(upstreams=upstreams, upstream_timeout=0.4) as running:
             assert running.dig("upstream.example") == ["192.0.2.7"]
-            started = time.monotonic()
             for _ in range(3):
                 assert running.dig("upstream.example") == ["192.0.2.7"]
-            assert time.monotonic() - started < 1.2
+            # One timeout in all: the later queries went straight to dnsmasq.
             errors = running.call(lambda: dict(running.service.stats.forwarder_errors))
             assert errors == {"timeout": 1}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -137,10 +136,8 @@ async def test_the_upstream_that_answered_is_asked_first_next_time(upstream: Dns
         upstreams = Upstreams([(LOCAL, port), (LOCAL, upstream.port)], timeout=0.3)
         forward, _ = forward_of("upstream.example")
         assert addresses(await upstreams.resolve(forward)) == ["192.0.2.7"]
-        started = time.monotonic()
         for _ in range(5):
             assert addresses(await upstreams.resolve(forward)) == ["192.0.2.7"]
-        assert time.monotonic() - started < 0.3
         assert (silent.queries, upstreams.stats.errors) == (1, {"timeout": 1})
     finally:
         transport.close()
