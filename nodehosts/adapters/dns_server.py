@@ -1,6 +1,8 @@
 """Serve the published records over DNS: UDP and TCP on every listen address, one answer path.
 
 Contract of `DnsService`:
+- The zone's nameserver (ns.<domain> by default) gets the specific listen addresses as its
+  A/AAAA records unless `zone.nameserver_addresses` says otherwise.
 - `start()` binds UDP and TCP on the same port of every `listen` address (port 0 picks a free
   port, the same for both; `addresses` tells which). `stop()` closes everything, including open
   TCP connections and forwards in flight.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import socket
@@ -117,7 +120,7 @@ class DnsService:
         if not listen:
             raise ValueError("dns listen: at least one address is needed")
         self.listen = tuple((host, int(port)) for host, port in listen)
-        self.zone = zone
+        self.zone = _with_nameserver_glue(zone, self.listen)
         self.tcp_timeout = tcp_timeout
         self.max_tcp_connections = max(1, max_tcp_connections)
         self.max_forwards = max_forwards
@@ -409,6 +412,25 @@ class _TcpConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self._service.tcp_closed(self)
+
+
+def _with_nameserver_glue(zone: ZoneConfig, listen: Sequence[tuple[str, int]]) -> ZoneConfig:
+    """Without configured nameserver addresses, the specific listen addresses are the NS's.
+
+    So `dig NS node.internal` names a server that resolves (ns.node.internal -> 10.240.0.40 when
+    listening there). Wildcard listens (0.0.0.0, ::) say nothing and add nothing.
+    """
+    if zone.nameserver_addresses:
+        return zone
+    addresses = []
+    for host, _ in listen:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if not address.is_unspecified and address not in addresses:
+            addresses.append(address)
+    return dataclasses.replace(zone, nameserver_addresses=tuple(addresses))
 
 
 def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:

@@ -301,11 +301,15 @@ def test_ptr_of_a_node_address_is_exactly_its_canonical_name(served: Served) -> 
 
 
 def test_the_apex_answers_soa_and_ns(served: Served) -> None:
-    """SOA and NS at node.internal, authoritative."""
+    """SOA and NS at node.internal, authoritative; the NS name resolves to where we listen."""
     soa = served.query("node.internal", "SOA")
     assert "aa" in soa.flags
     assert soa.data()[0].startswith("ns.node.internal. hostmaster.node.internal. ")
-    assert served.dig("node.internal", "NS") == ["ns.node.internal."]
+    ns = served.query("node.internal", "NS")
+    assert ns.data() == ["ns.node.internal."]
+    # The nameserver resolves: to the address the service listens on, also as glue.
+    assert [(r.name, r.data) for r in ns.additional] == [("ns.node.internal.", LOCAL)]
+    assert served.dig("ns.node.internal") == [LOCAL]
 
 
 def test_without_upstreams_other_names_are_refused_without_ra(served: Served) -> None:
