@@ -1,0 +1,1 @@
+"""Tests of the provisioning layer (provisioning/) and the LB CoreDNS files (coredns/)."""
