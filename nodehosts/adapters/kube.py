@@ -34,6 +34,7 @@ import http.client
 import json
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -65,6 +66,7 @@ __all__ = [
     "Tuning",
     "list_nodes",
     "load_client_configuration",
+    "object_path",
 ]
 
 log = structlog.get_logger(__name__)
@@ -322,6 +324,22 @@ class KubeTransport:
         body: Any = None,
     ) -> Any:
         """One request whose 2xx answer is JSON; anything else raises KubeApiError."""
+        data = self.request_bytes(method, path, query=query, body=body)
+        with _gc_paused():
+            try:
+                return json.loads(data)
+            except ValueError as error:
+                raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
+
+    def request_bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> bytes:
+        """One request; the body of a 2xx answer, else KubeApiError."""
         response = self.open(method, path, query=query, body=body)
         reuse = False
         try:
@@ -331,11 +349,7 @@ class KubeTransport:
             self.finish(response, reuse=reuse)
         if not 200 <= response.status < 300:
             raise _status_error(response.status, data)
-        with _gc_paused():
-            try:
-                return json.loads(data)
-            except ValueError as error:
-                raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
+        return data
 
     def interrupt(self) -> None:
         """From any thread: fail every read in progress promptly, and every later request."""
@@ -420,18 +434,14 @@ def _list_into(
     """LIST `path` page by page into `inventory` (replaced only if every page arrives)."""
     pages = 0
 
-    def fetch(token: str | None) -> tuple[list[Any], str, str | None]:
+    def fetch(token: str | None) -> tuple[Iterator[Any], str, str | None]:
         nonlocal pages
         query = dict(selectors)
         query["limit"] = str(page_size)
         if token:
             query["continue"] = token
-        document = transport.request_json("GET", path, query=query)
+        metadata, items = _decode_list(transport.request_bytes("GET", path, query=query), path)
         pages += 1
-        metadata = document.get("metadata") if isinstance(document, dict) else None
-        items = document.get("items") if isinstance(document, dict) else None
-        if not isinstance(metadata, dict) or not isinstance(items, list):
-            raise KubeApiError("bad_response", f"{path}: not a list (no metadata or items)")
         version = metadata.get("resourceVersion")
         if not isinstance(version, str) or not version:
             raise KubeApiError("bad_response", f"{path}: list without metadata.resourceVersion")
@@ -444,7 +454,7 @@ def _list_into(
         def every_item() -> Iterator[Any]:
             nonlocal items, token
             while True:
-                page, items = items, []
+                page, items = items, iter(())
                 yield from page
                 del page  # drop the page before fetching the next one
                 if not token:
@@ -453,6 +463,73 @@ def _list_into(
 
         inventory.replace(every_item(), version)
     return pages
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _decode_list(data: bytes, path: str) -> tuple[dict[str, Any], Iterator[Any]]:
+    """A LIST page's metadata, and its items decoded one at a time as they are iterated.
+
+    Decoding a whole 500-Node page builds ~30 MB of objects at once, and the few strings we
+    keep from it pin that memory long after (allocator fragmentation); one item at a time keeps
+    both the peak and the steady state small. This relies on `metadata` coming before `items`,
+    as the apiserver writes it; any other layout falls back to decoding the whole page.
+    """
+    try:
+        text = data.decode()
+        del data
+        position = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+        if text[position : position + 1] != "{":
+            raise ValueError("not an object")
+        position += 1
+        metadata: Any = None
+        while True:
+            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
+            if text[position : position + 1] == "}":
+                break
+            key, position = _DECODER.raw_decode(text, position)
+            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
+            if text[position : position + 1] != ":":
+                raise ValueError("expected ':'")
+            position = _SPACE.match(text, position + 1).end()  # type: ignore[union-attr]
+            if key == "items" and isinstance(metadata, dict):
+                if text[position : position + 1] != "[":
+                    raise ValueError("items is not a list")
+                return metadata, _decode_items(text, position + 1, path)
+            value, position = _DECODER.raw_decode(text, position)
+            if key == "metadata":
+                metadata = value
+            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
+            if text[position : position + 1] == ",":
+                position += 1
+        document = json.loads(text)  # an unusual layout: decode it all
+    except ValueError as error:
+        raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    items = document.get("items") if isinstance(document, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(items, list):
+        raise KubeApiError("bad_response", f"{path}: not a list (no metadata or items)")
+    return metadata, iter(items)
+
+
+def _decode_items(text: str, position: int, path: str) -> Iterator[Any]:
+    try:
+        while True:
+            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
+            if text[position : position + 1] == "]":
+                return
+            item, position = _DECODER.raw_decode(text, position)
+            yield item
+            del item
+            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
+            if text[position : position + 1] == ",":
+                position += 1
+            elif text[position : position + 1] != "]":
+                raise ValueError(f"expected ',' or ']' at {position}")
+    except ValueError as error:
+        raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
 
 
 def _lines(response: Any) -> Iterator[bytes]:

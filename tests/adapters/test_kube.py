@@ -695,3 +695,41 @@ def test_a_tls_server_is_verified_against_the_kubeconfig_ca(tmp_path):
         with pytest.raises(KubeApiError) as caught:
             list_nodes(configuration, tuning=FAST)
     assert caught.value.reason == "tls_error"
+
+
+# --------------------------------------------------------------------------- LIST decoding
+
+
+@pytest.mark.parametrize("indent", [None, 2], ids=["compact", "pretty"])
+@pytest.mark.parametrize("metadata_first", [True, False], ids=["apiserver-order", "items-first"])
+def test_a_list_page_is_read_in_any_layout(indent, metadata_first):
+    """Items are decoded one by one when metadata comes first; other layouts still work."""
+    import json
+
+    from nodehosts.adapters.kube import _decode_list
+
+    items = [make_node(f"n{i}", addresses=[f"10.0.0.{i}"]) for i in range(3)]
+    metadata = {"resourceVersion": "7", "continue": "abc"}
+    document = (
+        {"kind": "NodeList", "metadata": metadata, "items": items}
+        if metadata_first
+        else {"kind": "NodeList", "items": items, "metadata": metadata}
+    )
+    got_metadata, got_items = _decode_list(json.dumps(document, indent=indent).encode(), "/x")
+    assert got_metadata == metadata
+    assert list(got_items) == items
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"metadata":{"resourceVersion":"1"},"items":[{"a":1},', b"[]", b"{", b"\xff"],
+    ids=["truncated-items", "not-an-object", "truncated", "not-utf8"],
+)
+def test_a_broken_list_page_is_a_bad_response(body):
+    """Broken JSON anywhere in a page is a bad_response, also when found while iterating."""
+    from nodehosts.adapters.kube import _decode_list
+
+    with pytest.raises(KubeApiError) as caught:
+        _, items = _decode_list(body, "/api/v1/nodes")
+        list(items)
+    assert caught.value.reason == "bad_response"
