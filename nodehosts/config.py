@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from nodehosts.core.csr import CsrPolicy
 from nodehosts.core.records import RecordPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/nodehosts/config.toml")
@@ -68,6 +69,11 @@ class Settings:
     # [csr]
     approve_serving_csrs: bool = False
     csr_allowed_cidrs: tuple[Network, ...] = ()
+    # The lab's service and pod ranges: a kubelet has no business with addresses in them.
+    csr_denied_cidrs: tuple[Network, ...] = (
+        ipaddress.ip_network("10.32.0.0/24"),
+        ipaddress.ip_network("10.200.0.0/16"),
+    )
     csr_max_expiration_seconds: int | None = None
     # Where the settings came from, for logs and dump (not a setting itself).
     config_path: Path | None = field(default=None, compare=False)
@@ -79,6 +85,14 @@ class Settings:
             address_types=self.address_types,
             exclude_not_ready=self.exclude_not_ready,
             exclude_unschedulable=self.exclude_unschedulable,
+        )
+
+    @property
+    def csr_policy(self) -> CsrPolicy:
+        return CsrPolicy(
+            allowed_cidrs=self.csr_allowed_cidrs,
+            denied_cidrs=self.csr_denied_cidrs,
+            max_expiration_seconds=self.csr_max_expiration_seconds,
         )
 
 
@@ -105,11 +119,13 @@ FILE_KEYS: Mapping[tuple[str, str], str] = {
     ("state", "dir"): "state_dir",
     ("csr", "approve"): "approve_serving_csrs",
     ("csr", "allowed_cidrs"): "csr_allowed_cidrs",
+    ("csr", "denied_cidrs"): "csr_denied_cidrs",
     ("csr", "max_expiration_seconds"): "csr_max_expiration_seconds",
 }
 FLAG_NAMES: Mapping[str, str] = {
     "upstreams": "--upstream",
     "csr_allowed_cidrs": "--csr-allowed-cidr",
+    "csr_denied_cidrs": "--csr-denied-cidr",
 }
 
 
@@ -337,6 +353,7 @@ _VALIDATORS: Mapping[str, Any] = {
     "state_dir": _path_or_none,
     "approve_serving_csrs": _bool,
     "csr_allowed_cidrs": _networks,
+    "csr_denied_cidrs": _networks,
     "csr_max_expiration_seconds": _optional_positive_int,
 }
 _FIELD_NAMES = frozenset(f.name for f in fields(Settings)) - {"config_path"}

@@ -132,3 +132,14 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A missing --config file is reported, not a traceback."""
     with pytest.raises(ConfigError, match="not found"):
         read_config_file(tmp_path / "absent.toml")
+
+
+def test_csr_ranges_default_to_the_labs_service_and_pod_ranges() -> None:
+    """Without [csr] keys the approver refuses IP SANs in 10.32.0.0/24 and 10.200.0.0/16."""
+    policy = build_settings({}, {}).csr_policy
+    assert [str(net) for net in policy.denied_cidrs] == ["10.32.0.0/24", "10.200.0.0/16"]
+    custom = build_settings(
+        {"csr": {"denied_cidrs": ["10.96.0.0/12"], "max_expiration_seconds": 86400}}, {}
+    ).csr_policy
+    assert [str(net) for net in custom.denied_cidrs] == ["10.96.0.0/12"]
+    assert custom.max_expiration_seconds == 86400
