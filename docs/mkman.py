@@ -206,7 +206,8 @@ except /var/lib/nodehosts, and sd_notify readiness and watchdog
 (Type=notify, WatchdogSec=30). It is enabled on installation but is skipped
 (\\(lqstart condition unmet\\(rq) until /etc/nodehosts/kubeconfig exists; then run
 \\fBsystemctl start nodehosts\\fR. If the configuration names another kubeconfig,
-override ConditionPathExists= with \\fBsystemctl edit nodehosts\\fR. Logs go to the
+override ConditionPathExists= with \\fBsystemctl edit nodehosts\\fR. It is restarted after a
+failure, except after a configuration error (exit status 2). Logs go to the
 journal as one JSON object per line: \\fBjournalctl \\-u nodehosts \\-o cat\\fR.
 .SH SIGNALS
 .TP

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,9 +71,9 @@ class Container:
         self.suite = suite
         self.root = root
         self.boot_timeout = boot_timeout
-        self.run_dir = CACHE / "runs" / f"{suite}-{os.getpid()}"
-        self.merged = self.run_dir / "merged"
-        self.console_log = self.run_dir / "console.log"
+        self.run_dir = Path()  # set by start(): a fresh directory under CACHE/runs
+        self.merged = Path()
+        self.console_log = Path()
         self.nspawn: subprocess.Popen[bytes] | None = None
         self.init_pid: int | None = None
         self.boot_seconds: float | None = None
@@ -92,6 +93,10 @@ class Container:
 
     def start(self) -> None:
         _cleanup_stale_runs()
+        (CACHE / "runs").mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{self.suite}-", dir=CACHE / "runs"))
+        self.merged = self.run_dir / "merged"
+        self.console_log = self.run_dir / "console.log"
         for sub in ("upper", "work", "merged"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         (self.run_dir / "owner.pid").write_text(str(os.getpid()))
@@ -169,6 +174,8 @@ class Container:
                 os.killpg(self.nspawn.pid, signal.SIGKILL)
                 self.nspawn.wait(timeout=10)
         self.nspawn = None
+        if self.run_dir == Path():
+            return
         if self.merged.is_dir():
             subprocess.run(["umount", str(self.merged)], capture_output=True, check=False)
             if os.path.ismount(self.merged):

@@ -36,6 +36,7 @@ from nspawn import SYSTEM_PATH, Container, cached_root
 pytestmark = pytest.mark.e2e
 
 HERE = Path(__file__).resolve().parent
+TOP = HERE.parent.parent
 SUITES = os.environ.get("NODEHOSTS_E2E_SUITES", "bookworm trixie").split()
 TOKEN = "e2e-token-0123456789abcdef"
 DOMAIN = "node.internal"
@@ -252,6 +253,49 @@ def started(configured: Box) -> Box:
     assert result == "active/running", f"nodehosts.service is {result}"
     box.timings["start"] = time.monotonic() - t0
     return box
+
+
+# ---------------------------------------------------------------------------------- build
+
+
+def source_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "-C", str(TOP), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [name for name in listed.split("\0") if name and (TOP / name).exists()]
+
+
+def deb_contents(path: Path) -> set[str]:
+    listing = subprocess.run(
+        ["dpkg-deb", "-c", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return {line.split()[5] for line in listing.splitlines()}
+
+
+def test_builds_in_a_clean_bookworm(deb: Path) -> None:
+    """Build-Depends are complete: `apt-get build-dep` + dpkg-buildpackage on a bare system
+    give the same package as the build on this host."""
+    with Container("bookworm", cached_root("bookworm")) as c:
+        src = c.path("/root/src")
+        for name in source_files():
+            target = src / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(TOP / name, target, follow_symlinks=False)
+        unsafe_io = c.path("/etc/dpkg/dpkg.cfg.d/e2e-unsafe-io")
+        unsafe_io.write_text("force-unsafe-io\n")
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        c.run("chown", "-R", "_apt:root", "/var/cache/apt/archives/partial", check=False)
+        c.run("apt-get", "update", "-q", timeout=300)
+        c.run(
+            "apt-get", "install", "-y", "-q", "--no-install-recommends",
+            "build-essential", "dpkg-dev", env=env, timeout=600,
+        )  # fmt: skip
+        c.sh("cd /root/src && apt-get build-dep -y -q ./", env=env, timeout=600)
+        c.sh("cd /root/src && dpkg-buildpackage -us -uc -b", timeout=600)
+        built = c.path("/root") / deb.name
+        assert built.is_file()
+        assert deb_contents(built) == deb_contents(deb)
 
 
 # ---------------------------------------------------------------------------------- install
