@@ -1,8 +1,11 @@
 """Command line: `nodehosts run | dump | check-config | demo`, and `--version`.
 
 Contract: exit 0 on success, 2 on usage or configuration errors (the message names the bad
-key or flag), 1 when a one-shot command could not do its work (the API was unreachable).
+key or flag), 1 when a one-shot command could not do its work (the API was unreachable, or
+`dump --from daemon` found no daemon). `dump --diff` exits like diff(1): 0 when the daemon's
+records match a fresh LIST, 1 when they differ, 2 when they cannot be compared.
 Flags override the TOML file; both are validated once into `Settings` (nodehosts.config).
+`run` hands the daemon a loader that re-reads the file under the same flags, for reloads.
 """
 
 from __future__ import annotations
@@ -26,6 +29,22 @@ from nodehosts.config import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# `dump --diff` follows diff(1): 0 the same, 1 different, 2 could not compare.
+EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
+DUMP_SOURCES = ("auto", "daemon", "list")
+# Flags that ask `dump` for a view other than the daemon's: with them, auto means a LIST.
+_VIEW_FLAGS = (
+    "kubeconfig",
+    "label_selector",
+    "domain",
+    "address_types",
+    "static_hosts",
+    "exclude_not_ready",
+    "exclude_unschedulable",
+)
+# A diff that finds differences asks the daemon again after this long: the first answer may
+# have raced a change the daemon was still coalescing.
+DIFF_RECHECK_SECONDS = 1.0
 
 
 def _source_flags(parser: argparse.ArgumentParser) -> None:
@@ -160,8 +179,12 @@ def make_parser() -> argparse.ArgumentParser:
 
     dump = commands.add_parser(
         "dump",
-        help="print what would be published",
-        description="Print what nodehosts publishes, and why, from a fresh LIST.",
+        help="print what is published, and why",
+        description=(
+            "Print what nodehosts publishes, and why: the running daemon's live state (through "
+            "its control socket) or a fresh LIST. --diff compares the two; it exits 0 when "
+            "they agree, 1 when they differ and 2 when they cannot be compared."
+        ),
     )
     _source_flags(dump)
     _log_flags(dump)
@@ -170,6 +193,27 @@ def make_parser() -> argparse.ArgumentParser:
         choices=("hosts", "json"),
         default="hosts",
         help="hosts file text or a JSON report (default hosts)",
+    )
+    dump.add_argument(
+        "--from",
+        dest="source",
+        choices=DUMP_SOURCES,
+        default="auto",
+        help=(
+            "daemon: the running daemon's state; list: a fresh LIST; auto (default): the "
+            "daemon when its socket answers and no --kubeconfig, --label-selector or record "
+            "flag asks for another view, else a fresh LIST"
+        ),
+    )
+    dump.add_argument(
+        "--control-socket",
+        metavar="PATH",
+        help="the daemon's control socket (default /run/nodehosts/control.sock)",
+    )
+    dump.add_argument(
+        "--diff",
+        action="store_true",
+        help="compare the daemon's records with a fresh LIST: - stale, + missing",
     )
 
     check = commands.add_parser(
@@ -285,21 +329,103 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config ok: {settings.config_path or '(no file)'}")
         return EXIT_OK
     if args.command == "dump":
-        return _dump(settings, output_format=args.format)
-    return _run(settings)
+        if args.diff:
+            return _dump_diff(settings)
+        return _dump(settings, output_format=args.format, source=_dump_source(args))
+    return _run(settings, args)
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     from nodehosts.adapters.eventloop import run as run_loop
     from nodehosts.app import Daemon, run_daemon
 
+    def reload_settings() -> Settings:
+        """The config file as it is now, under the same command line (SIGHUP, file watch)."""
+        new = settings_from_args(args)
+        check_runtime(new, command="run")
+        return new
+
     async def main_task() -> int:
-        return await run_daemon(Daemon(settings))
+        return await run_daemon(Daemon(settings, reload_settings=reload_settings))
 
     return run_loop(main_task())
 
 
-def _dump(settings: Settings, *, output_format: str) -> int:
+def _dump_source(args: argparse.Namespace) -> str:
+    """daemon, list, or auto; auto with flags that change the view means list."""
+    if args.source == "auto" and any(getattr(args, flag) is not None for flag in _VIEW_FLAGS):
+        return "list"
+    return str(args.source)
+
+
+def _error(message: object) -> None:
+    print(f"nodehosts: error: {message}", file=sys.stderr)
+
+
+def _dump(settings: Settings, *, output_format: str, source: str) -> int:
+    import structlog
+
+    from nodehosts.adapters.control import ControlError, DaemonUnavailable
+
+    if source in ("daemon", "auto"):
+        path = settings.control_socket
+        if path is None:
+            if source == "daemon":
+                _error("dump --from daemon: no control socket (control.socket is '')")
+                return EXIT_USAGE
+        else:
+            try:
+                state = _ask_daemon(path, output_format=output_format)
+            except DaemonUnavailable as error:
+                if source == "daemon":
+                    _error(error)
+                    return EXIT_FAILED
+                structlog.get_logger(__name__).info(
+                    "dump_from_list", reason=str(error), control_socket=str(path)
+                )
+            except ControlError as error:
+                _error(f"daemon at {path}: {error}")
+                return EXIT_FAILED
+            else:
+                _print_state(state, output_format=output_format)
+                return EXIT_OK
+    try:
+        state = _list_state(settings, output_format=output_format)
+    except _ListFailed as failure:
+        _error(failure.message)
+        return failure.code
+    _print_state(state, output_format=output_format)
+    return EXIT_OK
+
+
+def _ask_daemon(path: Path, *, output_format: str) -> dict[str, Any]:
+    from nodehosts.adapters.control import request
+
+    state = request(path, "dump", format=output_format)
+    if not isinstance(state, dict):
+        from nodehosts.adapters.control import ControlError
+
+        raise ControlError("the daemon's dump is not an object")
+    return state
+
+
+def _print_state(state: dict[str, Any], *, output_format: str) -> None:
+    if output_format == "json":
+        state.pop("text", None)
+        json.dump(state, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(str(state.get("text", "")))
+
+
+class _ListFailed(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def _list_state(settings: Settings, *, output_format: str) -> dict[str, Any]:
+    """A fresh LIST made into the same shape as the daemon's dump; raises _ListFailed."""
     from nodehosts.adapters.kube import KubeConfigError, list_nodes, load_client_configuration
     from nodehosts.app import read_static_hosts
     from nodehosts.core.hosts import render_hosts
@@ -309,24 +435,99 @@ def _dump(settings: Settings, *, output_format: str) -> int:
     try:
         configuration = load_client_configuration(settings.kubeconfig)
     except KubeConfigError as error:
-        print(f"nodehosts: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        raise _ListFailed(str(error), EXIT_USAGE) from None
     try:
         nodes, resource_version = list_nodes(configuration, label_selector=settings.label_selector)
     except Exception as error:  # any failure to LIST is the same to the user: no data
-        print(f"nodehosts: error: cannot list nodes: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    publication = build_publication(
-        nodes.values(), read_static_hosts(settings.static_hosts), settings.record_policy
-    )
+        raise _ListFailed(f"cannot list nodes: {error}", EXIT_FAILED) from None
+    try:
+        static_hosts = read_static_hosts(settings.static_hosts)
+    except (OSError, UnicodeDecodeError) as error:
+        raise _ListFailed(f"records.static_hosts: {error}", EXIT_FAILED) from None
+    publication = build_publication(nodes.values(), static_hosts, settings.record_policy)
+    state: dict[str, Any] = {"source": "list", "resource_version": resource_version}
     if output_format == "json":
-        report = {"source": "list", "resource_version": resource_version}
-        report.update(publication_report(publication))
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        state.update(publication_report(publication))
     else:
-        sys.stdout.write(render_hosts(publication.records))
-    return EXIT_OK
+        state["text"] = render_hosts(publication.records)
+    return state
+
+
+def _policy_differences(settings: Settings, policy: Any) -> list[str]:
+    """Where this command's record settings differ from the daemon's (they make a diff lie)."""
+    if not isinstance(policy, dict):
+        return []
+    ours = {
+        "label_selector": settings.label_selector,
+        "domain": settings.domain,
+        "address_types": list(settings.address_types),
+        "exclude_not_ready": settings.exclude_not_ready,
+        "exclude_unschedulable": settings.exclude_unschedulable,
+        "static_hosts": str(settings.static_hosts) if settings.static_hosts else None,
+    }
+    return [
+        f"{key} (daemon {policy[key]!r}, here {value!r})"
+        for key, value in ours.items()
+        if key in policy and policy[key] != value
+    ]
+
+
+def _dump_diff(settings: Settings) -> int:
+    """The daemon's published records against a fresh LIST, as a unified diff of host lines."""
+    import difflib
+    import time
+
+    from nodehosts.adapters.control import ControlError
+
+    path = settings.control_socket
+    if path is None:
+        _error("dump --diff needs the daemon's control socket (control.socket is '')")
+        return EXIT_TROUBLE
+    try:
+        daemon = _ask_daemon(path, output_format="hosts")
+        fresh = _list_state(settings, output_format="hosts")
+        if daemon.get("text") != fresh["text"]:
+            time.sleep(DIFF_RECHECK_SECONDS)
+            daemon = _ask_daemon(path, output_format="hosts")
+    except ControlError as error:
+        _error(f"cannot diff: {error}")
+        return EXIT_TROUBLE
+    except _ListFailed as failure:
+        _error(f"cannot diff: {failure.message}")
+        return EXIT_TROUBLE
+    for difference in _policy_differences(settings, daemon.get("policy")):
+        print(
+            f"nodehosts: warning: settings differ from the daemon's: {difference}", file=sys.stderr
+        )
+    served, current = str(daemon.get("text", "")), str(fresh["text"])
+    if served == current:
+        print(
+            f"nodehosts: the daemon's records match a fresh LIST "
+            f"({len(current.splitlines())} lines)",
+            file=sys.stderr,
+        )
+        return EXIT_SAME
+    label = f"daemon generation {daemon.get('generation')} rv {daemon.get('resource_version')}"
+    if daemon.get("stale"):
+        label += " (stale: saved records)"
+    lines = list(
+        difflib.unified_diff(
+            served.splitlines(keepends=True),
+            current.splitlines(keepends=True),
+            fromfile=label,
+            tofile=f"list rv {fresh.get('resource_version')}",
+            n=0,
+        )
+    )
+    sys.stdout.writelines(lines)
+    stale = sum(1 for line in lines if line.startswith("-") and not line.startswith("---"))
+    missing = sum(1 for line in lines if line.startswith("+") and not line.startswith("+++"))
+    print(
+        f"nodehosts: the daemon's records differ from a fresh LIST: {stale} stale line(s) (-), "
+        f"{missing} missing line(s) (+)",
+        file=sys.stderr,
+    )
+    return EXIT_DIFFERENT
 
 
 if __name__ == "__main__":
