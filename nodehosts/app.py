@@ -203,6 +203,8 @@ class Daemon:
         self._hosts_body: str | None = None
         self._dns: Any = None
         self.source: Any = None
+        # The kubelet serving CSR approver (--approve-serving-csrs), fed after every publish.
+        self.approver: Any = None
         # What every sink holds now (saved or published), what this run published, and what
         # the state file holds.
         self._served: RecordSet | None = None
@@ -286,6 +288,9 @@ class Daemon:
                 asyncio.create_task(self._run_source(), name="node_source"),
                 asyncio.create_task(self._publisher(), name="publisher"),
             ]
+            if settings.approve_serving_csrs:
+                self.approver = _csr_approver(self)
+                tasks.append(asyncio.create_task(self.approver.run(), name="csr_approver"))
             done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stop_wait and task.exception() is not None:
@@ -341,6 +346,8 @@ class Daemon:
         if self.source is not None:
             self._restart_reason = reason
             self.source.restart()
+        if self.approver is not None:
+            self.approver.restart()
 
     # --- publishing
 
@@ -365,6 +372,9 @@ class Daemon:
         self.publication = publication
         self.metrics.observe_publication(publication)
         records = publication.records
+        if self.approver is not None:
+            # A CSR is judged against what is published now; a no-op when nothing it uses changed.
+            self.approver.update_nodes(self.nodes, records)
         if records == self._published and self.ready.is_set():
             self._update_status()
             return
@@ -626,6 +636,8 @@ class Daemon:
                 "static_hosts": str(settings.static_hosts) if settings.static_hosts else None,
             },
         }
+        if self.approver is not None:
+            state["csrs"] = self.approver.report()
         if arguments.get("format") == "hosts":
             state["text"] = render_hosts(served)
             return state
@@ -806,6 +818,17 @@ def _node_source(daemon: Daemon) -> Any:
         lambda: load_client_configuration(daemon.settings.kubeconfig),
         daemon,
         label_selector=daemon.settings.label_selector,
+    )
+
+
+def _csr_approver(daemon: Daemon) -> Any:
+    from nodehosts.adapters.csr_approver import CsrApprover
+    from nodehosts.adapters.kube import load_client_configuration
+
+    return CsrApprover(
+        lambda: load_client_configuration(daemon.settings.kubeconfig),
+        policy=daemon.settings.csr_policy,
+        metrics=daemon.metrics,
     )
 
 

@@ -153,6 +153,12 @@ def _sink_flags(parser: argparse.ArgumentParser) -> None:
         help="IP SANs must also lie in one of these (repeatable)",
     )
     csr.add_argument(
+        "--csr-denied-cidr",
+        metavar="CIDR",
+        action="append",
+        help="IP SANs must not lie in these (repeatable; default 10.32.0.0/24 10.200.0.0/16)",
+    )
+    csr.add_argument(
         "--csr-max-expiration-seconds",
         type=int,
         metavar="SECONDS",
@@ -269,6 +275,7 @@ _OVERRIDES = {
     "state_dir": "state_dir",
     "approve_serving_csrs": "approve_serving_csrs",
     "csr_allowed_cidr": "csr_allowed_cidrs",
+    "csr_denied_cidr": "csr_denied_cidrs",
     "csr_max_expiration_seconds": "csr_max_expiration_seconds",
 }
 

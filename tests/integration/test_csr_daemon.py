@@ -1,0 +1,110 @@
+"""`nodehosts run --approve-serving-csrs`: the daemon approves honest kubelet serving CSRs,
+leaves the rest pending, and says why in `nodehosts dump --from daemon`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nodehosts.testing import fake_csr
+from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
+from tests.helpers.csrs import make_csr
+from tests.helpers.daemon import Daemon
+from tests.helpers.polling import wait_until
+
+TOKEN = "csr-token"
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApiServer]:
+    with FakeApiServer(tokens=[TOKEN]) as server:
+        fake_csr.install(server)
+        server.add_object(
+            "nodes",
+            make_node(
+                "worker-0", addresses=[("InternalIP", "10.240.0.101"), ("Hostname", "worker-0")]
+            ),
+        )
+        server.add_object(
+            "nodes",
+            make_node(
+                "worker-1", addresses=[("InternalIP", "10.240.0.102"), ("Hostname", "worker-1")]
+            ),
+        )
+        yield server
+
+
+def approved(api: FakeApiServer, name: str) -> bool:
+    return any(
+        c.get("type") == "Approved" and c.get("status") == "True"
+        for c in fake_csr.approval_conditions(api, name)
+    )
+
+
+def test_the_daemon_approves_honest_csrs_and_explains_the_rest(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
+    """Honest: approved. Another node's IP: pending, with the rule in dump's report."""
+    hosts_dir = tmp_path / "hosts"
+    hosts_dir.mkdir()
+    socket = tmp_path / "control.sock"
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
+    honest = make_csr(
+        "worker-0",
+        name="csr-honest",
+        dns=["worker-0", "worker-0.node.internal"],
+        ips=["10.240.0.101"],
+    )
+    thief = make_csr("worker-1", name="csr-thief", dns=["worker-1"], ips=["10.240.0.101"])
+    api.add_object("certificatesigningrequests", honest)
+    with Daemon(
+        [
+            "--config",
+            "",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--hosts-file",
+            str(hosts_dir / "nodes.hosts"),
+            "--control-socket",
+            str(socket),
+            "--state-dir",
+            "",
+            "--approve-serving-csrs",
+        ],
+        workdir=tmp_path,
+    ) as daemon:
+        wait_until(lambda: approved(api, "csr-honest"), timeout=15, what="csr-honest approved")
+        api.add_object("certificatesigningrequests", thief)
+
+        def pending() -> dict[str, str]:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "nodehosts.cli",
+                    "dump",
+                    "--from",
+                    "daemon",
+                    "--control-socket",
+                    str(socket),
+                    "--format",
+                    "json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr
+            report = json.loads(result.stdout)
+            return {entry["name"]: entry["reason"] for entry in report["csrs"]["pending"]}
+
+        reasons = wait_until(pending, until=lambda p: "csr-thief" in p, timeout=15, what="pending")
+        assert reasons["csr-thief"] == "ip_san_not_node_address"
+        assert not approved(api, "csr-thief")
+        assert daemon.process.poll() is None
