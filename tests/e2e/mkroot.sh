@@ -14,12 +14,20 @@ root=$cache/roots/$suite
 recipe=5
 include=systemd,systemd-sysv,dbus,apt,bind9-dnsutils,iproute2,man-db
 
-if [[ -f $root/.nodehosts-e2e-recipe && $(cat "$root/.nodehosts-e2e-recipe") == "$recipe" ]]; then
+ready() { [[ -f $root/.nodehosts-e2e-recipe && $(cat "$root/.nodehosts-e2e-recipe") == "$recipe" ]]; }
+if ready; then
     echo "$root"
     exit 0
 fi
 
 mkdir -p "$cache/roots" "$cache/apt-archives/$suite"
+# Concurrent test runs: one builds, the others wait for it and use its root.
+exec 9>"$cache/roots/.$suite.lock"
+flock 9
+if ready; then
+    echo "$root"
+    exit 0
+fi
 tmp=$cache/roots/.$suite.tmp
 rm -rf "$tmp"
 echo "mkroot: debootstrap $suite into $tmp" >&2

@@ -11,8 +11,10 @@ Contract:
 - `run(*cmd)` runs a command inside (nsenter into the container's init: all its namespaces)
   with a clean environment, returns CompletedProcess; `check=True` raises with the output.
 - `path(p)` is the host path of the container's file p (writes land in the overlay).
-- The suite's downloaded .debs are kept between runs: the cache's apt-archives/<suite> is bound
-  onto /var/cache/apt/archives, so a warm run downloads nothing but the package indexes.
+- The suite's downloaded .debs are kept between runs in the cache's apt-archives/<suite>: they
+  are hard-linked into the container's /var/cache/apt/archives before it boots, and the ones it
+  downloaded are linked back when it stops, so a warm run downloads only the package indexes.
+  (Not a bind mount: concurrent runs would fight over apt's lock on the directory.)
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class Container:
         for sub in ("upper", "work", "merged"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         (self.run_dir / "owner.pid").write_text(str(os.getpid()))
+        self._seed_apt_archives()
         subprocess.run(
             [
                 "mount", "-t", "overlay", "overlay", "-o",
@@ -109,8 +112,6 @@ class Container:
             ],
             check=True, capture_output=True,
         )  # fmt: skip
-        archives = CACHE / "apt-archives" / self.suite
-        (archives / "partial").mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with self.console_log.open("wb") as console:
             self.nspawn = subprocess.Popen(
@@ -123,7 +124,6 @@ class Container:
                     "--boot",
                     "--console=passive",
                     f"--machine=nodehosts-e2e-{self.suite}",
-                    f"--bind={archives}:/var/cache/apt/archives",
                 ],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 env={**os.environ, "PATH": SYSTEM_PATH},
@@ -134,6 +134,30 @@ class Container:
         self.boot_seconds = time.monotonic() - started
         if state not in ("running", "degraded"):
             raise ContainerError(f"{self.suite}: system state {state!r}\n{self.diagnostics()}")
+
+    @property
+    def _shared_archives(self) -> Path:
+        return CACHE / "apt-archives" / self.suite
+
+    @property
+    def _own_archives(self) -> Path:
+        # In the overlay's upper layer (same filesystem as the cache: hard links work).
+        return self.run_dir / "upper" / "var" / "cache" / "apt" / "archives"
+
+    def _seed_apt_archives(self) -> None:
+        (self._own_archives / "partial").mkdir(parents=True, exist_ok=True)
+        if self._shared_archives.is_dir():
+            for deb in self._shared_archives.glob("*.deb"):
+                with contextlib.suppress(OSError):
+                    os.link(deb, self._own_archives / deb.name)
+
+    def _harvest_apt_archives(self) -> None:
+        if not self._own_archives.is_dir():
+            return
+        self._shared_archives.mkdir(parents=True, exist_ok=True)
+        for deb in self._own_archives.glob("*.deb"):
+            with contextlib.suppress(OSError):  # FileExistsError: already cached
+                os.link(deb, self._shared_archives / deb.name)
 
     def _wait_for_init(self) -> int:
         assert self.nspawn is not None
@@ -176,6 +200,7 @@ class Container:
         self.nspawn = None
         if self.run_dir == Path():
             return
+        self._harvest_apt_archives()
         if self.merged.is_dir():
             subprocess.run(["umount", str(self.merged)], capture_output=True, check=False)
             if os.path.ismount(self.merged):

@@ -49,8 +49,8 @@ NODES = {
 HOSTS_FILE = "/var/lib/nodehosts/hosts/nodes.hosts"
 CONFIG = "/etc/nodehosts/config.toml"
 # The DNS listener: port 53 (so CAP_NET_BIND_SERVICE is really needed) on a loopback address
-# of its own; the container shares the host's network namespace.
-DNS_ADDRESS = "127.0.0.153"
+# of its own, the first free one in this range (concurrent runs share the host's network).
+DNS_ADDRESSES = [f"127.0.153.{i}" for i in range(1, 255)]
 MAX_EXPOSURE = 2.0
 CAP_NET_BIND_SERVICE = 1 << 10
 
@@ -79,6 +79,14 @@ def prerequisites() -> list[str]:
         if shutil.which(tool, path=SYSTEM_PATH) is None:
             missing.append(tool)
     return missing
+
+
+def free_dns_address() -> str:
+    start = os.getpid() % len(DNS_ADDRESSES)  # concurrent runs start their scans apart
+    for address in DNS_ADDRESSES[start:] + DNS_ADDRESSES[:start]:
+        if port_53_free(address):
+            return address
+    pytest.fail("no free port 53 on 127.0.153.0/24 for the DNS listener")
 
 
 def port_53_free(address: str) -> bool:
@@ -112,6 +120,7 @@ class Box:
     api: Any
     timings: dict[str, float] = field(default_factory=dict)
     dns: bool = False
+    dns_address: str = ""
 
     def diagnostics(self) -> str:
         return self.container.diagnostics()
@@ -128,7 +137,7 @@ class Box:
 
     def dig(self, name: str, qtype: str = "A") -> subprocess.CompletedProcess[str]:
         return self.container.run(
-            "dig", f"@{DNS_ADDRESS}", "-p", "53", "+tries=1", "+time=2", "+norecurse",
+            "dig", f"@{self.dns_address}", "-p", "53", "+tries=1", "+time=2", "+norecurse",
             name, qtype, check=False, timeout=15,
         )  # fmt: skip
 
@@ -177,8 +186,8 @@ def box(request: pytest.FixtureRequest, deb: Path, api: Any) -> Iterator[Box]:
         timings["boot"] = container.boot_seconds or 0.0
         box = Box(suite, container, deb, api, timings)
         t0 = time.monotonic()
-        # apt downloads as _apt into the bound cache; keep it writable for that user.
-        container.run("chown", "-R", "_apt:root", "/var/cache/apt/archives/partial", check=False)
+        # apt downloads as _apt into partial/ (seeded from the cache by the host, as root).
+        container.run("chown", "_apt:root", "/var/cache/apt/archives/partial", check=False)
         # A throwaway system: no fsync per unpacked file (halves the install time here).
         unsafe_io = container.path("/etc/dpkg/dpkg.cfg.d/e2e-unsafe-io")
         unsafe_io.write_text("force-unsafe-io\n")
@@ -210,10 +219,10 @@ def configured(box: Box) -> Box:
     config = c.path(CONFIG)
     text = config.read_text()
     if box.dns:
-        if not port_53_free(DNS_ADDRESS):
-            pytest.fail(f"{DNS_ADDRESS}:53 is taken on this host; the DNS check needs it")
-        text = re.sub(r"(?m)^listen = \[\]$", f'listen = ["{DNS_ADDRESS}:53"]', text, count=1)
-        assert f'listen = ["{DNS_ADDRESS}:53"]' in text, "the conffile's [dns] listen line moved"
+        box.dns_address = free_dns_address()
+        listen = f'listen = ["{box.dns_address}:53"]'
+        text = re.sub(r"(?m)^listen = \[\]$", listen, text, count=1)
+        assert listen in text, "the conffile's [dns] listen line moved"
     # Marks the conffile as changed by the admin: `remove` must keep it, `purge` delete it.
     text += "\n# e2e: edited by the administrator\n"
     config.write_text(text)
@@ -285,7 +294,7 @@ def test_builds_in_a_clean_bookworm(deb: Path) -> None:
         unsafe_io = c.path("/etc/dpkg/dpkg.cfg.d/e2e-unsafe-io")
         unsafe_io.write_text("force-unsafe-io\n")
         env = {"DEBIAN_FRONTEND": "noninteractive"}
-        c.run("chown", "-R", "_apt:root", "/var/cache/apt/archives/partial", check=False)
+        c.run("chown", "_apt:root", "/var/cache/apt/archives/partial", check=False)
         c.run("apt-get", "update", "-q", timeout=300)
         c.run(
             "apt-get", "install", "-y", "-q", "--no-install-recommends",
