@@ -722,7 +722,7 @@ class CollectionSource(Generic[T]):
                 try:
                     transport = self._current_transport()
                     if need_list:
-                        self._list(transport, loop)
+                        self._list(transport, loop, stop)
                         need_list, attempt, expired_in_a_row = False, 0, 0
                     if self._watch(transport, loop, stop):
                         attempt = 0
@@ -806,7 +806,9 @@ class CollectionSource(Generic[T]):
             self._log.info("api_recovered")
             self._post(("recovered",), loop)
 
-    def _list(self, transport: KubeTransport, loop: asyncio.AbstractEventLoop) -> None:
+    def _list(
+        self, transport: KubeTransport, loop: asyncio.AbstractEventLoop, stop: threading.Event
+    ) -> None:
         started = time.monotonic()
         pages = _list_into(
             self._inventory,
@@ -815,6 +817,8 @@ class CollectionSource(Generic[T]):
             selectors=self._selectors,
             page_size=self.tuning.page_size,
         )
+        if stop.is_set():  # cancelled while the last page was being read: nobody listens
+            return
         inventory = self._inventory
         self._log.debug(
             "list_complete",

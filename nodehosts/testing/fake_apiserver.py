@@ -896,6 +896,9 @@ class FakeApiServer:
         try:
             pending = initial
             while True:
+                if drop_after is not None and sent >= drop_after:
+                    handler.cut()
+                    return
                 for line in pending:
                     if drop_after is not None and sent >= drop_after:
                         handler.cut()

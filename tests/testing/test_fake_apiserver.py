@@ -532,6 +532,14 @@ def test_drop_next_cuts_a_watch_after_n_events(api_server, watches):
         watch.next()
 
 
+def test_drop_next_with_no_events_cuts_a_watch_at_once(api_server, watches):
+    """after_events=0: the stream is cut right after the headers, even with nothing to send."""
+    api_server.drop_next(1, verbs=["watch"])
+    watch = open_watch(api_server, watches, resourceVersion=api_server.resource_version)
+    with pytest.raises(http.client.IncompleteRead):
+        watch.next()
+
+
 def test_drop_watches_cuts_every_open_stream(api_server, watches):
     one = open_watch(api_server, watches, resourceVersion="1")
     two = open_watch(api_server, watches, resourceVersion="1")
