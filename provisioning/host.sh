@@ -25,12 +25,22 @@ if [[ -n ${NODEHOSTS_DEB:-} ]]; then
 elif [[ ! -f $deb || -n ${NODEHOSTS_REBUILD:-} ]]; then
     command -v dpkg-buildpackage >/dev/null \
         || die "no dpkg-buildpackage here: build the package elsewhere and run NODEHOSTS_DEB=path/to/nodehosts_*_all.deb $0"
-    log "building the nodehosts package (dpkg-buildpackage -us -uc -b)"
-    (cd "$LAB_REPO_DIR" && dpkg-buildpackage -us -uc -b >"$out/dpkg-buildpackage.log" 2>&1) \
-        || die "the package build failed; see $out/dpkg-buildpackage.log"
-    # dpkg-buildpackage writes next to the repository: take the newest.
-    built=$(ls -t "$(dirname "$LAB_REPO_DIR")"/nodehosts_*_all.deb | head -n 1)
-    cp -f "$built" "$deb"
+    log "building the nodehosts package (dpkg-buildpackage -us -uc -b, out of tree)"
+    build=$out/deb-build
+    rm -rf "$build" && mkdir -p "$build/src"
+    # The repository's files (tracked, and new ones not ignored), without build droppings.
+    if git -C "$LAB_REPO_DIR" rev-parse --git-dir >/dev/null 2>&1; then
+        (cd "$LAB_REPO_DIR" && git ls-files -z --cached --others --exclude-standard \
+            | tar --null --ignore-failed-read -T - -cf -) | tar -C "$build/src" -xf -
+    else
+        tar -C "$LAB_REPO_DIR" --exclude=.git --exclude='.venv*' --exclude=provisioning/generated \
+            -cf - . | tar -C "$build/src" -xf -
+    fi
+    # The system python3 and its Debian modules, not a pyenv/venv python first on PATH.
+    (cd "$build/src" && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b \
+        >"$build/build.log" 2>&1) \
+        || die "the package build failed; see $build/build.log"
+    cp -f "$build"/nodehosts_*_all.deb "$deb"
 fi
 log "nodehosts package: $(dpkg-deb -f "$deb" Package Version 2>/dev/null | tr '\n' ' ' || basename "$deb")"
 log "ready: vagrant up"

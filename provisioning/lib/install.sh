@@ -58,7 +58,8 @@ apt_install() {
     log "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # A fresh VM may still run apt-daily: wait for the lock instead of failing.
+    apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # service_up UNIT FILE...: enable and start UNIT; restart it if one of FILEs changed now.

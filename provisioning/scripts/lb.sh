@@ -14,6 +14,7 @@ set -euo pipefail
 # shellcheck source=/dev/null  # the library is checked on its own (tests/provisioning)
 source "$(dirname "$0")/../lib/all.sh"
 lab_load_env
+cd /    # nothing depends on the directory this was started from
 : "${LAB_NODE:=$(hostname)}"
 : "${LAB_BUNDLE:=/tmp/lab/bundle}"
 : "${NODEHOSTS_DEB:=/tmp/lab/nodehosts.deb}"
@@ -39,13 +40,15 @@ if [[ $(dpkg-query -W -f='${Version}' nodehosts 2>/dev/null || true) != "$deb_ve
     log "installing nodehosts $deb_version"
     apt-get update -qq
     # --force-confold: keep our /etc/nodehosts/config.toml, never ask, on an upgrade.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends \
         -o Dpkg::Options::=--force-confold "$NODEHOSTS_DEB" >/dev/null
 fi
 
 log "2/6 secrets: nodehosts' kubeconfig, the CA for haproxy's health checks"
-install_bundle "$LAB_BUNDLE"
-chown root:nodehosts /etc/nodehosts/kubeconfig
+[[ -f $LAB_BUNDLE/etc/nodehosts/kubeconfig ]] || die "no $LAB_BUNDLE/etc/nodehosts/kubeconfig (run host.sh)"
+# The kubeconfig is readable by the service's user, nobody else.
+update_file /etc/nodehosts/kubeconfig 0640 root:nodehosts <"$LAB_BUNDLE/etc/nodehosts/kubeconfig"
+update_file /etc/haproxy/kubernetes-ca.crt 0644 <"$LAB_BUNDLE/etc/haproxy/kubernetes-ca.crt"
 
 log "3/6 haproxy for the API on :6443"
 render_haproxy /
@@ -93,8 +96,13 @@ if [[ $DNS_MODE == nodehosts ]]; then
     read -r first_listen _ <<<"$(nodehosts_dns_listen "$LAB_NODE")"
     dns_server=${first_listen%:*}
 fi
+# nodehosts was (re)started without waiting: give it a moment to settle before judging.
 for unit in haproxy nodehosts; do
-    state=$(systemctl is-active "$unit" || true)
+    for (( i = 0; i < 20; i++ )); do
+        state=$(systemctl is-active "$unit" || true)
+        [[ $state == active || $state == activating ]] && break
+        sleep 1
+    done
     [[ $state == active || $state == activating ]] || die "$unit is $state: journalctl -u $unit"
 done
 for (( i = 0; i < 15; i++ )); do

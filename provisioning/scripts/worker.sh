@@ -8,6 +8,7 @@ set -euo pipefail
 # shellcheck source=/dev/null  # the library is checked on its own (tests/provisioning)
 source "$(dirname "$0")/../lib/all.sh"
 lab_load_env
+cd /    # nothing depends on the directory this was started from
 : "${LAB_NODE:=$(hostname)}"
 : "${LAB_BUNDLE:=/tmp/lab/bundle}"
 [[ $(id -u) == 0 ]] || die "run as root"
