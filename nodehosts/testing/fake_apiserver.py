@@ -17,7 +17,8 @@ Contract (what the real apiserver does, see notes/kubernetes.md, and what this f
   `resourceVersion` (absent, "" or "0": synthetic ADDED events for the current objects first),
   with BOOKMARK events when `allowWatchBookmarks=true` (every `bookmark_interval` s, on
   `send_bookmarks()`, and just before a `timeoutSeconds` close), closing cleanly after
-  `timeoutSeconds`. A version older than the history answers an ERROR event whose object is a
+  `timeoutSeconds`. The history keeps the newest `history_limit` events (default 1000, like
+  a watch cache). A version older than the history answers an ERROR event whose object is a
   Status with code 410 (reason Expired), or HTTP 410 when `expired_as == "http"`. `compact()`
   drops the history; active watches that had not yet sent what was dropped get the 410 too.
 - Bearer-token auth when `tokens` is given (revocable at runtime): otherwise 401 Status JSON.
@@ -320,7 +321,7 @@ class FakeApiServer:
         port: int = 0,
         tokens: Iterable[str] | None = None,
         tls: bool = False,
-        history_limit: int | None = None,
+        history_limit: int | None = 1000,
         bookmark_interval: float = 60.0,
         default_watch_timeout: float = 1800.0,
     ) -> None:
@@ -331,6 +332,8 @@ class FakeApiServer:
         self.tls = tls
         # None: no authentication; otherwise the bearer tokens currently accepted.
         self.tokens: set[str] | None = set(tokens) if tokens is not None else None
+        # Like the apiserver's watch cache: only the newest events can be replayed, so a
+        # long-running demo does not grow without bound. None keeps everything.
         self.history_limit = history_limit
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
