@@ -56,12 +56,21 @@ secrets_generate_all() {
     done
 }
 
-# install_bundle BUNDLE_DIR [ROOT]: copy a machine's bundle into place, keeping the modes.
+# The mode a bundle file gets on the machine: private keys, kubeconfigs and the token are
+# root's only (whatever mode the upload left them with).
+bundle_mode() {
+    case $1 in
+        *.key|*kubeconfig*|*.env) echo 0600 ;;
+        *) echo 0644 ;;
+    esac
+}
+
+# install_bundle BUNDLE_DIR [ROOT]: copy a machine's bundle into place.
 install_bundle() {
     local bundle=$1 root=${2:-} file rel
     [[ -d $bundle ]] || die "no secrets bundle at $bundle (run provisioning/host.sh on the host)"
     while IFS= read -r -d '' file; do
         rel=${file#"$bundle"/}
-        update_file "$root/$rel" "$(stat -c %a "$file")" <"$file"
+        update_file "$root/$rel" "$(bundle_mode "$rel")" <"$file"
     done < <(find "$bundle" -type f -print0)
 }

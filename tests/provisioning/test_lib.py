@@ -243,3 +243,29 @@ def test_bootstrap_token_has_the_format_kubernetes_expects(tmp_path: Path) -> No
     run_ok(f'pki_bootstrap_token "{tmp_path}"')
     assert (tmp_path / "bootstrap-token.env").read_text() == text
     assert oct((tmp_path / "bootstrap-token.env").stat().st_mode & 0o777) == "0o600"
+
+
+def test_install_bundle_sets_modes_whatever_the_upload_left(tmp_path: Path) -> None:
+    """Keys, kubeconfigs and the token end up 0600, certificates 0644, even if uploaded 0644."""
+    bundle = tmp_path / "bundle"
+    for rel in (
+        "etc/kubernetes/pki/ca.crt",
+        "etc/kubernetes/pki/ca.key",
+        "var/lib/kubelet/kubeconfig",
+        "etc/kubernetes/pki/bootstrap-token.env",
+    ):
+        (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / rel).write_text(rel)
+        (bundle / rel).chmod(0o644)
+    root = tmp_path / "root"
+    run_ok(f'install_bundle "{bundle}" "{root}"')
+    modes = {
+        str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in root.rglob("*") if p.is_file()
+    }
+    assert modes == {
+        "etc/kubernetes/pki/ca.crt": 0o644,
+        "etc/kubernetes/pki/ca.key": 0o600,
+        "var/lib/kubelet/kubeconfig": 0o600,
+        "etc/kubernetes/pki/bootstrap-token.env": 0o600,
+    }
+    assert (root / "etc/kubernetes/pki/ca.key").read_text() == "etc/kubernetes/pki/ca.key"
