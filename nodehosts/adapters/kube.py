@@ -591,6 +591,8 @@ class CollectionSource(Generic[T]):
         self._running = False
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._attempt = 0
+        self._expired_in_a_row = 0
         # Deliveries waiting for the loop thread: ("error", (reason, message)), ("recovered",),
         # ("state", sync?, objects, version).
         self._outbox: list[tuple[Any, ...]] = []
@@ -709,8 +711,9 @@ class CollectionSource(Generic[T]):
 
     def _work(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
         need_list = True
-        attempt = 0
-        expired_in_a_row = 0
+        # Consecutive failures (for the backoff) and 410s; both reset once a watch delivers.
+        self._attempt = 0
+        self._expired_in_a_row = 0
         try:
             while not stop.is_set():
                 if self._restart.is_set():
@@ -723,15 +726,14 @@ class CollectionSource(Generic[T]):
                     transport = self._current_transport()
                     if need_list:
                         self._list(transport, loop, stop)
-                        need_list, attempt, expired_in_a_row = False, 0, 0
-                    if self._watch(transport, loop, stop):
-                        attempt = 0
+                        need_list, self._attempt = False, 0
+                    self._watch(transport, loop, stop)
                 except ResourceExpired as error:
                     if self._interrupted(stop):
                         continue
-                    expired_in_a_row += 1
+                    self._expired_in_a_row += 1
                     need_list = True
-                    if expired_in_a_row < 3:
+                    if self._expired_in_a_row < 3:
                         self._log.info(
                             "relisting",
                             reason="expired",
@@ -739,21 +741,19 @@ class CollectionSource(Generic[T]):
                             resource_version=self._inventory.resource_version,
                         )
                         continue
-                    # Expired again right after relisting: something is off; back off.
-                    attempt = self._failed(error, attempt, loop)
+                    # Expired again and again right after relisting: something is off; back off.
+                    self._failed(error, loop)
                 except KubeApiError as error:
                     if self._interrupted(stop):
                         continue
                     if error.status in (401, 403) or error.reason == "config_error":
                         self._drop_transport()  # reload credentials before the next try
-                    attempt = self._failed(error, attempt, loop)
+                    self._failed(error, loop)
                 except Exception as error:  # a bug in a parser or here: keep serving
                     if self._interrupted(stop):
                         continue
                     self._log.exception("source_internal_error")
-                    attempt = self._failed(
-                        KubeApiError("internal_error", _describe(error)), attempt, loop
-                    )
+                    self._failed(KubeApiError("internal_error", _describe(error)), loop)
         finally:
             self._drop_transport()
 
@@ -784,9 +784,10 @@ class CollectionSource(Generic[T]):
         if transport is not None:
             transport.close()
 
-    def _failed(self, error: KubeApiError, attempt: int, loop: asyncio.AbstractEventLoop) -> int:
+    def _failed(self, error: KubeApiError, loop: asyncio.AbstractEventLoop) -> None:
         tuning = self.tuning
-        delay = self._rng.uniform(0, min(tuning.backoff_cap, tuning.backoff_base * 2**attempt))
+        ceiling = min(tuning.backoff_cap, tuning.backoff_base * 2 ** min(self._attempt, 32))
+        delay = self._rng.uniform(0, ceiling)  # "full jitter": retries of many clients spread
         self._log.warning(
             "api_error",
             reason=error.reason,
@@ -796,9 +797,9 @@ class CollectionSource(Generic[T]):
         )
         self._failing = True
         self._post(("error", (error.reason, error.message)), loop)
+        self._attempt += 1
         self._wake.wait(delay)
         self._wake.clear()
-        return min(attempt + 1, 32)
 
     def _healthy(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._failing:
@@ -832,9 +833,11 @@ class CollectionSource(Generic[T]):
 
     def _watch(
         self, transport: KubeTransport, loop: asyncio.AbstractEventLoop, stop: threading.Event
-    ) -> bool:
-        """One watch from the inventory's version; True if it ended cleanly (re-watch now)."""
+    ) -> None:
+        """One watch from the inventory's version, until the server ends it or it fails."""
         tuning = self.tuning
+        started = time.monotonic()
+        events = 0
         query = dict(self._selectors)
         query.update(
             watch="true",
@@ -860,13 +863,19 @@ class CollectionSource(Generic[T]):
                 except _network_errors() as error:
                     raise _transport_error(error, transport.base) from error
                 if stop.is_set():
-                    return False
+                    return
                 self._apply(line, loop)
+                if events == 0:  # the watch works: failures so far are over
+                    self._attempt = self._expired_in_a_row = 0
+                events += 1
             clean = True
             self._log.debug("watch_ended", resource_version=self._inventory.resource_version)
-            return True
         finally:
             transport.finish(response, reuse=clean)
+        if events == 0 and time.monotonic() - started < 1.0:
+            # Ended at once with nothing: do not spin on a server that closes every watch.
+            self._wake.wait(tuning.backoff_base)
+            self._wake.clear()
 
     def _apply(self, line: bytes, loop: asyncio.AbstractEventLoop) -> None:
         try:

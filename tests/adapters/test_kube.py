@@ -397,6 +397,18 @@ async def test_a_failing_first_list_is_retried_until_it_succeeds(
     assert listener.calls[0][0] == "error"
 
 
+async def test_a_server_that_expires_every_watch_is_backed_off_and_reported(api_server, kubeconfig):
+    """410 right after each relist must not spin: after a few, it is an error with backoff."""
+    add_nodes(api_server, 2)
+    api_server.fail_next(6, status=410, verbs=["watch"])
+    listener = Listener()
+    async with running(source_for(kubeconfig, listener)):
+        await eventually(lambda: "expired" in listener.errors, what="an expired error")
+        await eventually(lambda: api_server.watch_count == 1, what="a watch that works again")
+    assert len(requests_of(api_server, "list")) == 7
+    assert sorted(listener.nodes) == ["worker-0", "worker-1"]
+
+
 async def test_a_failing_second_page_keeps_the_last_good_state(api_server, kubeconfig):
     """A relist that breaks midway publishes nothing partial; it is retried as a whole."""
     add_nodes(api_server, 700)
