@@ -288,6 +288,9 @@ class RequestRecord:
 @dataclass(eq=False, slots=True)
 class _Watch:
     handler: _Handler
+    # The server's drop count when the request arrived: a later drop_watches()/outage cuts
+    # this watch even if it had not registered yet (no race with a test calling it).
+    generation: int
     dropped: bool = False
     bookmark_requested: bool = False
 
@@ -352,6 +355,7 @@ class FakeApiServer:
         self._by_path: dict[str, _Collection] = {}
         self._snapshots: OrderedDict[str, tuple[int, list[_Entry]]] = OrderedDict()
         self._faults: list[_Fault] = []
+        self._drops = 0  # drop_watches() and outages so far
         self._watches: set[_Watch] = set()
         self._connections: set[socket.socket] = set()
         self._httpd: _HTTPServer | None = None
@@ -422,6 +426,7 @@ class FakeApiServer:
 
     def _cut_connections(self) -> None:
         with self._lock:
+            self._drops += 1
             for watch in self._watches:
                 watch.dropped = True
             connections = list(self._connections)
@@ -477,6 +482,7 @@ class FakeApiServer:
     def drop_watches(self) -> int:
         """Cut every open watch stream now (no clean end); return how many were cut."""
         with self._lock:
+            self._drops += 1
             watches = list(self._watches)
             for watch in watches:
                 watch.dropped = True
@@ -715,6 +721,7 @@ class FakeApiServer:
         with self._lock:
             self.requests.append(RequestRecord(verb, path, query, token))
             tokens = None if self.tokens is None else set(self.tokens)
+            generation = self._drops
         fault = self._take_fault(verb)
         if fault is not None and fault.kind == "status":
             reason = _REASONS.get(fault.status, "InternalError")
@@ -732,7 +739,7 @@ class FakeApiServer:
             elif collection is None:
                 raise ApiStatus(404, "NotFound", f"the server could not find {path}")
             elif verb == "watch":
-                self._serve_watch(handler, collection, query, fault)
+                self._serve_watch(handler, collection, query, fault, generation)
             elif fault is not None and fault.kind == "garbage":
                 handler.send_bytes(200, b'{"kind":"Status","items":[{"metadata":')
             elif verb == "list":
@@ -855,6 +862,7 @@ class FakeApiServer:
         collection: _Collection,
         query: Mapping[str, str],
         fault: _Fault | None,
+        generation: int,
     ) -> None:
         selector = _Selector(
             parse_label_selector(query.get("labelSelector", "")),
@@ -890,7 +898,7 @@ class FakeApiServer:
             handler.end_stream()
             return
         drop_after = fault.after_events if fault is not None and fault.kind == "drop" else None
-        watch = _Watch(handler)
+        watch = _Watch(handler, generation)
         sent = 0
         deadline = time.monotonic() + timeout
         next_bookmark = time.monotonic() + self.bookmark_interval
@@ -925,7 +933,7 @@ class FakeApiServer:
                         next_bookmark=next_bookmark,
                         bookmarks=bookmarks,
                     )
-                if watch.dropped or self._stopped:
+                if self._is_dropped(watch):
                     handler.cut()
                     return
                 if finish == "idle" and handler.client_gone():
@@ -947,6 +955,9 @@ class FakeApiServer:
             with self._lock:
                 self._watches.discard(watch)
 
+    def _is_dropped(self, watch: _Watch) -> bool:
+        return watch.dropped or watch.generation != self._drops or self._stopped
+
     def _next_lines(
         self,
         watch: _Watch,
@@ -960,7 +971,7 @@ class FakeApiServer:
     ) -> tuple[list[bytes], int, bool, str]:
         """Wait (lock held) for what the watch sends next: lines, new position, expired, why."""
         while True:
-            if watch.dropped or self._stopped:
+            if self._is_dropped(watch):
                 return [], position, False, "dropped"
             if position < self._compacted:
                 return [], position, True, "expired"
