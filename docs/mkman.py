@@ -215,7 +215,11 @@ journal as one JSON object per line: \\fBjournalctl \\-u nodehosts \\-o cat\\fR.
 Stop cleanly; the published hosts file is left in place.
 .TP
 .B SIGHUP
-Sent by \\fBsystemctl reload nodehosts\\fR.
+Sent by \\fBsystemctl reload nodehosts\\fR: re\\-read the configuration file, the
+static hosts file and the kubeconfig (with the credential files it names) now. They are
+also watched and re\\-read when they change. A configuration that does not validate is
+rejected and the running one kept; keys that only apply at start are logged as
+\\fBconfig_needs_restart\\fR.
 .SH EXIT STATUS
 .TP
 .B 0

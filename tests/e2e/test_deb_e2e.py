@@ -383,6 +383,50 @@ def test_skipped_until_a_kubeconfig_exists(box: Box) -> None:
     assert "kubernetes.kubeconfig" in result.stderr
 
 
+CSR_SNIPPET = """
+import ipaddress
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+import nodehosts.core.csr
+
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "system:node:worker-0")])
+san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("10.240.0.101"))])
+csr = (
+    x509.CertificateSigningRequestBuilder().subject_name(name).add_extension(san, critical=False)
+    .sign(key, hashes.SHA256())
+)
+loaded = x509.load_pem_x509_csr(csr.public_bytes(serialization.Encoding.PEM))
+assert loaded.is_signature_valid
+print("csr ok")
+"""
+
+
+def test_csr_crypto_works_in_the_unit_sandbox(box: Box) -> None:
+    """The CSR approver's libraries (cryptography, via cffi/OpenSSL) under the unit's own
+    sandbox (MemoryDenyWriteExecute, seccomp, ...): a Python snippet run by systemd-run with
+    every [Service] setting of the installed unit but Exec*/Type/Restart*/Watchdog*."""
+    c = box.container
+    unit = c.run("systemctl", "cat", "nodehosts.service").stdout
+    skip = re.compile(r"^(Type|NotifyAccess|Exec\w+|Watchdog\w*|Restart\w*)=")
+    properties, in_service = [], False
+    for line in unit.splitlines():
+        if line.startswith("["):
+            in_service = line.strip() == "[Service]"
+        elif in_service and re.match(r"^[A-Z]\w*=", line) and not skip.match(line):
+            properties += ["-p", line]
+    script = c.path("/usr/local/share/nodehosts-e2e-csr.py")
+    script.write_text(CSR_SNIPPET)
+    script.chmod(0o644)
+    result = c.run(
+        "systemd-run", "--quiet", "--wait", "--pipe", *properties,
+        "/usr/bin/python3", "/usr/local/share/nodehosts-e2e-csr.py", check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0 and "csr ok" in result.stdout, result.stdout + result.stderr
+
+
 # ---------------------------------------------------------------------------------- running
 
 
