@@ -408,7 +408,7 @@ class Daemon:
         if body == self._hosts_body:
             return True
         generation = self.generation + 1
-        text = render_file(records, generation=generation)
+        text = render_file(records, generation=generation, body=body)
         try:
             written = await asyncio.to_thread(self._hosts_writer.write, text)
         except HostsFileError as error:
@@ -429,22 +429,33 @@ class Daemon:
         return True
 
     def _log_decisions(self, publication: Publication) -> None:
-        """One line per node whose decision changed, not per rebuild."""
+        """One line per node whose decision changed, not per rebuild.
+
+        The first publication logs skipped and noted nodes one by one but the published
+        ones as a single count: 5000 `node_published` lines at start help nobody.
+        """
+        first = not self._decisions
         decisions = {decision.node: decision for decision in publication.decisions}
         for name, decision in decisions.items():
             before = self._decisions.get(name)
-            if before == decision:
+            if before is decision or before == decision:
                 continue
             if not decision.published:
                 log.warning("node_skipped", node=name, reason=decision.reason)
             elif decision.reason:
                 log.warning("node_published_with_note", node=name, note=decision.reason)
-            elif before is None or before.addresses != decision.addresses:
+            elif not first and (before is None or before.addresses != decision.addresses):
                 log.info(
                     "node_published",
                     node=name,
                     addresses=[str(a) for a in decision.addresses],
                 )
+        if first and decisions:
+            log.info(
+                "nodes_published",
+                published=sum(1 for d in publication.decisions if d.published),
+                skipped=sum(1 for d in publication.decisions if not d.published),
+            )
         for name in self._decisions.keys() - decisions.keys():
             log.info("node_removed", node=name)
         self._decisions = decisions

@@ -62,15 +62,19 @@ def _host_lines(host: Host) -> str:
     return "".join(lines)
 
 
-def render_file(records: RecordSet, *, generation: int) -> str:
-    """The whole file: a header with the generation and counts, then `render_hosts`."""
+def render_file(records: RecordSet, *, generation: int, body: str | None = None) -> str:
+    """The whole file: a header with the generation and counts, then `render_hosts`.
+
+    `body`, when given, must be `render_hosts(records)`: callers that already rendered it to
+    compare with the file on disk pass it in instead of rendering twice.
+    """
     if generation < 0:
         raise ValueError(f"generation must not be negative: {generation}")
     header = (
         f"{_HEADER_FIRST}"
         f"# generation={generation} hosts={len(records)} addresses={records.address_count()}\n"
     )
-    return header + render_hosts(records)
+    return header + (render_hosts(records) if body is None else body)
 
 
 def read_generation(text: str) -> int | None:

@@ -301,3 +301,15 @@ def test_parsing_never_raises_whatever_the_text(text: str) -> None:
     hosts, warnings = parse_hosts(text)
     assert all(isinstance(w, str) and w.startswith("line ") for w in warnings)
     assert all(h.names and h.addresses for h in hosts)
+
+
+def test_render_file_with_a_prerendered_body_gives_the_same_bytes() -> None:
+    """Passing the body the caller already rendered changes nothing in the output."""
+    records = build_publication(
+        [NodeInfo("worker-0", (("InternalIP", "10.240.0.101"),), True, False)],
+        (),
+        RecordPolicy(),
+    ).records
+    assert render_file(records, generation=3, body=render_hosts(records)) == render_file(
+        records, generation=3
+    )

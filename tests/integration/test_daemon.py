@@ -82,6 +82,13 @@ def test_the_hosts_file_follows_adds_address_changes_and_deletes(
 
         api.add_object("nodes", node("worker-1", "10.240.0.150"))
         wait_for_line(hosts, "10.240.0.150 worker-1.node.internal worker-1")
+        # The first publication is one summary line; later changes are one line per node.
+        assert [e["published"] for e in daemon.events_named("nodes_published")] == [2]
+        wait_until(
+            lambda: [e["node"] for e in daemon.events_named("node_published")],
+            until=lambda names: names == ["worker-1"],
+            what="one node_published line, for worker-1",
+        )
 
         api.modify_object("nodes", node("worker-1", "10.240.0.151"))
         text = wait_for_line(hosts, "10.240.0.151 worker-1.node.internal worker-1")
