@@ -344,7 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from nodehosts.adapters.eventloop import run as run_loop
+    from nodehosts.adapters.malloc import fix_mmap_threshold
     from nodehosts.app import Daemon, run_daemon
+
+    fix_mmap_threshold()
 
     def reload_settings() -> Settings:
         """The config file as it is now, under the same command line (SIGHUP, file watch)."""
