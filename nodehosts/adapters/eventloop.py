@@ -6,7 +6,8 @@ dependency on Linux; python3-uvloop in Debian) unless `use_uvloop=False`; asking
 when it is missing raises `RuntimeError`. `loop_factory()` gives the factory for
 `asyncio.Runner` or tests, `loop_name()` names the running loop for logs.
 
-uvloop matters for DNS: the same server answers ~3x the queries per second on it (bench/README.md).
+The DNS server reads its UDP sockets in a loop from a reader callback, so it is about as fast on
+either loop (bench/README.md); uvloop is the default because the package is built around it.
 """
 
 from __future__ import annotations
