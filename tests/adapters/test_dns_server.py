@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nodehosts.adapters import eventloop
 from nodehosts.adapters.dns_server import DnsService
 from nodehosts.core.answer import ZoneConfig
 from nodehosts.core.model import Host, RecordSet
@@ -68,9 +69,11 @@ class Served:
         *,
         listen: Sequence[tuple[str, int]] = ((LOCAL, 0),),
         zone: ZoneConfig | None = None,
+        loop: str = "asyncio",
         **options: Any,
     ) -> None:
         self._records = records
+        self._use_uvloop = loop == "uvloop"
         self._kwargs = {"listen": listen, "zone": zone or ZoneConfig(), **options}
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,7 +102,7 @@ class Served:
         assert not self._thread.is_alive(), "DnsService did not stop within 10 s"
 
     def _run(self) -> None:
-        asyncio.run(self._main())
+        eventloop.run(self._main(), use_uvloop=self._use_uvloop)
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -137,10 +140,11 @@ class Served:
         return dig.dig(LOCAL, self.port, name, qtype, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    """One service for the read-only tests of this module."""
-    with Served() as running:
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
+    """One service per event loop for the read-only tests of this module."""
+    with Served(loop=request.param) as running:
+        assert running.call(eventloop.loop_name) == request.param
         yield running
 
 
