@@ -19,8 +19,11 @@ Contract of `DnsService`:
   stalled clients cannot lock others out.
 - At most `max_forwards` forwards in flight; beyond that UDP queries are dropped and TCP ones get
   SERVFAIL, so a flood cannot make us open unbounded sockets.
-- `stats` counts cheaply (no per-query logging): replies per QTYPE and RCODE, queries per
-  transport, TCP timeouts and evictions, shed forwards; `upstream_stats` the forwarder's.
+- `stats` counts cheaply (no per-query logging): replies per QTYPE and RCODE (`queries`, what
+  nodehosts.adapters.metrics reads), queries per transport, TCP timeouts and evictions, shed
+  forwards, and the forwarder's failed tries by reason (`forwarder_errors`).
+- Logs one line per state change: listening, zone updated (serial, names, build time), names
+  that cannot be served, stopped; the forwarder logs upstreams failing and recovering.
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ class DnsService:
         self._allowed_cache: dict[str, bool] = {}
         self._records: RecordSet | None = None
         self._serial: int | None = None
-        self.answerer = Answerer(None, zone, serial=0, counts=self.stats.answers)
+        self.answerer = Answerer(None, self.zone, serial=0, counts=self.stats.answers)
         self._udp: list[_UdpListener] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._addresses: list[tuple[str, int]] = []
