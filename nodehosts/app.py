@@ -11,9 +11,10 @@ Running as a service:
 - sd_notify: STATUS= lines as the state changes (node counts, last sync, API errors); READY=1
   once the first complete LIST has been published by every enabled sink (DNS zone loaded and
   hosts file written or found identical); WATCHDOG=1 from the event loop at half WATCHDOG_USEC
-  (an API outage does not stop it, a wedged loop does); STOPPING=1 on the way out. While
-  saved records are served before the first sync, EXTEND_TIMEOUT_USEC keeps systemd's start
-  timeout from killing the process that keeps names resolvable.
+  (an API outage does not stop it, a wedged loop does); STOPPING=1 on the way out. Until the
+  first sync, EXTEND_TIMEOUT_USEC keeps systemd's start timeout from killing a process that
+  is only waiting for the API: a restart would not bring the API sooner, and meanwhile the
+  saved records and the DNS forwarder keep serving (no crash loop while the API is down).
 - Saved state (`state_dir`): every record set that changed and reached the sinks is saved,
   off the loop. At start a saved set is served by DNS at once, marked stale (metrics, dump,
   STATUS), and the hosts file is left as it is, until the first sync replaces both.
@@ -526,11 +527,11 @@ class Daemon:
         interval = watchdog_interval()
         if interval is not None and self._notifier.enabled:
             self._spawn(run_watchdog(self._notifier, interval), "watchdog")
-        if self.stale and self._notifier.enabled:
+        if self._notifier.enabled:
             self._spawn(self._extend_start_timeout(), "extend_start_timeout")
 
     async def _extend_start_timeout(self) -> None:
-        """Serving saved records is useful work: do not let the start timeout end it."""
+        """Waiting for the API is not a failure: do not let the start timeout end it."""
         usec = int(EXTEND_START_SECONDS * 1_000_000)
         while not self.ready.is_set():
             self._notifier.notify(extend_timeout_usec=usec)

@@ -151,6 +151,31 @@ def test_systemd_hears_ready_after_the_first_write_then_watchdog_pings_and_stopp
             assert len(manager.with_key("READY")) == 1
 
 
+def test_a_first_start_with_the_api_down_waits_instead_of_crash_looping(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
+    """No saved records, no API: systemd is asked to wait (not to kill and restart), READY later."""
+    hosts = tmp_path / "nodes.hosts"
+    api.outage()
+    with (
+        NotifySocket(on_ready=lambda: read(hosts)) as manager,
+        start(api, tmp_path, "--hosts-file", str(hosts), env=manager.env()) as daemon,
+    ):
+        extend = manager.wait_for("EXTEND_TIMEOUT_USEC", timeout=10)
+        assert int(extend.fields["EXTEND_TIMEOUT_USEC"]) >= 30_000_000
+        wait_until(
+            lambda: [s for s in manager.statuses() if "API error: unreachable" in s],
+            timeout=15,
+            what="a STATUS line saying the API is unreachable",
+        )
+        assert not manager.with_key("READY")
+        assert not hosts.exists()
+        api.restore()
+        manager.wait_for("READY", "1", timeout=RECOVERY_TIMEOUT)
+        assert WORKER_0 in str(manager.ready_result).splitlines()
+        assert daemon.process.poll() is None
+
+
 def test_without_notify_socket_the_daemon_runs_and_stops_the_same(
     api: FakeApiServer, tmp_path: Path
 ) -> None:
