@@ -851,7 +851,11 @@ def _dns_service(settings: Settings) -> Any:
     return DnsService(
         listen=settings.dns_listen,
         zone=ZoneConfig(
-            domain=settings.domain, ttl=settings.ttl, negative_ttl=settings.negative_ttl
+            domain=settings.domain,
+            ttl=settings.ttl,
+            negative_ttl=settings.negative_ttl,
+            nameserver=settings.dns_nameserver or "",
+            hostmaster=settings.dns_hostmaster or "",
         ),
         upstreams=settings.upstreams,
         allow_recursion_from=settings.allow_recursion_from,

@@ -125,6 +125,16 @@ def _sink_flags(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="clients allowed to use forwarding (repeatable; default loopback)",
     )
+    group.add_argument(
+        "--dns-nameserver",
+        metavar="NAME",
+        help="the zone's NS and SOA MNAME (default ns.<domain>)",
+    )
+    group.add_argument(
+        "--dns-hostmaster",
+        metavar="MAILBOX",
+        help="the SOA RNAME, e.g. hostmaster@example.org (default hostmaster.<domain>)",
+    )
     ops = parser.add_argument_group("operations")
     ops.add_argument(
         "--metrics-listen", metavar="ADDR:PORT", help="serve /metrics, /healthz and /readyz"
@@ -268,6 +278,8 @@ _OVERRIDES = {
     "negative_ttl": "negative_ttl",
     "upstream": "upstreams",
     "allow_recursion_from": "allow_recursion_from",
+    "dns_nameserver": "dns_nameserver",
+    "dns_hostmaster": "dns_hostmaster",
     "log_format": "log_format",
     "log_level": "log_level",
     "metrics_listen": "metrics_listen",

@@ -57,6 +57,9 @@ class Settings:
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
     )
+    # The apex NS / SOA MNAME and the SOA RNAME; None: ns.<domain> and hostmaster.<domain>.
+    dns_nameserver: str | None = None
+    dns_hostmaster: str | None = None
     # [log]
     log_format: str = "auto"
     log_level: str = "info"
@@ -112,6 +115,8 @@ FILE_KEYS: Mapping[tuple[str, str], str] = {
     ("dns", "negative_ttl"): "negative_ttl",
     ("dns", "upstream"): "upstreams",
     ("dns", "allow_recursion_from"): "allow_recursion_from",
+    ("dns", "nameserver"): "dns_nameserver",
+    ("dns", "hostmaster"): "dns_hostmaster",
     ("log", "format"): "log_format",
     ("log", "level"): "log_level",
     ("metrics", "listen"): "metrics_listen",
@@ -188,6 +193,11 @@ def _check_whole(settings: Settings) -> None:
         raise ConfigError(
             f"dns.negative_ttl: {settings.negative_ttl} is longer than dns.ttl {settings.ttl}"
         )
+    if settings.dns_listen and not settings.domain:
+        raise ConfigError(
+            "records.domain: DNS mode serves the zone <domain>, so it cannot be empty "
+            "while dns.listen is set (got '')"
+        )
 
 
 # --- validators: each takes (where, value) and returns the typed value or raises ConfigError.
@@ -227,6 +237,29 @@ def _domain(where: str, value: Any) -> str:
     ):
         raise _bad(where, value, "not a valid DNS domain")
     return domain
+
+
+def _optional_name(where: str, value: Any) -> str | None:
+    if value == "":
+        return None
+    name = _domain(where, value)
+    if "." not in name:
+        raise _bad(where, value, "expected a fully qualified name")
+    return name
+
+
+def _optional_mailbox(where: str, value: Any) -> str | None:
+    """`hostmaster@example.org` or its DNS form `hostmaster.example.org`."""
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise _bad(where, value, "expected a mailbox like hostmaster@example.org")
+    local, at, domain = value.partition("@")
+    if not at:
+        return _optional_name(where, value)
+    if not local or not _LABEL.match(local.lower()):
+        raise _bad(where, value, "the mailbox's local part must be one DNS label")
+    return f"{local.lower()}@{_optional_name(where, domain)}"
 
 
 def _string_list(where: str, value: Any) -> list[str]:
@@ -346,6 +379,8 @@ _VALIDATORS: Mapping[str, Any] = {
     "negative_ttl": _int_range(0, 86400),
     "upstreams": _endpoints(53),
     "allow_recursion_from": _networks,
+    "dns_nameserver": _optional_name,
+    "dns_hostmaster": _optional_mailbox,
     "log_format": _choice(LOG_FORMATS),
     "log_level": _choice(LOG_LEVELS),
     "metrics_listen": _optional_endpoint,

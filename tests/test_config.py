@@ -102,6 +102,9 @@ def test_an_empty_domain_means_bare_names_only() -> None:
         ({}, {"dns_listen": ["nope"]}, "--dns-listen"),
         ({}, {"upstreams": ["1.1.1.1:x"]}, "--upstream"),
         ({}, {"csr_max_expiration_seconds": 5}, "--csr-max-expiration-seconds"),
+        ({"dns": {"listen": ["127.0.0.1:53"]}, "records": {"domain": ""}}, {}, "records.domain"),
+        ({"dns": {"nameserver": "ns"}}, {}, "dns.nameserver"),
+        ({"dns": {"hostmaster": "a b@example.org"}}, {}, "dns.hostmaster"),
     ],
 )
 def test_bad_values_name_the_key_and_the_value(
@@ -143,3 +146,15 @@ def test_csr_ranges_default_to_the_labs_service_and_pod_ranges() -> None:
     ).csr_policy
     assert [str(net) for net in custom.denied_cidrs] == ["10.96.0.0/12"]
     assert custom.max_expiration_seconds == 86400
+
+
+def test_the_zone_names_accept_a_name_or_a_mailbox() -> None:
+    """dns.nameserver is a name; dns.hostmaster is a mailbox or its DNS form."""
+    settings = build_settings(
+        {"dns": {"nameserver": "LB-0.Node.Internal.", "hostmaster": "Admin@Example.org"}}, {}
+    )
+    assert settings.dns_nameserver == "lb-0.node.internal"
+    assert settings.dns_hostmaster == "admin@example.org"
+    assert build_settings({"dns": {"hostmaster": "admin.example.org"}}, {}).dns_hostmaster == (
+        "admin.example.org"
+    )

@@ -140,3 +140,31 @@ def test_the_daemon_forwards_other_names_to_its_upstream(
             assert response.data() == ["192.0.2.7"]
             assert "ra" in response.flags
             assert "aa" in dig.query(LOCAL, port, "worker-0").flags
+
+
+def test_the_zone_apex_names_come_from_the_config(api: FakeApiServer, tmp_path: Path) -> None:
+    """dns.nameserver and dns.hostmaster become the apex NS and the SOA's MNAME and RNAME."""
+    port = free_port(LOCAL)
+    with run_daemon(
+        api,
+        tmp_path,
+        port,
+        "--domain",
+        "lab.internal",
+        "--dns-nameserver",
+        "lb-0.lab.internal",
+        "--dns-hostmaster",
+        "admin@example.org",
+    ) as daemon:
+        wait_until(
+            lambda: lookup(port, "worker-0.lab.internal"),
+            until=lambda got: got == ("NOERROR", ["10.240.0.101"]),
+            timeout=20,
+            what="the daemon answering",
+        )
+        soa = dig.query(LOCAL, port, "lab.internal", "SOA").data("SOA")
+        assert len(soa) == 1
+        mname, rname = soa[0].split()[:2]
+        assert (mname, rname) == ("lb-0.lab.internal.", "admin.example.org.")
+        assert dig.query(LOCAL, port, "lab.internal", "NS").data("NS") == ["lb-0.lab.internal."]
+        assert daemon.process.poll() is None
