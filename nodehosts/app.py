@@ -639,14 +639,7 @@ class Daemon:
             ),
             "state_saved_at": _iso(self._saved_at),
             "config": str(settings.config_path) if settings.config_path else None,
-            "policy": {
-                "label_selector": settings.label_selector,
-                "domain": settings.domain,
-                "address_types": list(settings.address_types),
-                "exclude_not_ready": settings.exclude_not_ready,
-                "exclude_unschedulable": settings.exclude_unschedulable,
-                "static_hosts": str(settings.static_hosts) if settings.static_hosts else None,
-            },
+            "policy": settings.view_summary(),
         }
         if self.approver is not None:
             state["csrs"] = self.approver.report()

@@ -479,14 +479,7 @@ def _policy_differences(settings: Settings, policy: Any) -> list[str]:
     """Where this command's record settings differ from the daemon's (they make a diff lie)."""
     if not isinstance(policy, dict):
         return []
-    ours = {
-        "label_selector": settings.label_selector,
-        "domain": settings.domain,
-        "address_types": list(settings.address_types),
-        "exclude_not_ready": settings.exclude_not_ready,
-        "exclude_unschedulable": settings.exclude_unschedulable,
-        "static_hosts": str(settings.static_hosts) if settings.static_hosts else None,
-    }
+    ours = settings.view_summary()
     return [
         f"{key} (daemon {policy[key]!r}, here {value!r})"
         for key, value in ours.items()

@@ -90,6 +90,17 @@ class Settings:
             exclude_unschedulable=self.exclude_unschedulable,
         )
 
+    def view_summary(self) -> dict[str, Any]:
+        """The settings that decide what is published, as JSON data (dump compares them)."""
+        return {
+            "label_selector": self.label_selector,
+            "domain": self.domain,
+            "address_types": list(self.address_types),
+            "exclude_not_ready": self.exclude_not_ready,
+            "exclude_unschedulable": self.exclude_unschedulable,
+            "static_hosts": str(self.static_hosts) if self.static_hosts else None,
+        }
+
     @property
     def csr_policy(self) -> CsrPolicy:
         return CsrPolicy(

@@ -24,7 +24,6 @@ Contract (notes/consumers.md says why each rule exists):
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import threading
@@ -32,6 +31,8 @@ import time
 from pathlib import Path
 
 import structlog
+
+from nodehosts.adapters.atomicfile import fsync_directory, replace_file
 
 __all__ = ["HostsFileError", "HostsFileWriter"]
 
@@ -74,7 +75,6 @@ class HostsFileWriter:
 
     def __init__(self, path: Path) -> None:
         self._path = Path(path)
-        self._temp = self._path.with_name(f".{self._path.name}.tmp")
         self._lock = threading.Lock()
 
     @property
@@ -133,36 +133,20 @@ class HostsFileWriter:
 
         Returns whether the mtime had to be bumped. Removes the temp file on failure.
         """
-        # A leftover from a crash may have any mode or owner: start from a fresh inode.
-        _unlink_if_present(self._temp)
-        renamed = False
+        bumped: list[bool] = []
+        replace_file(
+            self._path,
+            data,
+            mode=_MODE,
+            before_sync=lambda fd: bumped.append(self._ensure_newer(fd, previous_mtime_ns)),
+        )
         try:
-            fd = os.open(
-                self._temp,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-                _MODE,
-            )
-            try:
-                os.fchmod(fd, _MODE)  # os.open's mode is filtered by the umask
-                _write_all(fd, data)
-                bumped = self._ensure_newer(fd, previous_mtime_ns)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(self._temp, self._path)
-            renamed = True
-        finally:
-            if not renamed:
-                # Best effort: the original error is the one worth reporting.
-                with contextlib.suppress(OSError):
-                    _unlink_if_present(self._temp)
-        try:
-            _fsync_directory(self._path.parent)
+            fsync_directory(self._path.parent)
         except OSError as exc:
             # The new file is already in place and visible; only its survival of a power loss is
             # in doubt, which is not a reason to report the write as failed.
             log.warning("hosts_file_directory_fsync_failed", path=str(self._path), error=str(exc))
-        return bumped
+        return bumped[0]
 
     def _ensure_newer(self, fd: int, previous_mtime_ns: int | None) -> bool:
         """Push the open file's mtime past the previous file's when the clock did not."""
@@ -183,28 +167,3 @@ class HostsFileWriter:
             previous_mtime_ns=previous_mtime_ns,
         )
         return False
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _unlink_if_present(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable: without this a power loss can bring back the old file."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some filesystems (certain FUSE and network ones) cannot fsync a directory: nothing to
-        # report, durability is then up to the filesystem.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)

@@ -21,16 +21,15 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from nodehosts.adapters.atomicfile import fsync_directory, replace_file
 from nodehosts.core.model import Host, RecordSet
 from nodehosts.core.records import address_problem, address_sort_key, name_problem
 
@@ -193,7 +192,6 @@ class StateStore:
     def __init__(self, directory: Path) -> None:
         self._directory = Path(directory)
         self._path = self._directory / STATE_FILE_NAME
-        self._temp = self._directory / f".{STATE_FILE_NAME}.tmp"
 
     @property
     def path(self) -> Path:
@@ -212,36 +210,11 @@ class StateStore:
             ) from None
 
     def _replace(self, data: bytes) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._temp)  # a leftover from a crash, with any mode
-        renamed = False
+        replace_file(self._path, data, mode=_MODE)
         try:
-            fd = os.open(
-                self._temp,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-                _MODE,
-            )
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(self._temp, self._path)
-            renamed = True
-        finally:
-            if not renamed:
-                with contextlib.suppress(OSError):
-                    os.unlink(self._temp)
-        # Without this a power loss can bring back the previous file (or none).
-        fd = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
+            fsync_directory(self._directory)
         except OSError as error:
             log.warning("state_directory_fsync_failed", path=str(self._directory), error=str(error))
-        finally:
-            os.close(fd)
 
     def load(self) -> SavedState | None:
         """The saved state, or None when there is none or it is unusable (logged)."""
