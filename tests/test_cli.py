@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from nodehosts import __version__
-
-
-def nodehosts(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real entry point in a subprocess, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "nodehosts.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        check=False,
-    )
+from tests.helpers.daemon import nodehosts
 
 
 def test_version_prints_the_package_version() -> None:

@@ -6,6 +6,12 @@
 - `net.free_port`: a loopback port free for both UDP and TCP.
 - `polling.wait_until`: poll with a deadline instead of sleeping.
 - `csrs`: CertificateSigningRequest objects with real x509 requests.
+- `daemon.start_daemon` / `daemon.Daemon`: `nodehosts run` as a subprocess; `daemon.nodehosts`
+  and `daemon.nodehosts_dump`: the other commands, run to completion.
+- `cluster.lab_node` / `cluster.fake_api`: Nodes of the lab and a fake API server serving them.
+- `files.read_text_or_empty` / `files.wait_for_line` / `files.replace_by_rename`: files a
+  daemon writes or watches.
+- `service`: the service manager's side (NOTIFY_SOCKET, HTTP probes, metrics).
 
 Import from the submodules (`from tests.helpers.dnsmasq import Dnsmasq`); the suite runs as
 `python -m pytest` from the repository root, which puts `tests` on the import path.

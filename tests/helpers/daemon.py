@@ -1,8 +1,17 @@
-"""`nodehosts run` as a real subprocess, the way systemd runs it.
+"""`nodehosts run` as a real subprocess, the way systemd runs it, and the other commands as an
+operator runs them.
 
-Contract: `Daemon(args)` starts `python -m nodehosts.cli run ARGS` with JSON logs going to a
-file; `.log_events()` parses them; `.stop(signal)` sends the signal and returns (exit code,
-seconds it took to exit). The process is always killed at the end of a `with` block.
+Contract:
+- `Daemon(args)` starts `python -m nodehosts.cli run ARGS` with JSON logs going to a file;
+  `.log_events()` parses them; `.stop(signal)` sends the signal and returns (exit code, seconds
+  it took to exit). The process is always killed at the end of a `with` block.
+- `start_daemon(api, workdir, *extra, token=...)` writes `workdir/kubeconfig` for `api` with
+  `token` (or takes an existing `kubeconfig=`) and starts a `Daemon` that uses it, with no
+  config file, no control socket and no state directory: only what `extra` turns on (a flag in
+  `extra` overrides those defaults: the last one given wins).
+- `nodehosts(*args)` runs the real entry point to completion and returns the CompletedProcess
+  (text, captured; the exit code is the caller's to check); `nodehosts_dump(*args)` is
+  `nodehosts dump --config '' ARGS`.
 """
 
 from __future__ import annotations
@@ -14,7 +23,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nodehosts.testing.fake_apiserver import FakeApiServer
+
+# The source backs off up to 30 s between attempts while the API is down.
+RECOVERY_TIMEOUT = 40.0
 
 
 class Daemon:
@@ -61,3 +76,54 @@ class Daemon:
         self.process.send_signal(signum)
         code = self.process.wait(timeout=timeout)
         return code, time.monotonic() - started
+
+
+def start_daemon(
+    api: FakeApiServer,
+    workdir: Path,
+    *extra: str,
+    token: str | None = None,
+    kubeconfig: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Daemon:
+    """`nodehosts run` with only what `extra` turns on (no control socket, no state dir).
+
+    Give either `token` (the kubeconfig `workdir/kubeconfig` is written for `api` with it) or
+    an existing `kubeconfig` to use as it is.
+    """
+    if (token is None) == (kubeconfig is None):
+        raise TypeError("start_daemon takes exactly one of token= and kubeconfig=")
+    workdir.mkdir(parents=True, exist_ok=True)
+    if token is not None:
+        kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=token)
+    return Daemon(
+        [
+            "--config",
+            "",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--control-socket",
+            "",
+            "--state-dir",
+            "",
+            *extra,
+        ],
+        workdir=workdir,
+        env=env,
+    )
+
+
+def nodehosts(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real entry point in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "nodehosts.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def nodehosts_dump(*args: str) -> subprocess.CompletedProcess[str]:
+    """`nodehosts dump` with no config file."""
+    return nodehosts("dump", "--config", "", *args)

@@ -4,17 +4,16 @@ leaves the rest pending, and says why in `nodehosts dump --from daemon`."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nodehosts.testing import fake_csr
-from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
+from nodehosts.testing.fake_apiserver import FakeApiServer
+from tests.helpers.cluster import fake_api, lab_node
 from tests.helpers.csrs import make_csr
-from tests.helpers.daemon import Daemon
+from tests.helpers.daemon import nodehosts, start_daemon
 from tests.helpers.polling import wait_until
 
 TOKEN = "csr-token"
@@ -22,20 +21,10 @@ TOKEN = "csr-token"
 
 @pytest.fixture
 def api() -> Iterator[FakeApiServer]:
-    with FakeApiServer(tokens=[TOKEN]) as server:
+    with fake_api(
+        TOKEN, lab_node("worker-0", "10.240.0.101"), lab_node("worker-1", "10.240.0.102")
+    ) as server:
         fake_csr.install(server)
-        server.add_object(
-            "nodes",
-            make_node(
-                "worker-0", addresses=[("InternalIP", "10.240.0.101"), ("Hostname", "worker-0")]
-            ),
-        )
-        server.add_object(
-            "nodes",
-            make_node(
-                "worker-1", addresses=[("InternalIP", "10.240.0.102"), ("Hostname", "worker-1")]
-            ),
-        )
         yield server
 
 
@@ -53,7 +42,6 @@ def test_the_daemon_approves_honest_csrs_and_explains_the_rest(
     hosts_dir = tmp_path / "hosts"
     hosts_dir.mkdir()
     socket = tmp_path / "control.sock"
-    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
     honest = make_csr(
         "worker-0",
         name="csr-honest",
@@ -62,43 +50,29 @@ def test_the_daemon_approves_honest_csrs_and_explains_the_rest(
     )
     thief = make_csr("worker-1", name="csr-thief", dns=["worker-1"], ips=["10.240.0.101"])
     api.add_object("certificatesigningrequests", honest)
-    with Daemon(
-        [
-            "--config",
-            "",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--hosts-file",
-            str(hosts_dir / "nodes.hosts"),
-            "--control-socket",
-            str(socket),
-            "--state-dir",
-            "",
-            "--approve-serving-csrs",
-        ],
-        workdir=tmp_path,
+    with start_daemon(
+        api,
+        tmp_path,
+        "--hosts-file",
+        str(hosts_dir / "nodes.hosts"),
+        "--control-socket",
+        str(socket),
+        "--approve-serving-csrs",
+        token=TOKEN,
     ) as daemon:
         wait_until(lambda: approved(api, "csr-honest"), timeout=15, what="csr-honest approved")
         api.add_object("certificatesigningrequests", thief)
 
         def pending() -> dict[str, str]:
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "nodehosts.cli",
-                    "dump",
-                    "--from",
-                    "daemon",
-                    "--control-socket",
-                    str(socket),
-                    "--format",
-                    "json",
-                ],
-                capture_output=True,
-                text=True,
+            result = nodehosts(
+                "dump",
+                "--from",
+                "daemon",
+                "--control-socket",
+                str(socket),
+                "--format",
+                "json",
                 timeout=30,
-                check=False,
             )
             assert result.returncode == 0, result.stderr
             report = json.loads(result.stdout)

@@ -16,9 +16,10 @@ import dns.query
 import dns.rcode
 import pytest
 
-from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
+from nodehosts.testing.fake_apiserver import FakeApiServer
 from tests.helpers import dig
-from tests.helpers.daemon import Daemon
+from tests.helpers.cluster import fake_api, lab_node
+from tests.helpers.daemon import Daemon, start_daemon
 from tests.helpers.dnsmasq import Dnsmasq
 from tests.helpers.net import free_port
 from tests.helpers.polling import wait_until
@@ -27,35 +28,15 @@ TOKEN = "test-token"
 LOCAL = "127.0.0.1"
 
 
-def node(name: str, address: str) -> dict[str, object]:
-    return make_node(name, addresses=[("InternalIP", address)])
-
-
 @pytest.fixture
 def api() -> Iterator[FakeApiServer]:
-    with FakeApiServer(tokens=[TOKEN]) as server:
-        server.add_object("nodes", node("worker-0", "10.240.0.101"))
+    with fake_api(TOKEN, lab_node("worker-0", "10.240.0.101")) as server:
         yield server
 
 
 def run_daemon(api: FakeApiServer, tmp_path: Path, port: int, *extra: str) -> Daemon:
-    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
-    return Daemon(
-        [
-            "--config",
-            "",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--dns-listen",
-            f"{LOCAL}:{port}",
-            "--control-socket",
-            "",
-            "--state-dir",
-            "",
-            *extra,
-        ],
-        workdir=tmp_path,
-    )
+    """The daemon answering DNS on `port` (and publishing no hosts file)."""
+    return start_daemon(api, tmp_path, "--dns-listen", f"{LOCAL}:{port}", *extra, token=TOKEN)
 
 
 def lookup(port: int, name: str) -> tuple[str, list[str]]:
@@ -101,12 +82,12 @@ def test_nodes_changed_through_the_api_are_answered_over_dns_within_a_second(
             "worker-0.node.internal."
         ]
 
-        api.add_object("nodes", node("worker-1", "10.240.0.102"))
+        api.add_object("nodes", lab_node("worker-1", "10.240.0.102"))
         added = seconds_until(
             port, "worker-1.node.internal", ("NOERROR", ["10.240.0.102"]), limit=1.0
         )
 
-        api.modify_object("nodes", node("worker-1", "10.240.0.150"))
+        api.modify_object("nodes", lab_node("worker-1", "10.240.0.150"))
         moved = seconds_until(
             port, "worker-1.node.internal", ("NOERROR", ["10.240.0.150"]), limit=1.0
         )

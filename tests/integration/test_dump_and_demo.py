@@ -3,50 +3,32 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
+from tests.helpers.cluster import fake_api, lab_node
+from tests.helpers.daemon import nodehosts, nodehosts_dump
 
 TOKEN = "dump-token"
 
 
 @pytest.fixture
 def api() -> Iterator[FakeApiServer]:
-    with FakeApiServer(tokens=[TOKEN]) as server:
-        server.add_object(
-            "nodes",
-            make_node(
-                "worker-0",
-                addresses=[("InternalIP", "10.240.0.101"), ("Hostname", "worker-0")],
-                realistic=True,
-            ),
-        )
-        server.add_object(
-            "nodes",
-            make_node("worker-1", addresses=[("Hostname", "worker-1")], ready=False),
-        )
+    with fake_api(
+        TOKEN,
+        lab_node("worker-0", "10.240.0.101", realistic=True),
+        make_node("worker-1", addresses=[("Hostname", "worker-1")], ready=False),
+    ) as server:
         yield server
-
-
-def dump(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodehosts.cli", "dump", "--config", "", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_dump_prints_the_hosts_file_body(api: FakeApiServer, tmp_path: Path) -> None:
     """`dump` shows exactly the lines the hosts file would get."""
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
-    result = dump("--kubeconfig", str(kubeconfig))
+    result = nodehosts_dump("--kubeconfig", str(kubeconfig))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "10.240.0.101 worker-0.node.internal worker-0\n"
 
@@ -54,7 +36,7 @@ def test_dump_prints_the_hosts_file_body(api: FakeApiServer, tmp_path: Path) -> 
 def test_dump_json_explains_every_node(api: FakeApiServer, tmp_path: Path) -> None:
     """The JSON report lists each node with names, addresses, state and the skip reason."""
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
-    result = dump("--kubeconfig", str(kubeconfig), "--format", "json", "--domain", "lab")
+    result = nodehosts_dump("--kubeconfig", str(kubeconfig), "--format", "json", "--domain", "lab")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     nodes = {entry["name"]: entry for entry in report["nodes"]}
@@ -75,7 +57,7 @@ def test_dump_against_an_unreachable_api_fails_with_a_clear_message(
     """No traceback: one line saying the LIST failed and why, exit 1."""
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
     api.outage()
-    result = dump("--kubeconfig", str(kubeconfig))
+    result = nodehosts_dump("--kubeconfig", str(kubeconfig))
     assert result.returncode == 1
     assert "cannot list nodes" in result.stderr
     assert "Traceback" not in result.stderr
@@ -84,31 +66,14 @@ def test_dump_against_an_unreachable_api_fails_with_a_clear_message(
 def test_dump_with_a_revoked_token_says_so(api: FakeApiServer, tmp_path: Path) -> None:
     """A 401 is reported as an authentication problem."""
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token="wrong")
-    result = dump("--kubeconfig", str(kubeconfig))
+    result = nodehosts_dump("--kubeconfig", str(kubeconfig))
     assert result.returncode == 1
     assert "401" in result.stderr or "nauthorized" in result.stderr
 
 
 def test_demo_runs_the_daemon_against_a_changing_cluster() -> None:
     """The demo prints the hosts file with the lab's nodes and a change, then exits 0."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nodehosts.cli",
-            "demo",
-            "--duration",
-            "5",
-            "--seed",
-            "7",
-            "--dns-listen",
-            "",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = nodehosts("demo", "--duration", "5", "--seed", "7", "--dns-listen", "")
     assert result.returncode == 0, result.stderr
     assert "10.240.0.10 controller-0.node.internal controller-0" in result.stdout
     assert "10.240.0.40 lb-0.node.internal lb-0" in result.stdout

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
-from tests.helpers.daemon import Daemon
+from tests.helpers.cluster import fake_api, lab_node
+from tests.helpers.daemon import RECOVERY_TIMEOUT, nodehosts_dump, start_daemon
 from tests.helpers.dig import DigError, dig
+from tests.helpers.files import read_text_or_empty, wait_for_line
 from tests.helpers.net import free_port
 from tests.helpers.polling import wait_until
 from tests.helpers.service import NotifySocket, http_get, metric, short_directory
@@ -24,19 +25,13 @@ from tests.helpers.service import NotifySocket, http_get, metric, short_director
 TOKEN = "service-token"
 WORKER_0 = "10.240.0.101 worker-0.node.internal worker-0"
 CONTROLLER_0 = "10.240.0.10 controller-0.node.internal controller-0"
-# The source backs off up to 30 s between attempts while the API is down.
-RECOVERY_TIMEOUT = 40.0
-
-
-def node(name: str, address: str, **kwargs: object) -> dict[str, object]:
-    return make_node(name, addresses=[("InternalIP", address), ("Hostname", name)], **kwargs)
 
 
 @pytest.fixture
 def api() -> Iterator[FakeApiServer]:
-    with FakeApiServer(tokens=[TOKEN]) as server:
-        server.add_object("nodes", node("controller-0", "10.240.0.10"))
-        server.add_object("nodes", node("worker-0", "10.240.0.101"))
+    with fake_api(
+        TOKEN, lab_node("controller-0", "10.240.0.10"), lab_node("worker-0", "10.240.0.101")
+    ) as server:
         yield server
 
 
@@ -44,49 +39,6 @@ def api() -> Iterator[FakeApiServer]:
 def sockets() -> Iterator[Path]:
     with short_directory() as directory:
         yield directory
-
-
-def start(
-    api: FakeApiServer,
-    workdir: Path,
-    *extra: str,
-    env: dict[str, str] | None = None,
-    token: str = TOKEN,
-) -> Daemon:
-    """`nodehosts run` with only what `extra` turns on (no control socket, no state dir)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=token)
-    return Daemon(
-        [
-            "--config",
-            "",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--control-socket",
-            "",
-            "--state-dir",
-            "",
-            *extra,
-        ],
-        workdir=workdir,
-        env=env,
-    )
-
-
-def read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return ""
-
-
-def wait_for_line(path: Path, line: str, *, present: bool = True, timeout: float = 15) -> str:
-    return wait_until(
-        lambda: read(path),
-        until=lambda text: (line in text.splitlines()) == present,
-        timeout=timeout,
-        what=f"{line!r} {'in' if present else 'gone from'} {path}",
-    )
 
 
 def wait_for_answer(port: int, name: str, expected: list[str], *, timeout: float = 15) -> None:
@@ -101,14 +53,9 @@ def wait_for_answer(port: int, name: str, expected: list[str], *, timeout: float
     wait_until(answer, until=lambda got: got == sorted(expected), timeout=timeout, what=name)
 
 
-def nodehosts_dump(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodehosts.cli", "dump", "--config", "", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def dump_from_daemon(control: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`nodehosts dump --from daemon` through the control socket `control`."""
+    return nodehosts_dump("--from", "daemon", "--control-socket", str(control), *args)
 
 
 # --- systemd notify and watchdog
@@ -119,9 +66,11 @@ def test_systemd_hears_ready_after_the_first_write_then_watchdog_pings_and_stopp
 ) -> None:
     """READY=1 comes once the file is written; WATCHDOG=1 every 0.2 s, even with the API down."""
     hosts = tmp_path / "nodes.hosts"
-    with NotifySocket(on_ready=lambda: read(hosts)) as manager:
+    with NotifySocket(on_ready=lambda: read_text_or_empty(hosts)) as manager:
         env = manager.env(watchdog_usec=400_000)
-        with start(api, tmp_path, "--hosts-file", str(hosts), env=env) as daemon:
+        with start_daemon(
+            api, tmp_path, "--hosts-file", str(hosts), token=TOKEN, env=env
+        ) as daemon:
             ready = manager.wait_for("READY", "1")
             assert WORKER_0 in str(manager.ready_result).splitlines(), "READY before the write"
             assert (ready.get("STATUS") or "").startswith("2/2 nodes published, 2 hosts")
@@ -158,8 +107,10 @@ def test_a_first_start_with_the_api_down_waits_instead_of_crash_looping(
     hosts = tmp_path / "nodes.hosts"
     api.outage()
     with (
-        NotifySocket(on_ready=lambda: read(hosts)) as manager,
-        start(api, tmp_path, "--hosts-file", str(hosts), env=manager.env()) as daemon,
+        NotifySocket(on_ready=lambda: read_text_or_empty(hosts)) as manager,
+        start_daemon(
+            api, tmp_path, "--hosts-file", str(hosts), token=TOKEN, env=manager.env()
+        ) as daemon,
     ):
         extend = manager.wait_for("EXTEND_TIMEOUT_USEC", timeout=10)
         assert int(extend.fields["EXTEND_TIMEOUT_USEC"]) >= 30_000_000
@@ -181,7 +132,9 @@ def test_without_notify_socket_the_daemon_runs_and_stops_the_same(
 ) -> None:
     """Outside systemd (a terminal, a container) nothing is sent and nothing fails."""
     hosts = tmp_path / "nodes.hosts"
-    with start(api, tmp_path, "--hosts-file", str(hosts), env={"NOTIFY_SOCKET": ""}) as daemon:
+    with start_daemon(
+        api, tmp_path, "--hosts-file", str(hosts), token=TOKEN, env={"NOTIFY_SOCKET": ""}
+    ) as daemon:
         wait_for_line(hosts, WORKER_0)
         code, seconds = daemon.stop()
     assert code == 0
@@ -201,8 +154,14 @@ def test_metrics_and_health_answer_and_readyz_turns_200_after_the_first_sync(
     base = f"http://127.0.0.1:{port}"
     api.add_object("nodes", make_node("worker-9", addresses=[], hostname=""))
     api.outage()
-    with start(
-        api, tmp_path, "--hosts-file", str(hosts), "--metrics-listen", f"127.0.0.1:{port}"
+    with start_daemon(
+        api,
+        tmp_path,
+        "--hosts-file",
+        str(hosts),
+        "--metrics-listen",
+        f"127.0.0.1:{port}",
+        token=TOKEN,
     ) as daemon:
         assert wait_until(
             lambda: _probe(f"{base}/healthz"), timeout=15, what="/healthz to answer"
@@ -229,7 +188,7 @@ def test_metrics_and_health_answer_and_readyz_turns_200_after_the_first_sync(
             what="/readyz 200",
         )
         assert body == "ready: 2 hosts published, generation 1\n"
-        assert WORKER_0 in read(hosts).splitlines()
+        assert WORKER_0 in read_text_or_empty(hosts).splitlines()
         text = http_get(f"{base}/metrics")[1]
         assert metric(text, "nodehosts_ready") == 1
         assert metric(text, "nodehosts_nodes_seen") == 3
@@ -243,7 +202,7 @@ def test_metrics_and_health_answer_and_readyz_turns_200_after_the_first_sync(
         assert (metric(text, "nodehosts_sync_last_success_timestamp_seconds") or 0) > 1e9
         assert metric(text, "nodehosts_records_stale") == 0
 
-        api.add_object("nodes", node("worker-1", "10.240.0.150"))
+        api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
         text = wait_until(
             lambda: http_get(f"{base}/metrics")[1],
             until=lambda t: metric(t, "nodehosts_nodes_published") == 3,
@@ -272,14 +231,12 @@ def test_dump_from_daemon_shows_the_live_state_with_every_decision(
     """The daemon answers with every node, its decision and why, and where the watch stands."""
     hosts = tmp_path / "nodes.hosts"
     control = sockets / "control.sock"
-    api.add_object("nodes", node("worker-1", "10.240.0.150", ready=False))
+    api.add_object("nodes", lab_node("worker-1", "10.240.0.150", ready=False))
     args = ("--hosts-file", str(hosts), "--control-socket", str(control))
-    with start(api, tmp_path, *args, "--exclude-not-ready") as daemon:
+    with start_daemon(api, tmp_path, *args, "--exclude-not-ready", token=TOKEN) as daemon:
         wait_until(lambda: daemon.events_named("ready"), timeout=15, what="ready")
 
-        result = nodehosts_dump(
-            "--from", "daemon", "--control-socket", str(control), "--format", "json"
-        )
+        result = dump_from_daemon(control, "--format", "json")
         assert result.returncode == 0, result.stderr
         state = json.loads(result.stdout)
         assert state["source"] == "daemon"
@@ -301,10 +258,10 @@ def test_dump_from_daemon_shows_the_live_state_with_every_decision(
         ]
         assert state["counts"] == {"nodes": 3, "published_nodes": 2, "hosts": 2, "addresses": 2}
 
-        result = nodehosts_dump("--from", "daemon", "--control-socket", str(control))
+        result = dump_from_daemon(control)
         assert result.returncode == 0, result.stderr
         assert result.stdout == f"{CONTROLLER_0}\n{WORKER_0}\n"
-        assert result.stdout in read(hosts)
+        assert result.stdout in read_text_or_empty(hosts)
 
         # auto (the default) asks the daemon when it answers...
         result = nodehosts_dump("--control-socket", str(control), "--format", "json")
@@ -321,7 +278,7 @@ def test_dump_from_daemon_shows_the_live_state_with_every_decision(
         assert daemon.stop()[0] == 0
 
     assert not control.exists(), "the socket is removed on a clean stop"
-    result = nodehosts_dump("--from", "daemon", "--control-socket", str(control))
+    result = dump_from_daemon(control)
     assert result.returncode == 1
     assert "no control socket" in result.stderr
     result = nodehosts_dump(
@@ -340,7 +297,9 @@ def test_dump_diff_shows_what_a_daemon_cut_off_from_the_api_serves_stale(
     api.authorize("operator-token")
     operator = api.write_kubeconfig(sockets / "operator-kubeconfig", token="operator-token")
     diff = ("--diff", "--control-socket", str(control), "--kubeconfig", str(operator))
-    with start(api, tmp_path, "--hosts-file", str(hosts), "--control-socket", str(control)) as d:
+    with start_daemon(
+        api, tmp_path, "--hosts-file", str(hosts), "--control-socket", str(control), token=TOKEN
+    ) as d:
         wait_until(lambda: d.events_named("ready"), timeout=15, what="ready")
         result = nodehosts_dump(*diff)
         assert result.returncode == 0, result.stderr
@@ -356,7 +315,7 @@ def test_dump_diff_shows_what_a_daemon_cut_off_from_the_api_serves_stale(
             what="the daemon's 401",
         )
         api.delete_object("nodes", "worker-0")
-        api.add_object("nodes", node("worker-5", "10.240.0.105"))
+        api.add_object("nodes", lab_node("worker-5", "10.240.0.105"))
         result = nodehosts_dump(*diff)
         assert result.returncode == 1, result.stderr
         changes = [line for line in result.stdout.splitlines() if line.startswith(("+", "-"))]
@@ -402,10 +361,14 @@ def test_a_restart_with_the_api_down_serves_the_saved_records_over_dns(
         "--metrics-listen",
         f"127.0.0.1:{metrics_port}",
     )
-    with start(api, tmp_path / "first", *args) as daemon:
+    with start_daemon(api, tmp_path / "first", *args, token=TOKEN) as daemon:
         wait_for_answer(dns_port, "worker-0.node.internal", ["10.240.0.101"])
         saved = json.loads(
-            wait_until(lambda: read(state / "records.json"), timeout=10, what="the saved state")
+            wait_until(
+                lambda: read_text_or_empty(state / "records.json"),
+                timeout=10,
+                what="the saved state",
+            )
         )
         assert [h["names"][0] for h in saved["hosts"]] == [
             "controller-0.node.internal",
@@ -415,10 +378,10 @@ def test_a_restart_with_the_api_down_serves_the_saved_records_over_dns(
     file_before = hosts.read_bytes()
 
     api.outage()
-    api.add_object("nodes", node("worker-2", "10.240.0.160"))
+    api.add_object("nodes", lab_node("worker-2", "10.240.0.160"))
     with (
         NotifySocket() as manager,
-        start(api, tmp_path / "second", *args, env=manager.env()) as daemon,
+        start_daemon(api, tmp_path / "second", *args, token=TOKEN, env=manager.env()) as daemon,
     ):
         wait_for_answer(dns_port, "worker-0.node.internal", ["10.240.0.101"], timeout=10)
         assert dig("127.0.0.1", dns_port, "worker-2.node.internal", "A") == []
@@ -432,9 +395,7 @@ def test_a_restart_with_the_api_down_serves_the_saved_records_over_dns(
         status, body = http_get(f"{base}/readyz")
         assert status == 503
         assert "serving saved records" in body
-        result = nodehosts_dump(
-            "--from", "daemon", "--control-socket", str(control), "--format", "json"
-        )
+        result = dump_from_daemon(control, "--format", "json")
         assert result.returncode == 0, result.stderr
         live = json.loads(result.stdout)
         assert (live["stale"], live["ready"], live["synced"]) == (True, False, False)
@@ -464,14 +425,10 @@ def test_a_restart_with_the_api_down_serves_the_saved_records_over_dns(
         assert daemon.events_named("saved_records_replaced")
         text = http_get(f"{base}/metrics")[1]
         assert metric(text, "nodehosts_records_stale") == 0
-        live = json.loads(
-            nodehosts_dump(
-                "--from", "daemon", "--control-socket", str(control), "--format", "json"
-            ).stdout
-        )
+        live = json.loads(dump_from_daemon(control, "--format", "json").stdout)
         assert (live["stale"], live["ready"]) == (False, True)
         saved = wait_until(
-            lambda: json.loads(read(state / "records.json")),
+            lambda: json.loads(read_text_or_empty(state / "records.json")),
             until=lambda doc: len(doc["hosts"]) == 3,
             timeout=10,
             what="the new records saved",
@@ -488,12 +445,18 @@ def test_an_unusable_state_directory_is_logged_and_publishing_goes_on(
     hosts = tmp_path / "nodes.hosts"
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    with start(
-        api, tmp_path, "--hosts-file", str(hosts), "--state-dir", str(blocker / "state")
+    with start_daemon(
+        api,
+        tmp_path,
+        "--hosts-file",
+        str(hosts),
+        "--state-dir",
+        str(blocker / "state"),
+        token=TOKEN,
     ) as daemon:
         wait_for_line(hosts, WORKER_0)
         wait_until(lambda: daemon.events_named("state_save_failed"), timeout=10, what="a log")
-        api.add_object("nodes", node("worker-1", "10.240.0.150"))
+        api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
         wait_for_line(hosts, "10.240.0.150 worker-1.node.internal worker-1")
         assert daemon.stop()[0] == 0
 
@@ -505,8 +468,14 @@ def test_a_control_socket_that_cannot_be_bound_is_not_fatal(
     hosts = tmp_path / "nodes.hosts"
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with start(
-        api, tmp_path, "--hosts-file", str(hosts), "--control-socket", str(blocker / "c.sock")
+    with start_daemon(
+        api,
+        tmp_path,
+        "--hosts-file",
+        str(hosts),
+        "--control-socket",
+        str(blocker / "c.sock"),
+        token=TOKEN,
     ) as daemon:
         wait_for_line(hosts, WORKER_0)
         assert daemon.events_named("control_socket_failed")
@@ -523,13 +492,14 @@ def test_ready_waits_until_every_sink_has_the_records(api: FakeApiServer, tmp_pa
     api.outage()
     with (
         NotifySocket() as manager,
-        start(
+        start_daemon(
             api,
             tmp_path,
             "--hosts-file",
             str(hosts),
             "--dns-listen",
             f"127.0.0.1:{dns_port}",
+            token=TOKEN,
             env=manager.env(),
         ) as daemon,
     ):
@@ -548,5 +518,5 @@ def test_ready_waits_until_every_sink_has_the_records(api: FakeApiServer, tmp_pa
 
         directory.mkdir()
         manager.wait_for("READY", "1", timeout=15)
-        assert WORKER_0 in read(hosts).splitlines()
+        assert WORKER_0 in read_text_or_empty(hosts).splitlines()
         assert daemon.stop()[0] == 0

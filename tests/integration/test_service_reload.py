@@ -5,54 +5,30 @@ one keeps working. The real CLI process against the fake API server."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
-from tests.helpers.daemon import Daemon
+from nodehosts.testing.fake_apiserver import FakeApiServer
+from tests.helpers.cluster import fake_api, lab_node
+from tests.helpers.daemon import Daemon, start_daemon
+from tests.helpers.files import replace_by_rename, wait_for_line
 from tests.helpers.polling import wait_until
 
 TOKEN = "reload-token"
 WORKER_0 = "10.240.0.101 worker-0.node.internal worker-0"
 
 
-def node(name: str, address: str, **kwargs: object) -> dict[str, object]:
-    return make_node(name, addresses=[("InternalIP", address), ("Hostname", name)], **kwargs)
-
-
 @pytest.fixture
 def api() -> Iterator[FakeApiServer]:
-    with FakeApiServer(tokens=[TOKEN]) as server:
-        server.add_object("nodes", node("controller-0", "10.240.0.10", labels={"role": "cp"}))
-        server.add_object("nodes", node("worker-0", "10.240.0.101", labels={"role": "worker"}))
+    with fake_api(
+        TOKEN,
+        lab_node("controller-0", "10.240.0.10", labels={"role": "cp"}),
+        lab_node("worker-0", "10.240.0.101", labels={"role": "worker"}),
+    ) as server:
         yield server
-
-
-def read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return ""
-
-
-def wait_for_line(path: Path, line: str, *, present: bool = True, timeout: float = 15) -> str:
-    return wait_until(
-        lambda: read(path),
-        until=lambda text: (line in text.splitlines()) == present,
-        timeout=timeout,
-        what=f"{line!r} {'in' if present else 'gone from'} {path}",
-    )
-
-
-def replace(path: Path, text: str) -> None:
-    """An editor's save: a temp file renamed over the original."""
-    temp = path.with_name(f".{path.name}.swp")
-    temp.write_text(text)
-    os.rename(temp, path)
 
 
 def events(daemon: Daemon, name: str, **keys: object) -> list[dict[str, object]]:
@@ -72,24 +48,6 @@ def wait_for_event(daemon: Daemon, name: str, *, count: int = 1, **keys: object)
     )
 
 
-def start(api: FakeApiServer, tmp_path: Path, *extra: str) -> Daemon:
-    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
-    return Daemon(
-        [
-            "--config",
-            "",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--control-socket",
-            "",
-            "--state-dir",
-            "",
-            *extra,
-        ],
-        workdir=tmp_path,
-    )
-
-
 def test_an_edited_static_hosts_file_is_served_without_a_signal(
     api: FakeApiServer, tmp_path: Path
 ) -> None:
@@ -99,11 +57,11 @@ def test_an_edited_static_hosts_file_is_served_without_a_signal(
     static = tmp_path / "static-hosts"
     static.write_text("10.240.0.40 lb-0\n")
     args = ("--hosts-file", str(hosts), "--static-hosts", str(static))
-    with start(api, tmp_path, *args) as daemon:
+    with start_daemon(api, tmp_path, *args, token=TOKEN) as daemon:
         wait_for_line(hosts, "10.240.0.40 lb-0.node.internal lb-0")
         wait_for_line(hosts, WORKER_0)
 
-        replace(static, "10.240.0.41 lb-0\n")
+        replace_by_rename(static, "10.240.0.41 lb-0\n")
         text = wait_for_line(hosts, "10.240.0.41 lb-0.node.internal lb-0")
         assert "10.240.0.40" not in text
 
@@ -114,7 +72,7 @@ def test_an_edited_static_hosts_file_is_served_without_a_signal(
 
         static.unlink()
         wait_for_event(daemon, "static_hosts_rejected")
-        api.add_object("nodes", node("worker-1", "10.240.0.150"))
+        api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
         text = wait_for_line(hosts, "10.240.0.150 worker-1.node.internal worker-1")
         assert "10.240.0.42 registry.node.internal registry" in text.splitlines()
         assert daemon.stop()[0] == 0
@@ -127,7 +85,7 @@ def test_sighup_reloads_everything_on_demand(api: FakeApiServer, tmp_path: Path)
     static = tmp_path / "static-hosts"
     static.write_text("10.240.0.40 lb-0\n")
     args = ("--hosts-file", str(hosts), "--static-hosts", str(static))
-    with start(api, tmp_path, *args) as daemon:
+    with start_daemon(api, tmp_path, *args, token=TOKEN) as daemon:
         wait_for_line(hosts, "10.240.0.40 lb-0.node.internal lb-0")
         lists = len(daemon.events_named("nodes_synced"))
         daemon.process.send_signal(signal.SIGHUP)
@@ -142,7 +100,7 @@ def test_sighup_reloads_everything_on_demand(api: FakeApiServer, tmp_path: Path)
         )
         daemon.process.send_signal(signal.SIGHUP)
         wait_for_event(daemon, "reload_finished", trigger="SIGHUP", count=2)
-        api.add_object("nodes", node("worker-1", "10.240.0.150"))
+        api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
         wait_for_line(hosts, "10.240.0.150 worker-1.node.internal worker-1")
         assert daemon.process.poll() is None
         assert daemon.stop()[0] == 0
@@ -188,19 +146,19 @@ def test_the_config_file_is_reloaded_live_and_a_broken_edit_is_rejected(
     with Daemon(["--config", str(config)], workdir=tmp_path) as daemon:
         wait_for_line(hosts, "10.240.0.101 worker-0.lab worker-0")
 
-        replace(config, CONFIG.format(**{**values, "domain": "not a domain!"}))
+        replace_by_rename(config, CONFIG.format(**{**values, "domain": "not a domain!"}))
         rejected = wait_for_event(daemon, "config_rejected")[-1]
         assert rejected["key"] == "records.domain"
         assert "not a valid DNS domain" in str(rejected["error"])
-        api.add_object("nodes", node("worker-1", "10.240.0.150"))
+        api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
         wait_for_line(hosts, "10.240.0.150 worker-1.lab worker-1")
 
-        replace(config, "[records\n")
+        replace_by_rename(config, "[records\n")
         rejected = wait_for_event(daemon, "config_rejected", count=2)[-1]
         assert rejected["key"] == "file"
         assert "invalid TOML" in str(rejected["error"])
 
-        replace(
+        replace_by_rename(
             config,
             CONFIG.format(
                 **{**values, "domain": "lab2", "level": "debug", "metrics": "127.0.0.1:9"}
@@ -218,11 +176,30 @@ def test_the_config_file_is_reloaded_live_and_a_broken_edit_is_rejected(
         )
 
         # A new label selector needs a new LIST: only the workers remain.
-        replace(config, CONFIG.format(**{**values, "domain": "lab2", "selector": "role=worker"}))
+        replace_by_rename(
+            config, CONFIG.format(**{**values, "domain": "lab2", "selector": "role=worker"})
+        )
         text = wait_for_line(hosts, "10.240.0.10 controller-0.lab2 controller-0", present=False)
         assert "10.240.0.101 worker-0.lab2 worker-0" in text.splitlines()
         assert events(daemon, "node_source_replaced", label_selector="role=worker")
         assert daemon.stop()[0] == 0
+
+
+def changes_flow_with_the_old_token_revoked(
+    api: FakeApiServer, daemon: Daemon, hosts: Path, new_token: str, *, what: str
+) -> None:
+    """Once the daemon watches with `new_token`, TOKEN is revoked and the watches dropped: a new
+    node still reaches the hosts file, and the daemon never hits a 401."""
+    wait_until(
+        lambda: [r for r in api.requests if r.token == new_token and r.verb == "watch"],
+        timeout=15,
+        what=what,
+    )
+    api.revoke(TOKEN)
+    api.drop_watches()
+    api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
+    wait_for_line(hosts, "10.240.0.150 worker-1.node.internal worker-1")
+    assert not events(daemon, "api_error", reason="unauthorized")
 
 
 def test_a_rewritten_kubeconfig_with_a_new_token_is_picked_up_without_restart(
@@ -231,23 +208,16 @@ def test_a_rewritten_kubeconfig_with_a_new_token_is_picked_up_without_restart(
     """The client is rebuilt when the kubeconfig changes; with the old token revoked, changes
     flow again through the new one, never hitting a 401, in the same process."""
     hosts = tmp_path / "nodes.hosts"
-    with start(api, tmp_path, "--hosts-file", str(hosts)) as daemon:
+    with start_daemon(api, tmp_path, "--hosts-file", str(hosts), token=TOKEN) as daemon:
         wait_for_line(hosts, WORKER_0)
         pid = daemon.process.pid
 
         api.authorize("rotated-token")
         api.write_kubeconfig(tmp_path / "kubeconfig", token="rotated-token")
         wait_for_event(daemon, "credentials_reloaded", trigger="file")
-        wait_until(
-            lambda: [r for r in api.requests if r.token == "rotated-token" and r.verb == "watch"],
-            timeout=15,
-            what="a watch with the new token",
+        changes_flow_with_the_old_token_revoked(
+            api, daemon, hosts, "rotated-token", what="a watch with the new token"
         )
-        api.revoke(TOKEN)
-        api.drop_watches()
-        api.add_object("nodes", node("worker-1", "10.240.0.150"))
-        wait_for_line(hosts, "10.240.0.150 worker-1.node.internal worker-1")
-        assert not events(daemon, "api_error", reason="unauthorized")
         assert daemon.process.pid == pid and daemon.process.poll() is None
         assert daemon.stop()[0] == 0
 
@@ -263,36 +233,15 @@ def test_a_rotated_token_file_named_by_the_kubeconfig_is_picked_up(
     document = json.loads(api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN).read_text())
     document["users"][0]["user"] = {"tokenFile": str(token_file)}
     kubeconfig.write_text(json.dumps(document))
-    with Daemon(
-        [
-            "--config",
-            "",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--hosts-file",
-            str(hosts),
-            "--control-socket",
-            "",
-            "--state-dir",
-            "",
-        ],
-        workdir=tmp_path,
-    ) as daemon:
+    with start_daemon(api, tmp_path, "--hosts-file", str(hosts), kubeconfig=kubeconfig) as daemon:
         wait_for_line(hosts, WORKER_0)
         api.authorize("second-token")
-        replace(token_file, "second-token")
+        replace_by_rename(token_file, "second-token")
         reloaded = wait_for_event(daemon, "credentials_reloaded", trigger="file")[-1]
         assert reloaded["files"] == [str(token_file)]
-        wait_until(
-            lambda: [r for r in api.requests if r.token == "second-token" and r.verb == "watch"],
-            timeout=15,
-            what="a watch with the token from the rotated file",
+        changes_flow_with_the_old_token_revoked(
+            api, daemon, hosts, "second-token", what="a watch with the token from the rotated file"
         )
-        api.revoke(TOKEN)
-        api.drop_watches()
-        api.add_object("nodes", node("worker-1", "10.240.0.150"))
-        wait_for_line(hosts, "10.240.0.150 worker-1.node.internal worker-1")
-        assert not events(daemon, "api_error", reason="unauthorized")
         assert daemon.stop()[0] == 0
 
 
@@ -301,11 +250,11 @@ def test_a_broken_kubeconfig_is_rejected_and_the_running_client_stays(
 ) -> None:
     """A kubeconfig that does not load is not used; the watch goes on with the old client."""
     hosts = tmp_path / "nodes.hosts"
-    with start(api, tmp_path, "--hosts-file", str(hosts)) as daemon:
+    with start_daemon(api, tmp_path, "--hosts-file", str(hosts), token=TOKEN) as daemon:
         wait_for_line(hosts, WORKER_0)
-        replace(tmp_path / "kubeconfig", "this: [is not a kubeconfig\n")
+        replace_by_rename(tmp_path / "kubeconfig", "this: [is not a kubeconfig\n")
         wait_for_event(daemon, "credentials_rejected")
-        api.add_object("nodes", node("worker-1", "10.240.0.150"))
+        api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
         wait_for_line(hosts, "10.240.0.150 worker-1.node.internal worker-1")
         assert not daemon.events_named("credentials_reloaded")
         assert daemon.stop()[0] == 0
