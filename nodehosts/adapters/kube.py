@@ -5,9 +5,10 @@ Contract:
 - `load_client_configuration(kubeconfig)` returns the official client's `Configuration` from the
   given kubeconfig, else in-cluster (when KUBERNETES_SERVICE_HOST is set), else $KUBECONFIG or
   ~/.kube/config; any problem raises `KubeConfigError` naming the file and the problem. Works
-  with kubernetes 22.6 and 37.x: only config loading and the urllib3 pool of `ApiClient` are
-  used (TLS, client certificates, proxy), with credentials from `auth_settings()` per request
-  (so refreshed tokens are picked up). No API classes, no models: responses are raw JSON.
+  with kubernetes 22.6 and 37.x: only config loading and the urllib3 pool `ApiClient` would
+  use (`RESTClientObject`: TLS, client certificates, proxy) are used, with credentials from
+  `auth_settings()` per request (so refreshed tokens are picked up). No API classes, no models:
+  responses are raw JSON, and those modules are not even imported (`kubeimport`).
 - `CollectionSource` lists and watches one collection (e.g. /api/v1/nodes, or CSRs) into an
   `Inventory`: LIST paged with `limit` (each page dropped after extracting, gc paused during
   the decode), then WATCH from the list's resourceVersion with bookmarks and `timeoutSeconds`,
@@ -47,6 +48,7 @@ from urllib.parse import quote, urlencode
 import structlog
 
 from nodehosts import __version__
+from nodehosts.adapters.kubeimport import OfficialClient, new_pool_manager, official_client
 from nodehosts.core.inventory import BOOKMARK, EVENT_TYPES, Inventory, NodeInventory
 from nodehosts.core.model import NodeInfo
 
@@ -91,14 +93,15 @@ def load_client_configuration(
     service_account_dir: Path = SERVICE_ACCOUNT_DIR,
 ) -> Configuration:
     """The official client's Configuration: kubeconfig, else in-cluster, else the default file."""
-    # Imported here: `nodehosts --version` and `check-config` should not pay ~40 MB for it.
-    from kubernetes.client import Configuration
+    # Imported on first use, and only the client's configuration and transport (kubeimport):
+    # `nodehosts --version` and `check-config` should not pay for it at all.
+    client = official_client()
 
     env = os.environ if environ is None else environ
     if kubeconfig is not None:
-        return _from_kubeconfig(str(kubeconfig), Configuration)
+        return _from_kubeconfig(str(kubeconfig), client)
     if env.get("KUBERNETES_SERVICE_HOST"):
-        return _in_cluster(env, service_account_dir, Configuration)
+        return _in_cluster(env, service_account_dir, client)
     default = env.get("KUBECONFIG") or "~/.kube/config"
     paths = [os.path.expanduser(p) for p in default.split(os.pathsep) if p]
     if not any(os.path.exists(p) for p in paths):
@@ -106,17 +109,15 @@ def load_client_configuration(
             f"{default}: no such file, and KUBERNETES_SERVICE_HOST is not set (not in a pod); "
             "pass --kubeconfig"
         )
-    return _from_kubeconfig(os.pathsep.join(paths), Configuration)
+    return _from_kubeconfig(os.pathsep.join(paths), client)
 
 
-def _from_kubeconfig(path: str, configuration_class: type[Configuration]) -> Configuration:
-    from kubernetes import config as kube_config
-
+def _from_kubeconfig(path: str, client: OfficialClient) -> Configuration:
     if os.pathsep not in path and not os.path.isfile(path):
         raise KubeConfigError(f"{path}: no such file")
-    configuration = configuration_class()
+    configuration = client.configuration_class()
     try:
-        kube_config.load_kube_config(
+        client.kube_config.load_kube_config(
             config_file=path, client_configuration=configuration, persist_config=False
         )
     except Exception as error:  # the loader raises anything from yaml to KeyError
@@ -126,14 +127,10 @@ def _from_kubeconfig(path: str, configuration_class: type[Configuration]) -> Con
     return configuration
 
 
-def _in_cluster(
-    env: Mapping[str, str], directory: Path, configuration_class: type[Configuration]
-) -> Configuration:
-    from kubernetes.config.incluster_config import InClusterConfigLoader
-
-    configuration = configuration_class()
+def _in_cluster(env: Mapping[str, str], directory: Path, client: OfficialClient) -> Configuration:
+    configuration = client.configuration_class()
     try:
-        InClusterConfigLoader(
+        client.incluster_config.InClusterConfigLoader(
             token_filename=str(directory / "token"),
             cert_filename=str(directory / "ca.crt"),
             environ=env,
@@ -228,13 +225,10 @@ class KubeTransport:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
     ) -> None:
-        from kubernetes.client import ApiClient
-
         self._configuration = configuration
-        # Only the pool: the API classes and models are never touched (import cost, and
-        # ApiClient.call_api's signature differs between 22.6 and 37.x).
-        self._api_client = ApiClient(configuration)
-        self._pool = self._api_client.rest_client.pool_manager
+        # Only the pool ApiClient would use: the API classes and models are never touched
+        # (import cost and RSS, and ApiClient.call_api's signature differs in 22.6 and 37.x).
+        self._pool = new_pool_manager(configuration)
         self.base = str(configuration.host).rstrip("/")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
