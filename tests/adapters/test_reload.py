@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterable
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nodehosts.adapters.reload import FileWatcher, kubeconfig_files
+from tests.helpers.files import replace_by_rename
 
 TIMEOUT = 5.0
 
@@ -33,11 +35,21 @@ class Calls:
         return self._queue.empty()
 
 
-async def watching(paths: Iterable[Path], calls: Calls) -> FileWatcher:
-    # No polling: these tests prove that events alone are enough.
-    watcher = FileWatcher(paths, calls, debounce=0.05, max_delay=1.0, poll_interval=None)
+@contextlib.asynccontextmanager
+async def started(watcher: FileWatcher) -> AsyncIterator[FileWatcher]:
+    """`watcher` started, and stopped on the way out."""
     await watcher.start()
-    return watcher
+    try:
+        yield watcher
+    finally:
+        await watcher.stop()
+
+
+def watching(
+    paths: Iterable[Path], calls: Calls
+) -> contextlib.AbstractAsyncContextManager[FileWatcher]:
+    # No polling: these tests prove that events alone are enough.
+    return started(FileWatcher(paths, calls, debounce=0.05, max_delay=1.0, poll_interval=None))
 
 
 @pytest.fixture
@@ -45,66 +57,47 @@ async def calls() -> AsyncIterator[Calls]:
     yield Calls()
 
 
-def replace(path: Path, text: str) -> None:
-    """An editor's save: write a temp file and rename it over the original."""
-    temp = path.with_name(f".{path.name}.swp")
-    temp.write_text(text)
-    os.rename(temp, path)
-
-
 async def test_an_in_place_edit_is_reported(tmp_path: Path, calls: Calls) -> None:
     """Appending to the static hosts file is one change of that file."""
     static = tmp_path / "static-hosts"
     static.write_text("10.0.0.1 gw\n")
-    watcher = await watching([static], calls)
-    try:
+    async with watching([static], calls):
         with static.open("a") as handle:
             handle.write("10.0.0.2 db\n")
         assert await calls.next() == {static}
-    finally:
-        await watcher.stop()
 
 
 async def test_a_rename_over_is_reported(tmp_path: Path, calls: Calls) -> None:
     """An editor replacing the file by rename is still seen (the directory is watched)."""
     config = tmp_path / "config.toml"
     config.write_text("[records]\n")
-    watcher = await watching([config], calls)
-    try:
-        replace(config, "[records]\ndomain = 'lab'\n")
+    async with watching([config], calls):
+        replace_by_rename(config, "[records]\ndomain = 'lab'\n")
         assert await calls.next() == {config}
-        replace(config, "[records]\ndomain = 'lab2'\n")  # the new inode is watched too
+        replace_by_rename(config, "[records]\ndomain = 'lab2'\n")  # the new inode is watched too
         assert await calls.next() == {config}
-    finally:
-        await watcher.stop()
 
 
 async def test_a_file_that_does_not_exist_yet(tmp_path: Path, calls: Calls) -> None:
     """Creating a watched file that was missing is a change; so is deleting it."""
     token = tmp_path / "token"
-    watcher = await watching([token], calls)
-    try:
+    async with watching([token], calls):
         token.write_text("secret")
         assert await calls.next() == {token}
         token.unlink()
         assert await calls.next() == {token}
-    finally:
-        await watcher.stop()
 
 
 async def test_a_burst_of_writes_is_one_call(tmp_path: Path, calls: Calls) -> None:
     """Many quick writes give one call, after they settle."""
     static = tmp_path / "static-hosts"
     static.write_text("")
-    watcher = await watching([static], calls)
-    try:
+    async with watching([static], calls):
         for i in range(20):
             static.write_text(f"10.0.0.{i} h{i}\n")
         assert await calls.next() == {static}
         await asyncio.sleep(0.3)  # longer than the debounce: a second call would be here
         assert calls.calls == [{static}]
-    finally:
-        await watcher.stop()
 
 
 async def test_same_bytes_and_unrelated_files_are_not_changes(tmp_path: Path, calls: Calls) -> None:
@@ -112,10 +105,9 @@ async def test_same_bytes_and_unrelated_files_are_not_changes(tmp_path: Path, ca
     config, static = tmp_path / "config.toml", tmp_path / "static-hosts"
     config.write_text("a = 1\n")
     static.write_text("10.0.0.1 gw\n")
-    watcher = await watching([config, static], calls)
-    try:
+    async with watching([config, static], calls):
         os.utime(config)
-        replace(config, "a = 1\n")
+        replace_by_rename(config, "a = 1\n")
         (tmp_path / "unrelated").write_text("x")
         config.read_text()
         await asyncio.sleep(0.3)
@@ -123,22 +115,17 @@ async def test_same_bytes_and_unrelated_files_are_not_changes(tmp_path: Path, ca
         static.write_text("10.0.0.9 gw\n")
         assert await calls.next() == {static}
         assert calls.calls == [{static}]
-    finally:
-        await watcher.stop()
 
 
 async def test_a_missing_directory_is_watched_once_it_appears(tmp_path: Path, calls: Calls) -> None:
     """A path under a directory that does not exist yet is seen when both are created."""
     cert = tmp_path / "pki" / "issued" / "client.pem"
-    watcher = await watching([cert], calls)
-    try:
+    async with watching([cert], calls):
         cert.parent.mkdir(parents=True)
         cert.write_text("CERT 1")
         assert await calls.next() == {cert}
         cert.write_text("CERT 2")
         assert await calls.next() == {cert}
-    finally:
-        await watcher.stop()
 
 
 async def test_a_deleted_and_recreated_directory_is_watched_again(
@@ -149,8 +136,7 @@ async def test_a_deleted_and_recreated_directory_is_watched_again(
     directory.mkdir()
     config = directory / "config.toml"
     config.write_text("a = 1\n")
-    watcher = await watching([config], calls)
-    try:
+    async with watching([config], calls):
         shutil.rmtree(directory)
         assert await calls.next() == {config}
         directory.mkdir()
@@ -158,8 +144,6 @@ async def test_a_deleted_and_recreated_directory_is_watched_again(
         assert await calls.next() == {config}
         config.write_text("a = 3\n")
         assert await calls.next() == {config}
-    finally:
-        await watcher.stop()
 
 
 async def test_kubernetes_secret_volume_swap(tmp_path: Path, calls: Calls) -> None:
@@ -171,8 +155,7 @@ async def test_kubernetes_secret_volume_swap(tmp_path: Path, calls: Calls) -> No
     os.symlink("..2024_01", volume / "..data")
     os.symlink("..data/token", volume / "token")
     token = volume / "token"
-    watcher = await watching([token], calls)
-    try:
+    async with watching([token], calls):
         (volume / "..2024_02").mkdir()
         (volume / "..2024_02" / "token").write_text("token-2")
         os.symlink("..2024_02", volume / "..data_tmp")
@@ -180,8 +163,6 @@ async def test_kubernetes_secret_volume_swap(tmp_path: Path, calls: Calls) -> No
         shutil.rmtree(volume / "..2024_01")
         assert await calls.next() == {token}
         assert token.read_text() == "token-2"
-    finally:
-        await watcher.stop()
 
 
 async def test_a_symlink_target_elsewhere_edited_in_place(tmp_path: Path, calls: Calls) -> None:
@@ -192,8 +173,7 @@ async def test_a_symlink_target_elsewhere_edited_in_place(tmp_path: Path, calls:
     target.write_text("CERT 1")
     link = tmp_path / "conf" / "client.pem"
     os.symlink(target, link)
-    watcher = await watching([link], calls)
-    try:
+    async with watching([link], calls):
         target.write_text("CERT 2")
         assert await calls.next() == {link}
         # Rotation: a new file and the link re-pointed by rename.
@@ -202,8 +182,6 @@ async def test_a_symlink_target_elsewhere_edited_in_place(tmp_path: Path, calls:
         os.symlink(newer, tmp_path / "conf" / ".client.pem.new")
         os.rename(tmp_path / "conf" / ".client.pem.new", link)
         assert await calls.next() == {link}
-    finally:
-        await watcher.stop()
 
 
 async def test_set_paths_changes_what_is_watched(tmp_path: Path, calls: Calls) -> None:
@@ -212,15 +190,12 @@ async def test_set_paths_changes_what_is_watched(tmp_path: Path, calls: Calls) -
     old.write_text("1")
     new.parent.mkdir()
     new.write_text("1")
-    watcher = await watching([old], calls)
-    try:
+    async with watching([old], calls) as watcher:
         await watcher.set_paths([new])
         assert watcher.paths == {new}
         old.write_text("2")
         new.write_text("2")
         assert await calls.next() == {new}
-    finally:
-        await watcher.stop()
 
 
 async def test_a_failing_or_async_handler_does_not_stop_the_watcher(tmp_path: Path) -> None:
@@ -234,56 +209,48 @@ async def test_a_failing_or_async_handler_does_not_stop_the_watcher(tmp_path: Pa
 
     static = tmp_path / "static-hosts"
     static.write_text("")
-    watcher = FileWatcher([static], handler, debounce=0.05, poll_interval=None)
-    await watcher.start()
-    try:
+    async with started(FileWatcher([static], handler, debounce=0.05, poll_interval=None)):
         static.write_text("1")
         assert await asyncio.wait_for(seen.get(), TIMEOUT) == {static}
         static.write_text("2")
         assert await asyncio.wait_for(seen.get(), TIMEOUT) == {static}
-    finally:
-        await watcher.stop()
 
 
-async def test_polling_catches_what_events_miss(tmp_path: Path, calls: Calls) -> None:
-    """With a poll interval, a change is found even when no event reaches the watcher."""
+def hard_linked_elsewhere(tmp_path: Path) -> tuple[Path, Path]:
+    """`watched/static-hosts` and a hard link to it in another directory, `elsewhere`.
+
+    Writes through a hard link in an unwatched directory raise no event in the watched one.
+    """
     (tmp_path / "watched").mkdir()
     (tmp_path / "elsewhere").mkdir()
     static = tmp_path / "watched" / "static-hosts"
     static.write_text("1")
-    # Writes through a hard link in an unwatched directory raise no event in the watched one.
     other = tmp_path / "elsewhere" / "same-inode"
     os.link(static, other)
-    watcher = FileWatcher([static], calls, debounce=0.05, poll_interval=0.2)
-    await watcher.start()
-    try:
+    return static, other
+
+
+async def test_polling_catches_what_events_miss(tmp_path: Path, calls: Calls) -> None:
+    """With a poll interval, a change is found even when no event reaches the watcher."""
+    static, other = hard_linked_elsewhere(tmp_path)
+    async with started(FileWatcher([static], calls, debounce=0.05, poll_interval=0.2)):
         with other.open("a") as handle:
             handle.write("2")
         assert await calls.next() == {static}
-    finally:
-        await watcher.stop()
 
 
 async def test_without_polling_such_a_change_waits_for_an_event(
     tmp_path: Path, calls: Calls
 ) -> None:
     """The hard-link trick above really bypasses the events (so that test tests polling)."""
-    (tmp_path / "watched").mkdir()
-    (tmp_path / "elsewhere").mkdir()
-    static = tmp_path / "watched" / "static-hosts"
-    static.write_text("1")
-    other = tmp_path / "elsewhere" / "same-inode"
-    os.link(static, other)
-    watcher = await watching([static], calls)
-    try:
+    static, other = hard_linked_elsewhere(tmp_path)
+    async with watching([static], calls):
         with other.open("a") as handle:
             handle.write("2")
         await asyncio.sleep(0.5)
         assert calls.calls == []
         (tmp_path / "watched" / "neighbour").write_text("wakes the checker")
         assert await calls.next() == {static}
-    finally:
-        await watcher.stop()
 
 
 KUBECONFIG = """\
