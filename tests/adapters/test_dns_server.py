@@ -30,7 +30,7 @@ from nodehosts.adapters.dns_server import DnsService
 from nodehosts.core.answer import ZoneConfig
 from nodehosts.core.model import Host, RecordSet
 from tests.helpers import dig
-from tests.helpers.dnsmasq import Dnsmasq
+from tests.helpers.dnsmasq import Dnsmasq, stand_in_upstream
 from tests.helpers.net import free_port
 from tests.helpers.polling import wait_until
 
@@ -151,15 +151,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dnsmasq]:
     """dnsmasq serving names that are not ours: upstream.example and 100 A for big.example."""
-    directory = tmp_path_factory.mktemp("upstream-hosts")
-    (directory / "big").write_text("".join(f"192.0.2.{i} big.example\n" for i in range(1, 101)))
-    with Dnsmasq(
-        args=[
-            "--host-record=upstream.example,192.0.2.7",
-            f"--addn-hosts={directory / 'big'}",
-            "--edns-packet-max=1232",
-        ]
-    ) as server:
+    with stand_in_upstream(tmp_path_factory.mktemp("upstream-hosts")) as server:
         yield server
 
 

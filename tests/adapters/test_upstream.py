@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import dns.flags
 import dns.message
@@ -16,7 +15,7 @@ import structlog
 from nodehosts.adapters.upstream import Upstreams
 from nodehosts.core.answer import Answerer, Forward, ZoneConfig
 from nodehosts.core.model import RecordSet
-from tests.helpers.dnsmasq import Dnsmasq
+from tests.helpers.dnsmasq import Dnsmasq, stand_in_upstream
 from tests.helpers.net import free_port
 
 LOCAL = "127.0.0.1"
@@ -27,15 +26,7 @@ ANSWERER = Answerer(RecordSet(), ZoneConfig(), serial=1)
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dnsmasq]:
     """dnsmasq with upstream.example (one A) and big.example (100 A: truncated over UDP)."""
-    directory: Path = tmp_path_factory.mktemp("forwarder-hosts")
-    (directory / "big").write_text("".join(f"192.0.2.{i} big.example\n" for i in range(1, 101)))
-    with Dnsmasq(
-        args=[
-            "--host-record=upstream.example,192.0.2.7",
-            f"--addn-hosts={directory / 'big'}",
-            "--edns-packet-max=1232",
-        ]
-    ) as server:
+    with stand_in_upstream(tmp_path_factory.mktemp("forwarder-hosts")) as server:
         yield server
 
 

@@ -13,6 +13,9 @@ Records that vanish from a re-read file are removed only since dnsmasq 2.88
 `start()` returns only once dnsmasq answers a query; a port taken in the meantime is retried
 with another. dnsmasq's log (stderr) is kept in `log()` for failure messages. Extra dnsmasq
 options go in `args` (e.g. ["--local-ttl=30", "--address=/lb-0.node.internal/10.240.0.40"]).
+
+`stand_in_upstream(directory)` is the upstream of the forwarding tests, not started yet: a
+Dnsmasq with upstream.example (one A) and big.example (100 A: truncated over UDP).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import IO, Self
 from tests.helpers import dig as _dig
 from tests.helpers.net import free_port
 
-__all__ = ["DNSMASQ", "Dnsmasq", "DnsmasqError", "dnsmasq_version"]
+__all__ = ["DNSMASQ", "Dnsmasq", "DnsmasqError", "dnsmasq_version", "stand_in_upstream"]
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 
@@ -225,3 +228,19 @@ def _probe_query() -> bytes:
 
 
 _PROBE = _probe_query()
+
+
+def stand_in_upstream(directory: Path) -> Dnsmasq:
+    """An upstream for names that are not ours (not started: use it with `with`).
+
+    upstream.example has one A (192.0.2.7); big.example has 100 A (192.0.2.1 to .100, from a
+    hosts file written into `directory`), too many for one UDP answer; EDNS payload at most 1232.
+    """
+    (directory / "big").write_text("".join(f"192.0.2.{i} big.example\n" for i in range(1, 101)))
+    return Dnsmasq(
+        args=[
+            "--host-record=upstream.example,192.0.2.7",
+            f"--addn-hosts={directory / 'big'}",
+            "--edns-packet-max=1232",
+        ]
+    )
