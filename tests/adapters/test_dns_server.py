@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, Unpack
 
 import dns.message
 import dns.query
@@ -133,11 +133,11 @@ class Served:
     def port(self) -> int:
         return self.service.addresses[0][1]
 
-    def query(self, name: str, qtype: str = "A", **kwargs: Any) -> dig.Response:
-        return dig.query(LOCAL, self.port, name, qtype, **kwargs)
+    def query(self, name: str, qtype: str = "A", **how: Unpack[dig.QueryOptions]) -> dig.Response:
+        return dig.query(LOCAL, self.port, name, qtype, **how)
 
-    def dig(self, name: str, qtype: str = "A", **kwargs: Any) -> list[str]:
-        return dig.dig(LOCAL, self.port, name, qtype, **kwargs)
+    def dig(self, name: str, qtype: str = "A", **how: Unpack[dig.QueryOptions]) -> list[str]:
+        return dig.dig(LOCAL, self.port, name, qtype, **how)
 
 
 @pytest.fixture(scope="module", params=["asyncio", "uvloop"])

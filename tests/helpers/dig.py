@@ -8,7 +8,7 @@ Contract:
   errors.
 - `dig(...)` is the short form: the answer section's data strings in the server's order, like
   `dig +short` (so [] for NXDOMAIN, NODATA, SERVFAIL and REFUSED alike: use `query` to tell them
-  apart).
+  apart). It, and whatever else passes options on to `query`, takes them as `QueryOptions`.
 - No response at all (timeout, connection refused) raises `DigError` with dig's output.
 - `options` are passed to dig as they are (`+norecurse`, `+bufsize=512`, `+noedns`, ...).
   For reverse lookups pass `reverse_name("10.240.0.101")` with qtype "PTR".
@@ -23,10 +23,20 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from tests.helpers.polling import wait_until
 
-__all__ = ["DigError", "Record", "Response", "dig", "query", "reverse_name", "wait_for_answer"]
+__all__ = [
+    "DigError",
+    "QueryOptions",
+    "Record",
+    "Response",
+    "dig",
+    "query",
+    "reverse_name",
+    "wait_for_answer",
+]
 
 DIG = shutil.which("dig") or "/usr/bin/dig"
 
@@ -66,6 +76,14 @@ class Response:
     def data(self, rtype: str | None = None) -> list[str]:
         """The answer section's data, optionally only of one record type."""
         return [r.data for r in self.answer if rtype is None or r.rtype == rtype.upper()]
+
+
+class QueryOptions(TypedDict, total=False):
+    """How `query` asks, for the functions that pass them on (defaults: `query`'s)."""
+
+    tcp: bool
+    timeout: int
+    options: Sequence[str]
 
 
 def reverse_name(address: str) -> str:
@@ -119,17 +137,10 @@ def query(
 
 
 def dig(
-    server: str,
-    port: int,
-    name: str,
-    qtype: str = "A",
-    *,
-    tcp: bool = False,
-    timeout: int = 2,
-    options: Sequence[str] = (),
+    server: str, port: int, name: str, qtype: str = "A", **how: Unpack[QueryOptions]
 ) -> list[str]:
     """The answer section's data, like `dig +short`: [] when there is no answer."""
-    return query(server, port, name, qtype, tcp=tcp, timeout=timeout, options=options).data()
+    return query(server, port, name, qtype, **how).data()
 
 
 def wait_for_answer(

@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, Unpack
 
 from tests.helpers import dig as _dig
 from tests.helpers.net import free_port
@@ -121,13 +121,13 @@ class Dnsmasq:
 
     # --- use
 
-    def query(self, name: str, qtype: str = "A", **kwargs: object) -> _dig.Response:
+    def query(self, name: str, qtype: str = "A", **how: Unpack[_dig.QueryOptions]) -> _dig.Response:
         """`tests.helpers.dig.query` against this server."""
-        return _dig.query(self.address, self.port, name, qtype, **kwargs)  # type: ignore[arg-type]
+        return _dig.query(self.address, self.port, name, qtype, **how)
 
-    def dig(self, name: str, qtype: str = "A", **kwargs: object) -> list[str]:
+    def dig(self, name: str, qtype: str = "A", **how: Unpack[_dig.QueryOptions]) -> list[str]:
         """`tests.helpers.dig.dig` against this server."""
-        return _dig.dig(self.address, self.port, name, qtype, **kwargs)  # type: ignore[arg-type]
+        return _dig.dig(self.address, self.port, name, qtype, **how)
 
     def wait_for_answer(
         self, name: str, qtype: str, expected: Sequence[str], *, timeout: float = 5.0
