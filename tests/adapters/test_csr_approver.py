@@ -20,17 +20,14 @@ from nodehosts.core.csr import CsrPolicy, Reason
 from nodehosts.core.model import NodeInfo
 from nodehosts.core.records import RecordPolicy, build_publication
 from nodehosts.testing import fake_csr
-from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
+from nodehosts.testing.fake_apiserver import FakeApiServer
+from tests.helpers.cluster import lab_node
 from tests.helpers.csrs import CLIENT_USAGES, make_csr
 
 DOMAIN = "k8s.lab"
 FAST = Tuning(watch_timeout=5.0, backoff_base=0.05, backoff_cap=0.2, read_timeout=5.0)
 RBAC = Path(__file__).parents[2] / "deploy" / "rbac-csr.yaml"
 T = TypeVar("T")
-
-
-def node(name: str, address: str) -> dict[str, Any]:
-    return make_node(name, addresses=[("InternalIP", address), ("Hostname", name)])
 
 
 class Wiring:
@@ -66,8 +63,8 @@ class Metrics:
 @pytest.fixture
 def api(api_server: FakeApiServer) -> FakeApiServer:
     fake_csr.install(api_server)
-    api_server.add_object("nodes", node("worker-1", "10.240.0.101"))
-    api_server.add_object("nodes", node("worker-10", "10.240.0.110"))
+    api_server.add_object("nodes", lab_node("worker-1", "10.240.0.101"))
+    api_server.add_object("nodes", lab_node("worker-10", "10.240.0.110"))
     return api_server
 
 
@@ -184,7 +181,7 @@ async def test_csr_listed_at_startup_is_approved(api, kubeconfig):
 async def test_csr_arriving_before_its_node_is_approved_once_the_node_appears(api, approver):
     api.add_object(fake_csr.CSRS.plural, make_csr("worker-2", dns=["worker-2"], name="csr-w2"))
     assert await pending_reason(approver, "csr-w2") == Reason.NODE_NOT_FOUND
-    api.add_object("nodes", node("worker-2", "10.240.0.102"))
+    api.add_object("nodes", lab_node("worker-2", "10.240.0.102"))
     await eventually(lambda: approved(api, "csr-w2"), what="approval once worker-2 exists")
     assert approver.pending() == ()
 
@@ -286,7 +283,7 @@ async def test_one_log_line_per_csr_and_reason_however_often_it_is_evaluated(api
         api.add_object(fake_csr.CSRS.plural, worker_1("csr-bad", dns=["worker-10"]))
         await pending_reason(approver, "csr-bad")
         for index in range(5):  # each new Node re-evaluates every pending CSR
-            api.add_object("nodes", node(f"worker-{20 + index}", f"10.240.0.{120 + index}"))
+            api.add_object("nodes", lab_node(f"worker-{20 + index}", f"10.240.0.{120 + index}"))
         await eventually(
             lambda: approver._index is not None and "worker-24" in approver._index.nodes,
             what="the new Nodes to reach the approver",
@@ -309,7 +306,7 @@ async def test_a_new_reason_for_the_same_csr_is_logged_again(api, approver):
             make_csr("worker-2", dns=["worker-2"], ips=["10.240.0.99"], name="csr-w2"),
         )
         assert await pending_reason(approver, "csr-w2") == Reason.NODE_NOT_FOUND
-        api.add_object("nodes", node("worker-2", "10.240.0.102"))
+        api.add_object("nodes", lab_node("worker-2", "10.240.0.102"))
         await eventually(
             lambda: [p.reason for p in approver.pending()],
             lambda reasons: reasons == [Reason.IP_SAN_NOT_NODE_ADDRESS],
@@ -324,7 +321,7 @@ async def test_a_node_address_change_is_followed(api, approver):
     """DHCP gave worker-1 a new address: a CSR for it is approved only once the Node says so."""
     api.add_object(fake_csr.CSRS.plural, worker_1("csr-new-ip", ips=["10.240.0.150"]))
     assert await pending_reason(approver, "csr-new-ip") == Reason.IP_SAN_NOT_NODE_ADDRESS
-    api.modify_object("nodes", node("worker-1", "10.240.0.150"))
+    api.modify_object("nodes", lab_node("worker-1", "10.240.0.150"))
     await eventually(lambda: approved(api, "csr-new-ip"), what="approval after the change")
 
 

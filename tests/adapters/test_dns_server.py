@@ -33,19 +33,11 @@ from tests.helpers import dig
 from tests.helpers.dnsmasq import Dnsmasq, stand_in_upstream
 from tests.helpers.net import free_port
 from tests.helpers.polling import wait_until
+from tests.helpers.records import node_host
 
 T = TypeVar("T")
 ip = ipaddress.ip_address
 LOCAL = "127.0.0.1"
-
-
-def node(name: str, *addresses: str) -> Host:
-    return Host(
-        names=(f"{name}.node.internal", name),
-        addresses=tuple(sorted((ip(a) for a in addresses), key=lambda a: (a.version, a))),
-        origin="node",
-        node=name,
-    )
 
 
 def records(*hosts: Host) -> RecordSet:
@@ -53,9 +45,9 @@ def records(*hosts: Host) -> RecordSet:
 
 
 RECORDS = records(
-    node("worker-0", "10.240.0.101"),
-    node("worker-1", "10.240.0.102", "fd00:10:240::102"),
-    node("huge", *(f"10.240.2.{i}" for i in range(1, 101))),  # 1600 bytes of A records
+    node_host("worker-0", "10.240.0.101"),
+    node_host("worker-1", "10.240.0.102", "fd00:10:240::102"),
+    node_host("huge", *(f"10.240.2.{i}" for i in range(1, 101))),  # 1600 bytes of A records
     Host(names=("lb-0.node.internal", "lb-0"), addresses=(ip("10.240.0.40"),), origin="static"),
 )
 
@@ -336,7 +328,7 @@ def test_an_update_is_answered_at_once_and_moves_the_serial_only_on_change() -> 
     with Served(RECORDS, clock=lambda: float(next(clock))) as running:
         serial = int(running.query("node.internal", "SOA").data()[0].split()[2])
         assert running.query("worker-2.node.internal").status == "NXDOMAIN"
-        changed = records(*RECORDS.hosts, node("worker-2", "10.240.0.103"))
+        changed = records(*RECORDS.hosts, node_host("worker-2", "10.240.0.103"))
         assert running.call(lambda: running.service.update(changed)) is True
         assert running.dig("worker-2.node.internal") == ["10.240.0.103"]
         new_serial = int(running.query("node.internal", "SOA").data()[0].split()[2])

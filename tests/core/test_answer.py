@@ -29,19 +29,11 @@ from nodehosts.core.answer import (
     next_serial,
 )
 from nodehosts.core.model import Host, RecordSet
+from tests.helpers.records import node_host
 
 ip = ipaddress.ip_address
 SERIAL = 1_790_000_000
 ZONE = ZoneConfig(domain="node.internal")
-
-
-def node(name: str, *addresses: str) -> Host:
-    return Host(
-        names=(f"{name}.node.internal", name),
-        addresses=tuple(sorted((ip(a) for a in addresses), key=lambda a: (a.version, a))),
-        origin="node",
-        node=name,
-    )
 
 
 def static(*names: str, addresses: tuple[str, ...]) -> Host:
@@ -49,10 +41,10 @@ def static(*names: str, addresses: tuple[str, ...]) -> Host:
 
 
 HOSTS = (
-    node("worker-0", "10.240.0.101"),
-    node("worker-1", "10.240.0.102", "fd00:10:240::102"),
-    node("big", *(f"10.240.1.{i}" for i in range(1, 41))),  # 640 bytes of A records
-    node("huge", *(f"10.240.2.{i}" for i in range(1, 101))),  # 1600 bytes of A records
+    node_host("worker-0", "10.240.0.101"),
+    node_host("worker-1", "10.240.0.102", "fd00:10:240::102"),
+    node_host("big", *(f"10.240.1.{i}" for i in range(1, 41))),  # 640 bytes of A records
+    node_host("huge", *(f"10.240.2.{i}" for i in range(1, 101))),  # 1600 bytes of A records
     static("lb-0.node.internal", "lb-0", addresses=("10.240.0.40",)),
     static("ntp", addresses=("10.240.0.50",)),
     static("db.eu.node.internal", addresses=("10.240.0.60",)),
@@ -458,7 +450,11 @@ def test_a_rebuild_from_the_previous_answerer_answers_like_a_fresh_build() -> No
     changed = RecordSet(
         tuple(
             sorted(
-                (*HOSTS[1:], node("worker-0", "10.240.0.199"), node("worker-5", "10.240.0.105")),
+                (
+                    *HOSTS[1:],
+                    node_host("worker-0", "10.240.0.199"),
+                    node_host("worker-5", "10.240.0.105"),
+                ),
                 key=lambda h: h.canonical,
             )
         )

@@ -12,6 +12,7 @@
 - `files.read_text_or_empty` / `files.wait_for_line` / `files.replace_by_rename`: files a
   daemon writes or watches.
 - `service`: the service manager's side (NOTIFY_SOCKET, HTTP probes, metrics).
+- `records.node_host`: a Node's Host as the record builder makes it.
 
 Import from the submodules (`from tests.helpers.dnsmasq import Dnsmasq`); the suite runs as
 `python -m pytest` from the repository root, which puts `tests` on the import path.
