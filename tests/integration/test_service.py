@@ -154,15 +154,8 @@ def test_metrics_and_health_answer_and_readyz_turns_200_after_the_first_sync(
     base = f"http://127.0.0.1:{port}"
     api.add_object("nodes", make_node("worker-9", addresses=[], hostname=""))
     api.outage()
-    with start_daemon(
-        api,
-        tmp_path,
-        "--hosts-file",
-        str(hosts),
-        "--metrics-listen",
-        f"127.0.0.1:{port}",
-        token=TOKEN,
-    ) as daemon:
+    args = ("--hosts-file", str(hosts), "--metrics-listen", f"127.0.0.1:{port}")
+    with start_daemon(api, tmp_path, *args, token=TOKEN) as daemon:
         assert wait_until(
             lambda: _probe(f"{base}/healthz"), timeout=15, what="/healthz to answer"
         ) == (200, "ok\n")
@@ -445,15 +438,8 @@ def test_an_unusable_state_directory_is_logged_and_publishing_goes_on(
     hosts = tmp_path / "nodes.hosts"
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    with start_daemon(
-        api,
-        tmp_path,
-        "--hosts-file",
-        str(hosts),
-        "--state-dir",
-        str(blocker / "state"),
-        token=TOKEN,
-    ) as daemon:
+    args = ("--hosts-file", str(hosts), "--state-dir", str(blocker / "state"))
+    with start_daemon(api, tmp_path, *args, token=TOKEN) as daemon:
         wait_for_line(hosts, WORKER_0)
         wait_until(lambda: daemon.events_named("state_save_failed"), timeout=10, what="a log")
         api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
@@ -468,15 +454,8 @@ def test_a_control_socket_that_cannot_be_bound_is_not_fatal(
     hosts = tmp_path / "nodes.hosts"
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with start_daemon(
-        api,
-        tmp_path,
-        "--hosts-file",
-        str(hosts),
-        "--control-socket",
-        str(blocker / "c.sock"),
-        token=TOKEN,
-    ) as daemon:
+    args = ("--hosts-file", str(hosts), "--control-socket", str(blocker / "c.sock"))
+    with start_daemon(api, tmp_path, *args, token=TOKEN) as daemon:
         wait_for_line(hosts, WORKER_0)
         assert daemon.events_named("control_socket_failed")
         assert daemon.stop()[0] == 0
