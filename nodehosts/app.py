@@ -536,7 +536,8 @@ class Daemon:
         while not self.ready.is_set():
             self._notifier.notify(extend_timeout_usec=usec)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ready.wait(), EXTEND_START_SECONDS / 2)
+                async with asyncio.timeout(EXTEND_START_SECONDS / 2):  # not wait_for: gh-86296
+                    await self.ready.wait()
 
     def _status_text(self) -> str:
         error = self.last_error

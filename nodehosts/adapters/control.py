@@ -174,7 +174,8 @@ class ControlServer:
         try:
             while True:
                 try:
-                    line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT)
+                    async with asyncio.timeout(IDLE_TIMEOUT):  # not wait_for: gh-86296
+                        line = await reader.readline()
                 except ValueError:  # longer than the stream limit: cannot resync, give up
                     await self._send(writer, _error("request line too long"))
                     return

@@ -430,7 +430,8 @@ class MetricsServer:
         assert task is not None
         self._connections.add(task)
         try:
-            await asyncio.wait_for(self._serve(reader, writer), self.REQUEST_TIMEOUT)
+            async with asyncio.timeout(self.REQUEST_TIMEOUT):  # not wait_for: gh-86296
+                await self._serve(reader, writer)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass  # the client's problem; nothing to answer to
         finally:

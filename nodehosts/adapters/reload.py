@@ -186,8 +186,11 @@ class FileWatcher:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # arrives with the event (CPython gh-86296), and stop() would hang.
             try:
-                await asyncio.wait_for(self._poked.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._poked.wait()
             except TimeoutError:
                 pass  # the periodic safety-net check
             else:
@@ -204,7 +207,8 @@ class FileWatcher:
             if remaining <= 0:
                 return
             try:
-                await asyncio.wait_for(self._poked.wait(), min(self._debounce, remaining))
+                async with asyncio.timeout(min(self._debounce, remaining)):
+                    await self._poked.wait()
             except TimeoutError:
                 return
 

@@ -297,3 +297,18 @@ def test_kubeconfig_files_of_a_broken_kubeconfig(tmp_path: Path) -> None:
     broken.write_text("users: [\n")
     assert kubeconfig_files(broken) == {broken}
     assert kubeconfig_files(tmp_path / "absent") == {tmp_path / "absent"}
+
+
+async def test_a_stop_that_coincides_with_a_file_event_is_not_lost(tmp_path: Path) -> None:
+    """A cancel arriving in the same tick as a file event still cancels (no hang on SIGTERM).
+
+    Python 3.11's asyncio.wait_for returns the inner result instead of raising when both
+    happen at once (CPython gh-86296), so the watcher used to settle and run on.
+    """
+    watcher = FileWatcher([tmp_path / "watched"], lambda changed: None, debounce=0.2)
+    settling = asyncio.create_task(watcher._settle())
+    await asyncio.sleep(0.01)
+    watcher._poked.set()
+    settling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(settling, 1.0)
