@@ -1130,6 +1130,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The real apiserver (Go) sets TCP_NODELAY; with Nagle on, a watch event written soon
+    # after another waits for the client's delayed ACK (up to 40 ms; bench/dns/change_latency).
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def do_GET(self) -> None:
