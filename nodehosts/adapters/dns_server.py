@@ -208,6 +208,7 @@ class DnsService:
             hosts=len(records),
             names=answerer.name_count,
             build_seconds=round(time.perf_counter() - started, 4),
+            build="incremental" if answerer.built_from_previous else "full",
         )
         if answerer.skipped_names:
             log.warning("dns_names_skipped", names=list(answerer.skipped_names))

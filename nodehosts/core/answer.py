@@ -33,12 +33,21 @@ question as it appears on the wire (lower-cased name, type, class). The hot path
 header, finds the end of the name, parses an optional OPT record by hand, does one dict lookup
 and splices the query's ID and question bytes in front of the cached rest. Everything else
 (compressed names, other opcodes, forwards, errors) takes the slow path through dnslib.
+
+Updates: built with `previous=` (the Answerer it replaces), an Answerer copies the previous
+one's tables and re-encodes only the names and reverse names of hosts that were added, removed
+or changed, plus the apex (whose SOA has the new serial), so an update after one Node changed
+costs about a millisecond for 5000 Nodes instead of a full build. The result is exactly what a
+full build gives (tested against one, byte for byte); record sets that are not strictly sorted,
+repeat a name across hosts, publish a name that cannot be encoded or touch the apex or the
+nameserver's name take the full build. The previous Answerer is never changed.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 import struct
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -47,7 +56,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import dnslib
 
-from nodehosts.core.model import IPAddress, RecordSet
+from nodehosts.core.model import Host, IPAddress, RecordSet
 
 T = TypeVar("T")
 Transport = Literal["udp", "tcp"]
@@ -311,7 +320,9 @@ def _rr(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
 class Answerer:
     """Answers queries from one RecordSet; build a new one when the records change.
 
-    `previous` (the Answerer being replaced) makes the build reuse its encoded replies.
+    `previous` (the Answerer being replaced) makes the build start from it: only what changed
+    is re-encoded (`built_from_previous`), or, when that cannot be done exactly, a full build
+    reuses its encoded replies.
     """
 
     def __init__(
@@ -331,14 +342,35 @@ class Answerer:
         self.skipped_names: tuple[str, ...] = ()
         self._apex = name_to_wire(zone.domain)
         self._max_udp = zone.max_udp_payload
+        nameserver = name_to_wire(zone.nameserver)
+        # Names whose records come from several places (SOA, NS, glue, hosts): the apex and the
+        # nameserver's name when it is inside the zone.
+        self._merged_names = frozenset(
+            {self._apex, nameserver} if self._in_zone(nameserver) else {self._apex}
+        )
         reuse = None
         if previous is not None and previous.zone.max_udp_payload == zone.max_udp_payload:
             reuse = previous._encoder.memo
         self._encoder = encoder = _Encoder(zone.max_udp_payload, reuse)
         # question (lower-cased name + type + class, as on the wire) -> entry
         self._answers: dict[bytes, _Entry] = {}
-        # name -> the NODATA entry, for every name that exists (incl. empty non-terminals)
-        self._existing: dict[bytes, _Entry] = {}
+        # name -> how many published names, reverse names and merged names are at or below it,
+        # for every name that exists (incl. empty non-terminals); they answer NODATA
+        self._existing: dict[bytes, int] = {}
+        # What a later build needs to start from this one instead of from scratch:
+        self._records = records
+        # published name (not a merged one) -> its host
+        self._names: dict[bytes, Host] = {}
+        # address -> the hosts listing it, in record order (the first gets the PTR). The lists
+        # are shared with later builds: replaced, never changed in place.
+        self._claims: dict[IPAddress, list[Host]] = {}
+        # (owner, type, rdata) the hosts add to merged names, in record order
+        self._merged_extra: tuple[tuple[bytes, int, bytes], ...] = ()
+        # Can a later build start from this one? Only for sorted records with unique, valid
+        # names (anything else is rare and takes a full build).
+        self._incremental = False
+        # Was this one built from `previous` by re-encoding only what changed?
+        self.built_from_previous = False
         negative_soa = _rr(
             self._apex, TYPE_SOA, zone.negative_ttl, self._soa_rdata(zone.negative_ttl)
         )
@@ -347,7 +379,15 @@ class Answerer:
             self._nxdomain = encoder.entry(SERVFAIL, aa=False)
         else:
             self._nxdomain = encoder.entry(NXDOMAIN, authority=(negative_soa,))
-            self._load(records)
+            if not (
+                previous is not None
+                and previous._incremental
+                and previous.zone == zone
+                and self._update(previous, records)
+            ):
+                self._answers, self._existing = {}, {}
+                self._names, self._claims = {}, {}
+                self._load(records)
 
     @property
     def name_count(self) -> int:
@@ -365,19 +405,18 @@ class Answerer:
         )
 
     def _load(self, records: RecordSet) -> None:
-        zone, apex, encoder = self.zone, self._apex, self._encoder
-        answers, existing, nodata, ttl = self._answers, self._existing, self._nodata, zone.ttl
+        """Build everything from `records` (the first build, or one that cannot reuse)."""
+        ttl, encoder, merged_names = self.zone.ttl, self._encoder, self._merged_names
+        answers, names, claims = self._answers, self._names, self._claims
         skipped: list[str] = []
-        # The apex and the nameserver's name take records from several places (SOA, NS,
-        # configured glue, a host that happens to have the name): merged, then encoded.
-        nameserver = name_to_wire(zone.nameserver)
-        merged: dict[bytes, dict[int, list[bytes]]] = {
-            apex: {TYPE_SOA: [self._soa_rdata(zone.negative_ttl)], TYPE_NS: [nameserver]}
-        }
-        if nameserver != apex and self._in_zone(nameserver):
-            merged[nameserver] = {}
-
+        extra: list[tuple[bytes, int, bytes]] = []
+        incremental = True
+        last = ""
         for host in records.hosts:
+            if not host.names or host.names[0] <= last:
+                incremental = False  # not strictly sorted by canonical name
+            else:
+                last = host.names[0]
             by_type = encoder.cached(
                 ("host", ttl, host.addresses), self._address_entries, host.addresses
             )
@@ -387,25 +426,138 @@ class Answerer:
                 except BadName:
                     skipped.append(name)
                     continue
-                if owner in merged:
+                if owner in merged_names:
                     for address in host.addresses:
                         rtype = TYPE_A if address.version == 4 else TYPE_AAAA
-                        merged[owner].setdefault(rtype, []).append(address.packed)
+                        extra.append((owner, rtype, address.packed))
                     continue
-                existing[owner] = nodata
+                if owner in names:
+                    incremental = False  # a name of two hosts: the last one's types win
+                names[owner] = host
+                self._exist(owner, 1)
                 for type_class, entry in by_type:
                     answers[owner + type_class] = entry
-                self._add_parents(owner)
+            for address in host.addresses:
+                claims.setdefault(address, []).append(host)
 
-        for address, host in records.by_address().items():
+        for address, hosts in claims.items():
             try:
-                target = name_to_wire(host.canonical)
+                target = name_to_wire(hosts[0].canonical)
             except BadName:
                 continue
             owner = reverse_wire(address)
+            if owner in merged_names:
+                incremental = False
             entry = encoder.entry(NOERROR, answer=(_rr(_QNAME_POINTER, TYPE_PTR, ttl, target),))
-            existing[owner] = nodata
+            self._exist(owner, 1)
             answers[owner + _PTR_IN] = answers[owner + _ANY_IN] = entry
+
+        self._merged_extra = tuple(extra)
+        self._put_merged(count=True)
+        self.skipped_names = tuple(skipped)
+        self._incremental = incremental and not skipped
+
+    def _update(self, previous: Answerer, records: RecordSet) -> bool:
+        """Start from `previous`: re-encode only the names and addresses of hosts that changed.
+
+        False (and this Answerer half-built) when that cannot give what `_load` would: the
+        caller then builds from scratch. `previous` is never changed.
+        """
+        changes = _changed_hosts(previous._records.hosts, records.hosts)  # type: ignore[union-attr]
+        if changes is None:
+            return False
+        removed, added = changes
+        ttl, encoder, merged_names = self.zone.ttl, self._encoder, self._merged_names
+        self._answers = answers = previous._answers.copy()
+        self._existing = previous._existing.copy()
+        self._names = names = previous._names.copy()
+        self._claims = claims = previous._claims.copy()
+        self._merged_extra = previous._merged_extra
+        dirty_owners: dict[bytes, None] = {}
+        dirty_addresses: dict[IPAddress, None] = {}
+        for host in removed:
+            for name in host.names:
+                owner = name_to_wire(name)  # previous had no skipped names
+                if owner in merged_names or names.get(owner) is not host:
+                    return False
+                del names[owner]
+                self._exist(owner, -1)
+                dirty_owners[owner] = None
+            for address in host.addresses:
+                left = [other for other in claims[address] if other is not host]
+                if left:
+                    claims[address] = left
+                else:
+                    del claims[address]
+                dirty_addresses[address] = None
+        for host in added:
+            for name in host.names:
+                try:
+                    owner = name_to_wire(name)
+                except BadName:
+                    return False
+                if owner in merged_names or owner in names:
+                    return False
+                names[owner] = host
+                self._exist(owner, 1)
+                dirty_owners[owner] = None
+            for address in host.addresses:
+                claims[address] = sorted(
+                    (*claims.get(address, ()), host), key=lambda other: other.names[0]
+                )
+                dirty_addresses[address] = None
+
+        for address in dirty_addresses:
+            owner = reverse_wire(address)
+            if owner in merged_names:
+                return False
+            key = owner + _PTR_IN
+            had = key in answers
+            hosts = claims.get(address)
+            if hosts:
+                target = name_to_wire(hosts[0].canonical)  # every name was encoded above
+                answers[key] = encoder.entry(
+                    NOERROR, answer=(_rr(_QNAME_POINTER, TYPE_PTR, ttl, target),)
+                )
+                if not had:
+                    self._exist(owner, 1)
+            elif had:
+                del answers[key]
+                self._exist(owner, -1)
+            dirty_owners[owner] = None
+
+        # Each changed name gets exactly what `_load` gives it: its host's A/AAAA/ANY, then
+        # (a reverse name that is also published) the PTR as ANY.
+        for owner in dirty_owners:
+            for type_class in (_A_IN, _AAAA_IN, _ANY_IN):
+                answers.pop(owner + type_class, None)
+            host = names.get(owner)
+            if host is not None:
+                by_type = encoder.cached(
+                    ("host", ttl, host.addresses), self._address_entries, host.addresses
+                )
+                for type_class, entry in by_type:
+                    answers[owner + type_class] = entry
+            ptr = answers.get(owner + _PTR_IN)
+            if ptr is not None:
+                answers[owner + _ANY_IN] = ptr
+
+        self._put_merged(count=False)  # the SOA carries the new serial
+        self._incremental = self.built_from_previous = True
+        return True
+
+    def _put_merged(self, *, count: bool) -> None:
+        """The apex and the nameserver's name: SOA, NS, glue, hosts' addresses, merged."""
+        zone, apex, encoder, answers = self.zone, self._apex, self._encoder, self._answers
+        ttl = zone.ttl
+        nameserver = name_to_wire(zone.nameserver)
+        merged: dict[bytes, dict[int, list[bytes]]] = {
+            apex: {TYPE_SOA: [self._soa_rdata(zone.negative_ttl)], TYPE_NS: [nameserver]}
+        }
+        if nameserver != apex and nameserver in self._merged_names:
+            merged[nameserver] = {}
+        for owner, rtype, rdata in self._merged_extra:
+            merged[owner].setdefault(rtype, []).append(rdata)
 
         glue_types = merged.get(nameserver)
         if glue_types is not None and not glue_types:
@@ -420,7 +572,8 @@ class Answerer:
             for rdata in (glue_types or {}).get(rtype, ())
         )
         for owner, types in merged.items():
-            existing[owner] = nodata
+            if count:
+                self._exist(owner, 1)
             for rtype, rdatas in types.items():
                 answer = tuple(_rr(_QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
                 additional = glue if rtype == TYPE_NS else ()
@@ -429,8 +582,6 @@ class Answerer:
                 )
             any_type = next(t for t in _ANY_ORDER if t in types)
             answers[owner + _ANY_IN] = answers[owner + struct.pack(">HH", any_type, CLASS_IN)]
-            self._add_parents(owner)
-        self.skipped_names = tuple(skipped)
 
     def _address_entries(
         self, addresses: tuple[IPAddress, ...]
@@ -447,8 +598,17 @@ class Answerer:
             out.append((_ANY_IN, out[0][1]))  # RFC 8482: one RRset, A before AAAA
         return tuple(out)
 
-    def _add_parents(self, owner: bytes) -> None:
-        """Names between `owner` and the apex exist (NODATA, not NXDOMAIN: RFC 8020)."""
+    def _exist(self, owner: bytes, delta: int) -> None:
+        """Count `owner` and the names between it and the apex in (+1) or out (-1).
+
+        Those names exist (NODATA, not NXDOMAIN: RFC 8020) while anything at or below them does.
+        """
+        existing = self._existing
+        count = existing.get(owner, 0) + delta
+        if count:
+            existing[owner] = count
+        else:
+            del existing[owner]
         cut = len(owner) - len(self._apex)
         if cut <= 0 or not owner.endswith(self._apex):
             return
@@ -459,7 +619,12 @@ class Answerer:
             at += owner[at] + 1
         if at == cut:
             for start in parents:
-                self._existing.setdefault(owner[start:], self._nodata)
+                parent = owner[start:]
+                count = existing.get(parent, 0) + delta
+                if count:
+                    existing[parent] = count
+                else:
+                    del existing[parent]
 
     def _in_zone(self, name: bytes) -> bool:
         """Is the wire name at or below the apex (on a label boundary)?"""
@@ -538,9 +703,8 @@ class Answerer:
         """NODATA or NXDOMAIN for a question with no positive answer; None if not ours."""
         if type_class[2:] != _CLASS_IN or type_class[:2] in _ZONE_TRANSFERS:
             return None
-        found = self._existing.get(name)
-        if found is not None:
-            return found
+        if name in self._existing:
+            return self._nodata
         if self._in_zone(name):
             return self._nxdomain
         return None
@@ -630,6 +794,36 @@ class Answerer:
         if count:
             self.counts.replies[(question[-4:-2] if question else b"", rcode)] += 1
         return query[:2] + head + (question or b"") + opt
+
+
+def _changed_hosts(
+    old: tuple[Host, ...], new: tuple[Host, ...]
+) -> tuple[list[Host], list[Host]] | None:
+    """(hosts only in `old`, hosts only in `new`), both sorted by canonical name; None if `new`
+    is not strictly sorted by canonical name (`old` must be)."""
+    canonical = [host.names[0] for host in new if host.names]
+    if len(canonical) != len(new) or any(map(operator.ge, canonical, canonical[1:])):
+        return None
+    removed: list[Host] = []
+    added: list[Host] = []
+    i = j = 0
+    n_old, n_new = len(old), len(new)
+    while i < n_old and j < n_new:
+        a, b = old[i], new[j]
+        if a is b or a == b:
+            i += 1
+            j += 1
+            continue
+        name_a, name_b = a.names[0], canonical[j]
+        if name_a <= name_b:
+            removed.append(a)
+            i += 1
+        if name_b <= name_a:
+            added.append(b)
+            j += 1
+    removed.extend(old[i:])
+    added.extend(new[j:])
+    return removed, added
 
 
 def _question_bytes(query: bytes, record: dnslib.DNSRecord) -> bytes | None:

@@ -477,6 +477,138 @@ def test_a_rebuild_from_the_previous_answerer_answers_like_a_fresh_build() -> No
     assert answers(ask(rebuilt, "worker-0")) == ["10.240.0.199"]
 
 
+def test_a_small_change_is_built_from_the_previous_answerer() -> None:
+    """One host changed: only its names are re-encoded, and the SOA has the new serial."""
+    first = Answerer(RECORDS, ZONE, serial=SERIAL)
+    hosts = [node_host("worker-0", "10.240.0.199") if h is HOSTS[0] else h for h in RECORDS.hosts]
+    changed = RecordSet(tuple(hosts))
+    second = Answerer(changed, ZONE, serial=SERIAL + 1, previous=first)
+    assert second.built_from_previous and not first.built_from_previous
+    assert answers(ask(second, "worker-0")) == ["10.240.0.199"]
+    assert answers(ask(first, "worker-0")) == ["10.240.0.101"]  # the previous one is untouched
+    assert ask(second, "node.internal", "SOA").answer[0][0].serial == SERIAL + 1
+    assert ask(second, "nope.node.internal").authority[0][0].serial == SERIAL + 1
+    assert ask(first, "nope.node.internal").authority[0][0].serial == SERIAL
+
+
+# --- incremental builds: a build from the previous answerer equals a build from scratch
+
+_CANONICAL = (
+    "worker-0.node.internal",
+    "worker-1.node.internal",
+    "worker-2.node.internal",
+    "db.eu.node.internal",
+    "a.b.c.node.internal",
+    "ns.node.internal",  # the nameserver's name: merged with the glue
+    "registry.lab.example",
+    "bad..node.internal",  # cannot be encoded: skipped
+)
+_ALIASES = (
+    "worker-0",
+    "worker-1",
+    "lb",
+    "lb.node.internal",
+    "eu.node.internal",
+    "b.node.internal",
+    "1.0.240.10.in-addr.arpa",  # a published name that is also a reverse name
+)
+_ADDRESSES = ("10.240.0.1", "10.240.0.2", "10.240.0.3", "fd00::1", "fd00::2")
+_QUESTION_NAMES = sorted(
+    {
+        *_CANONICAL[:-1],
+        *_ALIASES,
+        "c.node.internal",
+        "eu.node.internal",
+        "node.internal",
+        "nope.node.internal",
+        "worker-9",
+        *(dns.reversename.from_address(a).to_text() for a in (*_ADDRESSES, "10.0.0.53")),
+    }
+)
+_QUESTION_TYPES = ("A", "AAAA", "PTR", "ANY", "MX", "SOA", "NS")
+
+
+def _host_sets() -> st.SearchStrategy[RecordSet]:
+    host = st.builds(
+        lambda canonical, aliases, addresses: Host(
+            names=(canonical, *aliases),
+            addresses=tuple(sorted((ip(a) for a in addresses), key=lambda a: (a.version, a))),
+            origin="node",
+            node=canonical,
+        ),
+        st.sampled_from(_CANONICAL[:5] * 4 + _CANONICAL[5:]),  # the odd ones force full builds
+        st.lists(st.sampled_from(_ALIASES), max_size=2, unique=True),
+        st.lists(st.sampled_from(_ADDRESSES), min_size=1, max_size=3, unique=True),
+    )
+
+    def record_set(hosts: list[Host], keep_duplicates: bool) -> RecordSet:
+        hosts = sorted(hosts, key=lambda h: h.canonical)
+        if keep_duplicates:  # not what the record policy makes: must still work (full build)
+            return RecordSet(tuple(hosts))
+        kept: list[Host] = []
+        taken: set[str] = set()
+        for h in hosts:  # like the record policy: a name belongs to one host
+            names = tuple(n for n in h.names if n not in taken)
+            if names and names[0] == h.canonical:
+                taken.update(names)
+                kept.append(Host(names, h.addresses, h.origin, h.node))
+        return RecordSet(tuple(kept))
+
+    return st.builds(record_set, st.lists(host, max_size=6), st.sampled_from([False] * 5 + [True]))
+
+
+def _same_answers(built: Answerer, fresh: Answerer) -> None:
+    assert built._answers == fresh._answers
+    assert built._existing.keys() == fresh._existing.keys()
+    assert built.name_count == fresh.name_count
+    assert built.skipped_names == fresh.skipped_names
+    for name in _QUESTION_NAMES:
+        for rdtype in _QUESTION_TYPES:
+            for use_edns in (False, 0):
+                query = dns.message.make_query(name, rdtype, use_edns=use_edns)
+                query.id = 4242
+                wire = query.to_wire()
+                expected = fresh.handle(wire, transport="udp", recursion_allowed=True)
+                got = built.handle(wire, transport="udp", recursion_allowed=True)
+                assert got == expected, (name, rdtype, use_edns)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sequence=st.lists(_host_sets(), min_size=1, max_size=6),
+    glue=st.booleans(),
+)
+def test_builds_from_the_previous_answerer_answer_exactly_like_builds_from_scratch(
+    sequence: list[RecordSet], glue: bool
+) -> None:
+    """Whatever changes between record sets (hosts added, removed, changed, names moving
+    between hosts, shared addresses, the nameserver's name published, unencodable names,
+    duplicate names), every question gets the same bytes, with the new serial."""
+    zone = ZoneConfig(domain="node.internal", nameserver_addresses=("10.0.0.53",) if glue else ())
+    previous = Answerer(None, zone, serial=SERIAL)
+    for step, records in enumerate(sequence, start=1):
+        built = Answerer(records, zone, serial=SERIAL + step, previous=previous)
+        _same_answers(built, Answerer(records, zone, serial=SERIAL + step))
+        previous = built
+
+
+def test_the_random_changes_do_take_the_incremental_path() -> None:
+    """The property test above would pass trivially if every build were from scratch."""
+    hosts = [node_host(f"worker-{i}", f"10.240.0.{i + 1}") for i in range(3)]
+    first = Answerer(RecordSet(tuple(hosts)), ZONE, serial=SERIAL)
+    moved = [
+        hosts[0],
+        Host(("worker-1.node.internal",), hosts[1].addresses, "node", "worker-1"),
+        Host((*hosts[2].names, "worker-1"), hosts[0].addresses, "node", "worker-2"),
+    ]
+    second = Answerer(RecordSet(tuple(moved)), ZONE, serial=SERIAL + 1, previous=first)
+    assert second.built_from_previous
+    _same_answers(second, Answerer(RecordSet(tuple(moved)), ZONE, serial=SERIAL + 1))
+    assert answers(ask(second, "worker-1")) == ["10.240.0.1"]
+    ptr = ask(second, dns.reversename.from_address("10.240.0.1").to_text(), "PTR")
+    assert [rr.target.to_text() for rr in ptr.answer[0]] == ["worker-0.node.internal."]
+
+
 # --- property tests: the handler never raises and what it says is DNS
 
 
