@@ -40,6 +40,7 @@ from typing import Any
 import structlog
 
 from nodehosts import __version__
+from nodehosts.adapters.streams import close_server
 
 __all__ = [
     "CommandFailed",
@@ -152,11 +153,7 @@ class ControlServer:
     async def stop(self) -> None:
         if self._server is None:
             return
-        self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
+        await close_server(self._server, self._connections)
         self._server = None
         # Only our own socket: another daemon may have replaced it meanwhile.
         with contextlib.suppress(OSError):

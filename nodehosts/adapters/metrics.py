@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from nodehosts import __version__
+from nodehosts.adapters.streams import close_server
 from nodehosts.core.model import Publication
 
 __all__ = [
@@ -418,11 +419,7 @@ class MetricsServer:
     async def stop(self) -> None:
         if self._server is None:
             return
-        self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
+        await close_server(self._server, self._connections)
         self._server = None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
