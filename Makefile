@@ -5,7 +5,9 @@ VENV := .venv
 VENV_DEBIAN := .venv-debian
 PYTEST_ARGS ?=
 
-.PHONY: demo test check lint format system-deps e2e bench clean
+UPSTREAM_BIN := .upstream/bin
+
+.PHONY: demo test check lint format system-deps upstream e2e bench clean
 
 # Newest releases from PyPI.
 $(VENV)/.stamp: pyproject.toml
@@ -24,6 +26,11 @@ $(VENV_DEBIAN)/.stamp: pyproject.toml scripts/system-deps
 system-deps:
 	bash scripts/system-deps
 
+# The pinned upstream components (Kubernetes, etcd, CoreDNS, containerd, ...), built from their
+# Go modules; cached under ~/.cache/nodehosts/upstream, so only the first run builds.
+upstream:
+	scripts/upstream-bin $(UPSTREAM_BIN)
+
 demo: $(VENV)/.stamp
 	$(VENV)/bin/nodehosts demo
 
@@ -36,7 +43,7 @@ format: $(VENV)/.stamp
 	$(VENV)/bin/ruff check --fix nodehosts tests bench
 
 # Everything but the booted-container tests, against both dependency sets.
-check: $(VENV)/.stamp $(VENV_DEBIAN)/.stamp lint
+check: $(VENV)/.stamp $(VENV_DEBIAN)/.stamp lint upstream
 	$(VENV)/bin/python -m pytest -q -m 'not e2e' $(PYTEST_ARGS)
 	$(VENV_DEBIAN)/bin/python -m pytest -q -m 'not e2e and not provisioning' $(PYTEST_ARGS)
 
@@ -45,4 +52,4 @@ test: check
 	$(VENV)/bin/python -m pytest -q -m e2e $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VENV_DEBIAN) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_DEBIAN) .upstream build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
