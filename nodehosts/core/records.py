@@ -23,8 +23,20 @@ silently): unparsable text, a %zone id, IPv4-mapped IPv6 (consumers would serve 
 anything else in ::/16 (IPv4-compatible/-translated, nothing assignable), unspecified, loopback,
 multicast and broadcast addresses. A node left without a usable address is skipped.
 
-Collisions. Every published name belongs to exactly one host. Claims rank: names derived from a
-node's metadata.name, then static host names, then names derived from a Hostname alias; ties go
+Trust. Nothing a Node reports about itself proves ownership (its kubelet writes its status, and
+with TLS bootstrapping anyone holding the bootstrap token can register any name), so a node may
+only publish what nobody else has and the admin did not reserve. A dotted node name or Hostname
+is published only strictly under the domain or one of `allowed_suffixes` (label-aligned:
+`evilnode.internal` is not under `node.internal`). Never a node's: the zone apex (the domain),
+its NS name, `localhost` and anything under it, anything under (or equal to) a
+`reserved_suffixes` entry (default cluster.local), a static host's name or a static host's
+address. A refused metadata.name skips the node; a refused Hostname only drops the alias; a
+static host's address is dropped from the node (a node left with none is skipped). Each refusal
+is in the node's decision, saying which setting would allow it. Static hosts are the admin's
+and are not checked against these rules.
+
+Collisions. Every published name belongs to exactly one host. Claims rank: static host names,
+then names derived from a node's metadata.name, then names derived from a Hostname alias; ties go
 to the lexically smaller owner (the node's name; for a static host its canonical name). The
 loser drops only the colliding name; a host left with no names is not published. Each collision
 is one `Collision` (owners labelled by node name, static hosts as ``static:<canonical>``) and a
@@ -60,10 +72,14 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _NAME_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _LABEL_RE: Final = re.compile(_LABEL)
 
-# Claim ranks: lower wins a name.
-_RANK_NODE: Final = 0
-_RANK_STATIC: Final = 1
+# Claim ranks: lower wins a name. The admin's static file beats every node.
+_RANK_STATIC: Final = 0
+_RANK_NODE: Final = 1
 _RANK_ALIAS: Final = 2
+
+# RFC 6761: localhost and everything under it is the host itself, never a node.
+_LOCALHOST: Final = "localhost"
+DEFAULT_RESERVED_SUFFIXES: Final = ("cluster.local",)
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,12 @@ class RecordPolicy:
     address_types: tuple[str, ...] = ("InternalIP", "ExternalIP")
     exclude_not_ready: bool = False
     exclude_unschedulable: bool = False
+    # Suffixes besides the domain under which a dotted node name may be published.
+    allowed_suffixes: tuple[str, ...] = ()
+    # No node name may equal or lie under these (the cluster's own DNS domain).
+    reserved_suffixes: tuple[str, ...] = DEFAULT_RESERVED_SUFFIXES
+    # The zone's NS name (dns.nameserver); "" means ns.<domain>. Never a node's.
+    nameserver: str = ""
 
     def __post_init__(self) -> None:
         domain = self.domain.lower() if self.domain.isascii() else self.domain
@@ -91,9 +113,62 @@ class RecordPolicy:
         types = tuple(self.address_types)
         if not types or not all(isinstance(kind, str) and kind for kind in types):
             raise ValueError(f"address_types must be non-empty type names, not {types!r}")
+        allowed = _suffixes("allowed suffix", self.allowed_suffixes)
+        reserved = _suffixes("reserved suffix", self.reserved_suffixes)
+        nameserver = self.nameserver.lower().removesuffix(".") if self.nameserver else ""
+        if nameserver and name_problem(nameserver) is not None:
+            raise ValueError(f"invalid nameserver {self.nameserver!r}: {name_problem(nameserver)}")
         # Frozen: normalise through object.__setattr__ (the documented dataclass idiom).
         object.__setattr__(self, "domain", domain)
         object.__setattr__(self, "address_types", types)
+        object.__setattr__(self, "allowed_suffixes", allowed)
+        object.__setattr__(self, "reserved_suffixes", reserved)
+        object.__setattr__(self, "nameserver", nameserver or (f"ns.{domain}" if domain else ""))
+
+
+def _suffixes(what: str, values: Iterable[str]) -> tuple[str, ...]:
+    """Lower-cased, without a trailing dot, each a valid name; order kept, duplicates dropped."""
+    out: list[str] = []
+    for value in values:
+        suffix = value.lower().removesuffix(".") if isinstance(value, str) else value
+        problem = name_problem(suffix) if isinstance(suffix, str) else "not a string"
+        if problem is not None:
+            raise ValueError(f"invalid {what} {value!r}: {problem}")
+        if suffix not in out:
+            out.append(suffix)
+    return tuple(out)
+
+
+def _under(name: str, suffix: str) -> bool:
+    """Whether `name` lies strictly below `suffix`, label-aligned."""
+    return name.endswith(suffix) and name[-len(suffix) - 1 : -len(suffix)] == "."
+
+
+@lru_cache(maxsize=16384)
+def refusal(name: str, policy: RecordPolicy) -> str | None:
+    """Why a node may not publish the valid lower-case `name` (before domain expansion)."""
+    for form in expand_name(name, policy.domain):
+        if form == _LOCALHOST or _under(form, _LOCALHOST):
+            return f"{form!r} is reserved (localhost)"
+        if form == policy.domain:
+            return f"{form!r} is the zone apex (records.domain)"
+        if form == policy.nameserver:
+            return f"{form!r} is the zone's NS name (dns.nameserver)"
+        for suffix in policy.reserved_suffixes:
+            if form == suffix or _under(form, suffix):
+                return (
+                    f"{form!r} is under the reserved suffix {suffix!r} (records.reserved_suffixes)"
+                )
+    if "." in name and not any(
+        _under(name, suffix) for suffix in (policy.domain, *policy.allowed_suffixes) if suffix
+    ):
+        allowed = [s for s in (policy.domain, *policy.allowed_suffixes) if s]
+        parent = name.partition(".")[2]
+        return (
+            f"{name!r} is outside the allowed suffixes {allowed}; to publish it, add"
+            f" {parent!r} to records.allowed_suffixes (--allowed-suffix {parent})"
+        )
+    return None
 
 
 @lru_cache(maxsize=16384)
@@ -268,12 +343,16 @@ def _plan_node(node: NodeInfo, policy: RecordPolicy) -> _NodePlan:
     problem = name_problem(name)
     if problem is not None:
         skip.append(f"invalid name {raw!r}: {problem}")
+    elif (refused := refusal(name, policy)) is not None:
+        skip.append(f"name not published: {refused}")
     else:
         claims = [(n, _RANK_NODE) for n in expand_name(name, policy.domain)]
         alias_raw = node.hostname
         alias = alias_raw.lower() if alias_raw and alias_raw.isascii() else alias_raw
         if alias is not None and alias != name:
             problem = name_problem(alias)
+            if problem is None:
+                problem = refusal(alias, policy)
             if problem is not None:
                 notes.append(f"ignored Hostname {alias_raw!r}: {problem}")
             else:
@@ -384,6 +463,26 @@ def _resolve_collisions(
     return collisions, lost
 
 
+def _without_static_addresses(
+    claimant: _Claimant, static_addresses: dict[IPAddress, str]
+) -> _NodePlan:
+    """The node's plan without the addresses static hosts have (skipped if none is left)."""
+    assert claimant.node is not None
+    node, host = claimant.node, claimant.host
+    taken = [a for a in host.addresses if a in static_addresses]
+    notes = [
+        *claimant.notes,
+        *(f"ignored {a}: {a} is the address of {static_addresses[a]}" for a in taken),
+    ]
+    addresses = tuple(a for a in host.addresses if a not in static_addresses)
+    if not addresses:
+        reasons = ["no usable address left: every one belongs to a static host", *notes]
+        return _NodePlan(None, _decision(node, host.names, (), reasons, published=False))
+    decision = _decision(node, host.names, addresses, notes, published=True)
+    new_host = Host(host.names, addresses, "node", host.node)
+    return _NodePlan(claimant._replace(host=new_host, notes=tuple(notes)), decision)
+
+
 def _node_name(node: NodeInfo) -> str:
     return node.name
 
@@ -410,16 +509,26 @@ def build_publication(
     if any(a.name == b.name for a, b in itertools.pairwise(ordered)):
         ordered.sort(key=_node_sort_key)  # duplicate names: order them by content too
 
+    statics = _static_claimants(static, policy.domain)
+    # Address -> the static host that has it: no node may publish it.
+    static_addresses = {a: c.description for c in statics for a in c.host.addresses}
+
     decisions: list[NodeDecision] = []
     claimants: list[_Claimant] = []
     decision_of: list[int] = []  # claimant index -> index of its decision
     for node in ordered:
         plan = _plan_node(node, policy)
+        if (
+            plan.claimant is not None
+            and static_addresses
+            and not static_addresses.keys().isdisjoint(plan.claimant.host.addresses)
+        ):
+            plan = _without_static_addresses(plan.claimant, static_addresses)
         if plan.claimant is not None:
             claimants.append(plan.claimant)
             decision_of.append(len(decisions))
         decisions.append(plan.decision)
-    claimants.extend(_static_claimants(static, policy.domain))
+    claimants.extend(statics)
 
     collisions, lost = _resolve_collisions(claimants)
 

@@ -171,8 +171,11 @@ def test_an_empty_domain_publishes_bare_names_only() -> None:
 
 
 def test_a_name_with_a_dot_is_published_as_given() -> None:
-    """A dotted node name is already qualified: no domain is appended."""
-    publication = publish(node("w0.lab.example", internal("10.240.0.101")))
+    """A dotted node name under an allowed suffix is already qualified: no domain is appended."""
+    publication = publish(
+        node("w0.lab.example", internal("10.240.0.101")),
+        policy=RecordPolicy(allowed_suffixes=("lab.example",)),
+    )
     assert names_of(publication) == {"w0.lab.example": ("w0.lab.example",)}
 
 
@@ -201,8 +204,11 @@ def test_a_hostname_equal_to_a_node_name_adds_nothing(same: str) -> None:
 
 
 def test_a_dotted_hostname_is_added_as_given() -> None:
-    """A qualified Hostname gets no domain."""
-    publication = publish(node("worker-0", internal("10.240.0.101"), hostname("vm-17.dc.example")))
+    """A qualified Hostname gets no domain (when its suffix is allowed)."""
+    publication = publish(
+        node("worker-0", internal("10.240.0.101"), hostname("vm-17.dc.example")),
+        policy=RecordPolicy(allowed_suffixes=("dc.example",)),
+    )
     assert names_of(publication)["worker-0"][-1] == "vm-17.dc.example"
 
 
@@ -551,30 +557,31 @@ def test_a_static_host_not_from_the_parser_is_a_caller_bug(bad: Host) -> None:
 # --- collisions ---------------------------------------------------------------------------
 
 
-def test_a_node_name_beats_a_static_name() -> None:
-    """A static lb-0 line cannot hijack the Node lb-0; the collision is reported."""
+def test_a_static_name_beats_a_node_name() -> None:
+    """A Node registered as lb-0 cannot hijack the admin's static lb-0; the collision is
+    reported (a kubelet chooses its own Node's name, the static file is the admin's)."""
     publication = publish(
-        node("lb-0", internal("10.240.0.40")),
+        node("lb-0", internal("10.240.0.99")),
         statics=(static(("lb-0",), "10.9.9.9"),),
     )
-    assert names_of(publication) == {"lb-0": ("lb-0.node.internal", "lb-0")}
-    assert publication.records.hosts[0].origin == "node"
+    assert names_of(publication) == {"lb-0.node.internal": ("lb-0.node.internal", "lb-0")}
+    assert publication.records.hosts[0].origin == "static"
     assert publication.collisions == (
-        Collision("lb-0", "lb-0", ("static:lb-0.node.internal",)),
-        Collision("lb-0.node.internal", "lb-0", ("static:lb-0.node.internal",)),
+        Collision("lb-0", "static:lb-0.node.internal", ("lb-0",)),
+        Collision("lb-0.node.internal", "static:lb-0.node.internal", ("lb-0",)),
     )
 
 
-def test_a_static_host_losing_its_canonical_name_keeps_its_other_names() -> None:
+def test_a_node_losing_its_names_to_a_static_host_keeps_its_hostname_alias() -> None:
     """The loser drops only the colliding names; the next name becomes canonical."""
     publication = publish(
-        node("lb-0", internal("10.240.0.40")),
+        node("api", internal("10.240.0.99"), hostname("vm-9")),
         statics=(static(("lb-0", "api"), "10.240.0.40"),),
     )
     by_name = publication.records.by_name()
-    assert by_name["lb-0"].origin == "node"
-    assert by_name["api"].names == ("api.node.internal", "api")
-    assert by_name["api"].canonical == "api.node.internal"
+    assert by_name["api"].origin == "static"
+    assert by_name["vm-9"].names == ("vm-9.node.internal", "vm-9")
+    assert by_name["vm-9"].node == "api"
 
 
 def test_a_static_name_beats_a_hostname_alias() -> None:
@@ -692,7 +699,9 @@ def test_every_published_name_belongs_to_exactly_one_host() -> None:
     )
     all_names = [name for host in publication.records.hosts for name in host.names]
     assert len(all_names) == len(set(all_names))
-    assert names_of(publication)["d.node.internal"] == ("d.node.internal", "d")
+    assert names_of(publication)["a.node.internal"] == tuple(
+        name for short in "abcd" for name in (f"{short}.node.internal", short)
+    )
 
 
 # --- ordering -----------------------------------------------------------------------------
@@ -706,6 +715,7 @@ def test_hosts_are_sorted_by_canonical_name_and_decisions_by_node_name() -> None
         node("a", internal("10.0.0.1")),
         node("bad_", internal("10.0.0.4")),
         statics=(static(("m",), "10.0.0.5"),),
+        policy=RecordPolicy(allowed_suffixes=("example",)),
     )
     assert [h.canonical for h in publication.records.hosts] == [
         "a.node.internal",
@@ -769,6 +779,7 @@ POLICIES = st.builds(
     ),
     exclude_not_ready=st.booleans(),
     exclude_unschedulable=st.booleans(),
+    allowed_suffixes=st.sampled_from([(), ("example",)]),
 )
 
 

@@ -1,0 +1,350 @@
+"""The record policy distrusts what a kubelet says about its own Node (issue 12, item 1).
+
+A Node's metadata.name and status.addresses are written by whoever registered it; with TLS
+bootstrapping that is anyone holding the bootstrap token. So a dotted name is published only
+under an allowed suffix, reserved names (the zone apex, its NS name, localhost, cluster.local)
+are never a node's, and the admin's static hosts beat every node, names and addresses alike.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nodehosts.core.model import Host, NodeInfo, Publication
+from nodehosts.core.records import RecordPolicy, build_publication
+
+ip = ipaddress.ip_address
+LB = "10.240.0.40"
+
+
+def node(name: str, *addresses: tuple[str, str]) -> NodeInfo:
+    return NodeInfo(name=name, addresses=addresses, ready=True, unschedulable=False)
+
+
+def internal(address: str) -> tuple[str, str]:
+    return ("InternalIP", address)
+
+
+def external(address: str) -> tuple[str, str]:
+    return ("ExternalIP", address)
+
+
+def hostname(name: str) -> tuple[str, str]:
+    return ("Hostname", name)
+
+
+def static(names: tuple[str, ...], *addresses: str) -> Host:
+    return Host(names=names, addresses=tuple(map(ip, addresses)), origin="static")
+
+
+LB_0 = static(("lb-0",), LB)
+
+
+def publish(
+    *nodes: NodeInfo, statics: tuple[Host, ...] = (LB_0,), policy: RecordPolicy | None = None
+) -> Publication:
+    return build_publication(nodes, statics, policy or RecordPolicy())
+
+
+def names_of_node(publication: Publication, name: str) -> tuple[str, ...]:
+    hosts = [h for h in publication.records.hosts if h.node == name]
+    return hosts[0].names if hosts else ()
+
+
+def decision_of(publication: Publication, name: str):
+    (decision,) = (d for d in publication.decisions if d.node == name)
+    return decision
+
+
+def node_addresses(publication: Publication) -> set[str]:
+    return {str(a) for h in publication.records.hosts if h.origin == "node" for a in h.addresses}
+
+
+# --- the attacks of issue 12 --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address_types", [("InternalIP", "ExternalIP"), ("ExternalIP", "InternalIP"), ("ExternalIP",)]
+)
+def test_a_node_claiming_the_kubernetes_service_name_and_the_lbs_address_gets_neither(
+    address_types: tuple[str, ...],
+) -> None:
+    """Hostname kubernetes.default.svc.cluster.local and ExternalIP 10.240.0.40 (lb-0's):
+    neither name nor address is published for the node, whatever the address preference."""
+    evil = node(
+        "worker-9",
+        internal("10.240.0.109"),
+        external(LB),
+        hostname("kubernetes.default.svc.cluster.local"),
+    )
+    publication = publish(evil, policy=RecordPolicy(address_types=address_types))
+    by_name = publication.records.by_name()
+    assert "kubernetes.default.svc.cluster.local" not in by_name
+    assert by_name["lb-0"].origin == "static"
+    assert publication.records.by_address()[ip(LB)].origin == "static"
+    assert LB not in node_addresses(publication)
+    reason = decision_of(publication, "worker-9").reason or ""
+    assert "kubernetes.default.svc.cluster.local" in reason
+    assert "reserved" in reason and "cluster.local" in reason
+    if address_types[0] == "InternalIP":
+        assert names_of_node(publication, "worker-9") == ("worker-9.node.internal", "worker-9")
+    else:  # its preferred address is lb-0's: nothing of it is published
+        assert names_of_node(publication, "worker-9") == ()
+        assert f"{LB} is the address of static host 'lb-0.node.internal'" in reason
+
+
+def test_a_node_named_outside_the_domain_is_not_published_and_the_reason_says_how_to_allow() -> (
+    None
+):
+    """A Node named api.example.com gets no record; dump's reason names the setting and flag."""
+    publication = publish(node("api.example.com", internal("10.240.0.150")))
+    assert "api.example.com" not in publication.records.by_name()
+    decision = decision_of(publication, "api.example.com")
+    assert not decision.published
+    assert decision.reason is not None
+    assert "outside the allowed suffixes" in decision.reason
+    assert "records.allowed_suffixes" in decision.reason
+    assert "--allowed-suffix example.com" in decision.reason
+
+
+def test_an_allowed_suffix_publishes_dotted_names_under_it() -> None:
+    policy = RecordPolicy(allowed_suffixes=("example.com",))
+    publication = publish(
+        node("api.example.com", internal("10.240.0.150")),
+        node("w.a.example.com", internal("10.240.0.151")),
+        policy=policy,
+    )
+    assert names_of_node(publication, "api.example.com") == ("api.example.com",)
+    assert names_of_node(publication, "w.a.example.com") == ("w.a.example.com",)
+
+
+def test_a_dotted_hostname_outside_the_allowed_suffixes_is_dropped_with_a_note() -> None:
+    """The node stays published under its own name; only the alias is refused."""
+    publication = publish(node("worker-0", internal("10.240.0.101"), hostname("vm-17.dc.example")))
+    assert names_of_node(publication, "worker-0") == ("worker-0.node.internal", "worker-0")
+    decision = decision_of(publication, "worker-0")
+    assert decision.published
+    assert "ignored Hostname 'vm-17.dc.example'" in (decision.reason or "")
+    assert "--allowed-suffix dc.example" in (decision.reason or "")
+
+
+def test_the_domain_is_always_an_allowed_suffix() -> None:
+    """A dotted name under the configured domain needs no setting, with or without others."""
+    for policy in (RecordPolicy(), RecordPolicy(allowed_suffixes=("example.com",))):
+        publication = publish(node("w0.node.internal", internal("10.0.0.1")), policy=policy)
+        assert names_of_node(publication, "w0.node.internal") == ("w0.node.internal",)
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [
+        ("x.evilnode.internal", "node.internal"),
+        ("evilnode.internal", "node.internal"),
+        ("node.internal.evil.example", "node.internal"),
+        ("api.notexample.com", "example.com"),
+        ("example.com", "example.com"),  # the suffix itself is a zone, not a host under it
+        ("a.example.com.evil", "example.com"),
+    ],
+)
+def test_suffix_matching_is_label_aligned(name: str, suffix: str) -> None:
+    """evilnode.internal is not under node.internal; a suffix covers names strictly below it."""
+    policy = RecordPolicy(domain="node.internal", allowed_suffixes=(suffix,))
+    publication = publish(node(name, internal("10.0.0.1")), policy=policy)
+    assert publication.records.hosts == (publication.records.by_name()["lb-0"],)
+    assert "outside the allowed suffixes" in (decision_of(publication, name).reason or "")
+
+
+def test_allowed_suffixes_are_normalised_and_validated() -> None:
+    policy = RecordPolicy(allowed_suffixes=["Example.COM.", "lab.example"])  # type: ignore[arg-type]
+    assert policy.allowed_suffixes == ("example.com", "lab.example")
+    with pytest.raises(ValueError, match="allowed suffix"):
+        RecordPolicy(allowed_suffixes=("bad_suffix",))
+    with pytest.raises(ValueError, match="reserved suffix"):
+        RecordPolicy(reserved_suffixes=("",))
+
+
+# --- static hosts win ---------------------------------------------------------------------
+
+
+def test_a_static_host_beats_a_node_of_the_same_name() -> None:
+    """The admin's static lb-0 keeps its name; a Node registered as lb-0 gets nothing."""
+    publication = publish(node("lb-0", internal("10.240.0.99")))
+    assert publication.records.by_name()["lb-0"].origin == "static"
+    assert publication.records.by_name()["lb-0.node.internal"].addresses == (ip(LB),)
+    decision = decision_of(publication, "lb-0")
+    assert not decision.published
+    assert "lost name 'lb-0' to static host 'lb-0.node.internal'" in (decision.reason or "")
+
+
+def test_a_node_never_publishes_a_static_hosts_address() -> None:
+    """The LB's address stays the LB's: the node keeps only its other addresses."""
+    publication = publish(node("worker-0", internal(LB), internal("10.240.0.101")))
+    (host,) = (h for h in publication.records.hosts if h.node == "worker-0")
+    assert host.addresses == (ip("10.240.0.101"),)
+    assert publication.records.by_address()[ip(LB)].origin == "static"
+    assert f"{LB} is the address of static host" in (
+        decision_of(publication, "worker-0").reason or ""
+    )
+
+
+def test_a_node_whose_only_address_is_a_static_hosts_is_skipped() -> None:
+    publication = publish(node("worker-0", internal(LB)))
+    decision = decision_of(publication, "worker-0")
+    assert not decision.published
+    assert "no usable address left" in (decision.reason or "")
+    assert [h.origin for h in publication.records.hosts] == ["static"]
+
+
+# --- reserved names -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("localhost", "localhost"),
+        ("LocalHost", "localhost"),
+        ("a.localhost", "localhost"),
+        ("node.internal", "zone apex"),
+        ("ns", "NS name"),
+        ("ns.node.internal", "NS name"),
+        ("foo.cluster.local", "cluster.local"),
+        ("cluster.local", "cluster.local"),
+        ("kubernetes.default.svc.cluster.local", "cluster.local"),
+    ],
+)
+def test_reserved_names_are_never_a_nodes(name: str, why: str) -> None:
+    """Even when allowed by suffix, a reserved name is refused, as a node name or Hostname."""
+    policy = RecordPolicy(allowed_suffixes=("cluster.local", "localhost"))
+    as_name = publish(node(name, internal("10.0.0.1")), policy=policy)
+    decision = decision_of(as_name, name)
+    assert not decision.published
+    assert why in (decision.reason or "")
+    as_alias = publish(node("w", internal("10.0.0.1"), hostname(name)), policy=policy)
+    assert names_of_node(as_alias, "w") == ("w.node.internal", "w")
+    assert why in (decision_of(as_alias, "w").reason or "")
+
+
+def test_the_configured_nameserver_and_reserved_suffixes_are_reserved() -> None:
+    policy = RecordPolicy(
+        nameserver="dns1.node.internal",
+        reserved_suffixes=("corp.example",),
+        allowed_suffixes=("corp.example",),
+    )
+    publication = publish(
+        node("dns1", internal("10.0.0.1")),
+        node("ns", internal("10.0.0.2")),  # ns.node.internal is not the NS name here
+        node("a.corp.example", internal("10.0.0.3")),
+        node("b.cluster.local", internal("10.0.0.4")),  # replaced default: still not allowed
+        policy=policy,
+    )
+    assert not decision_of(publication, "dns1").published
+    assert "NS name" in (decision_of(publication, "dns1").reason or "")
+    assert names_of_node(publication, "ns") == ("ns.node.internal", "ns")
+    assert "reserved suffix 'corp.example'" in (
+        decision_of(publication, "a.corp.example").reason or ""
+    )
+    assert not decision_of(publication, "b.cluster.local").published
+
+
+def test_a_static_host_may_hold_the_nameservers_name() -> None:
+    """Reserved only against nodes: the admin may give ns.<domain> its glue address."""
+    publication = publish(statics=(static(("ns", "lb-0"), LB),))
+    assert publication.records.by_name()["ns.node.internal"].origin == "static"
+
+
+def test_an_empty_domain_allows_no_dotted_node_name_by_default() -> None:
+    policy = RecordPolicy(domain="")
+    publication = publish(
+        node("w0", internal("10.0.0.1")),
+        node("w1.lab.example", internal("10.0.0.2")),
+        policy=policy,
+    )
+    assert names_of_node(publication, "w0") == ("w0",)
+    assert not decision_of(publication, "w1.lab.example").published
+
+
+# --- properties ---------------------------------------------------------------------------
+
+NAMES = st.one_of(
+    st.sampled_from(
+        [
+            "w-1",
+            "w-10",
+            "lb-0",
+            "ns",
+            "localhost",
+            "node.internal",
+            "ns.node.internal",
+            "a.node.internal",
+            "evilnode.internal",
+            "api.example.com",
+            "example.com",
+            "kubernetes.default.svc.cluster.local",
+            "x.lab.example",
+        ]
+    ),
+    st.from_regex(r"[a-z][a-z0-9]{0,3}(\.[a-z][a-z0-9]{0,3}){0,3}", fullmatch=True),
+)
+ADDRESSES = st.sampled_from(["10.0.0.1", "10.0.0.2", LB, "10.0.0.9", "2001:db8::9"])
+NODES = st.builds(
+    node,
+    NAMES,
+    st.tuples(st.sampled_from(["InternalIP", "ExternalIP"]), ADDRESSES),
+    st.one_of(st.tuples(st.just("Hostname"), NAMES), st.tuples(st.just("InternalIP"), ADDRESSES)),
+)
+STATICS = st.builds(
+    lambda names, addresses: static(tuple(names), *addresses),
+    st.lists(st.sampled_from(["lb-0", "api", "w-1", "a.node.internal", "ns"]), min_size=1,
+             max_size=2, unique=True),
+    st.lists(ADDRESSES, min_size=1, max_size=2, unique=True),
+)  # fmt: skip
+POLICIES = st.builds(
+    RecordPolicy,
+    domain=st.sampled_from(["node.internal", ""]),
+    address_types=st.sampled_from([("InternalIP", "ExternalIP"), ("ExternalIP",)]),
+    allowed_suffixes=st.sampled_from([(), ("example.com",), ("lab.example", "cluster.local")]),
+    reserved_suffixes=st.sampled_from([("cluster.local",), ("cluster.local", "lab.example")]),
+)
+
+
+def _under(name: str, suffix: str) -> bool:
+    return name.endswith("." + suffix)
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    nodes=st.lists(NODES, max_size=6, unique_by=lambda n: n.name),
+    statics=st.lists(STATICS, max_size=2),
+    policy=POLICIES,
+)
+def test_no_node_ever_publishes_a_reserved_foreign_or_static_name_or_address(
+    nodes: list[NodeInfo], statics: list[Host], policy: RecordPolicy
+) -> None:
+    """Whatever Nodes report: every node record is under an allowed suffix (or bare/under the
+    domain), never reserved, and never a static host's name or address."""
+    publication = build_publication(nodes, statics, policy)
+    static_claims = {
+        expanded
+        for host in statics
+        for raw in host.names
+        for expanded in ((raw, f"{raw}.{policy.domain}") if policy.domain else (raw,))
+    }
+    static_addresses = {a for host in statics for a in host.addresses}
+    nameserver = f"ns.{policy.domain}" if policy.domain else None
+    allowed = [s for s in (policy.domain, *policy.allowed_suffixes) if s]
+    for host in publication.records.hosts:
+        if host.origin != "node":
+            continue
+        assert not static_addresses.intersection(host.addresses)
+        for name in host.names:
+            assert name not in static_claims
+            assert name not in ("localhost", policy.domain, nameserver)
+            assert not name.endswith(".localhost")
+            for reserved in policy.reserved_suffixes:
+                assert name != reserved and not _under(name, reserved)
+            if "." in name:
+                assert any(_under(name, suffix) for suffix in allowed), name
