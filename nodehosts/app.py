@@ -70,7 +70,7 @@ EXTEND_START_SECONDS = 60.0
 # files the daemon owns, the CSR approver) is bound at start and needs a restart.
 RECORD_POLICY_KEYS = frozenset(
     {"domain", "address_types", "exclude_not_ready", "exclude_unschedulable"}
-)
+) | {"allowed_suffixes", "reserved_suffixes"}
 LIVE_KEYS = RECORD_POLICY_KEYS | {
     "static_hosts",
     "kubeconfig",

@@ -41,6 +41,8 @@ _VIEW_FLAGS = (
     "static_hosts",
     "exclude_not_ready",
     "exclude_unschedulable",
+    "allowed_suffix",
+    "reserved_suffix",
 )
 # A diff that finds differences asks the daemon again after this long: the first answer may
 # have raced a change the daemon was still coalescing.
@@ -84,6 +86,18 @@ def _source_flags(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="leave out cordoned nodes",
+    )
+    group.add_argument(
+        "--allowed-suffix",
+        metavar="SUFFIX",
+        action="append",
+        help="publish dotted node names under this suffix too (repeatable; default: the domain)",
+    )
+    group.add_argument(
+        "--reserved-suffix",
+        metavar="SUFFIX",
+        action="append",
+        help="never publish a node name under this (repeatable; default cluster.local)",
     )
 
 
@@ -173,6 +187,11 @@ def _sink_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="SECONDS",
         help="refuse longer requested lifetimes",
+    )
+    csr.add_argument(
+        "--csr-address-types",
+        metavar="TYPES",
+        help="node address types an IP SAN may be, comma-separated (default InternalIP)",
     )
 
 
@@ -289,6 +308,9 @@ _OVERRIDES = {
     "csr_allowed_cidr": "csr_allowed_cidrs",
     "csr_denied_cidr": "csr_denied_cidrs",
     "csr_max_expiration_seconds": "csr_max_expiration_seconds",
+    "allowed_suffix": "allowed_suffixes",
+    "reserved_suffix": "reserved_suffixes",
+    "csr_address_types": "csr_address_types",
 }
 
 

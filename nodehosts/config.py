@@ -46,6 +46,10 @@ class Settings:
     static_hosts: Path | None = None
     exclude_not_ready: bool = False
     exclude_unschedulable: bool = False
+    # Dotted node names are published only under the domain or one of these.
+    allowed_suffixes: tuple[str, ...] = ()
+    # Never a node's name: the cluster's own DNS domain (the admin may list others).
+    reserved_suffixes: tuple[str, ...] = ("cluster.local",)
     # [hosts]
     hosts_file: Path | None = None
     # [dns]
@@ -78,6 +82,8 @@ class Settings:
         ipaddress.ip_network("10.200.0.0/16"),
     )
     csr_max_expiration_seconds: int | None = None
+    # The Node address types an IP SAN may be (a kubelet's ExternalIP is its own claim too).
+    csr_address_types: tuple[str, ...] = ("InternalIP",)
     # Where the settings came from, for logs and dump (not a setting itself).
     config_path: Path | None = field(default=None, compare=False)
 
@@ -88,6 +94,9 @@ class Settings:
             address_types=self.address_types,
             exclude_not_ready=self.exclude_not_ready,
             exclude_unschedulable=self.exclude_unschedulable,
+            allowed_suffixes=self.allowed_suffixes,
+            reserved_suffixes=self.reserved_suffixes,
+            nameserver=self.dns_nameserver or "",
         )
 
     def view_summary(self) -> dict[str, Any]:
@@ -99,6 +108,8 @@ class Settings:
             "exclude_not_ready": self.exclude_not_ready,
             "exclude_unschedulable": self.exclude_unschedulable,
             "static_hosts": str(self.static_hosts) if self.static_hosts else None,
+            "allowed_suffixes": list(self.allowed_suffixes),
+            "reserved_suffixes": list(self.reserved_suffixes),
         }
 
     @property
@@ -107,6 +118,7 @@ class Settings:
             allowed_cidrs=self.csr_allowed_cidrs,
             denied_cidrs=self.csr_denied_cidrs,
             max_expiration_seconds=self.csr_max_expiration_seconds,
+            address_types=self.csr_address_types,
         )
 
 
@@ -120,6 +132,8 @@ FILE_KEYS: Mapping[tuple[str, str], str] = {
     ("records", "static_hosts"): "static_hosts",
     ("records", "exclude_not_ready"): "exclude_not_ready",
     ("records", "exclude_unschedulable"): "exclude_unschedulable",
+    ("records", "allowed_suffixes"): "allowed_suffixes",
+    ("records", "reserved_suffixes"): "reserved_suffixes",
     ("hosts", "file"): "hosts_file",
     ("dns", "listen"): "dns_listen",
     ("dns", "ttl"): "ttl",
@@ -137,11 +151,14 @@ FILE_KEYS: Mapping[tuple[str, str], str] = {
     ("csr", "allowed_cidrs"): "csr_allowed_cidrs",
     ("csr", "denied_cidrs"): "csr_denied_cidrs",
     ("csr", "max_expiration_seconds"): "csr_max_expiration_seconds",
+    ("csr", "address_types"): "csr_address_types",
 }
 FLAG_NAMES: Mapping[str, str] = {
     "upstreams": "--upstream",
     "csr_allowed_cidrs": "--csr-allowed-cidr",
     "csr_denied_cidrs": "--csr-denied-cidr",
+    "allowed_suffixes": "--allowed-suffix",
+    "reserved_suffixes": "--reserved-suffix",
 }
 
 
@@ -293,6 +310,25 @@ def _address_types(where: str, value: Any) -> tuple[str, ...]:
     return tuple(types)
 
 
+def _suffixes(where: str, value: Any) -> tuple[str, ...]:
+    out: list[str] = []
+    for item in _string_list(where, value):
+        suffix = _domain(where, item)
+        if not suffix:
+            raise _bad(where, item, "a suffix cannot be empty")
+        if suffix not in out:
+            out.append(suffix)
+    return tuple(out)
+
+
+def _csr_address_types(where: str, value: Any) -> tuple[str, ...]:
+    types = _address_types(where, value)
+    for kind in types:
+        if kind not in ("InternalIP", "ExternalIP"):
+            raise _bad(where, kind, "an IP SAN can only be an InternalIP or ExternalIP")
+    return types
+
+
 def _int_range(low: int, high: int):  # type: ignore[no-untyped-def]
     def check(where: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -384,6 +420,8 @@ _VALIDATORS: Mapping[str, Any] = {
     "static_hosts": _path_or_none,
     "exclude_not_ready": _bool,
     "exclude_unschedulable": _bool,
+    "allowed_suffixes": _suffixes,
+    "reserved_suffixes": _suffixes,
     "hosts_file": _path_or_none,
     "dns_listen": _endpoints(53),
     "ttl": _int_range(0, 86400),
@@ -401,6 +439,7 @@ _VALIDATORS: Mapping[str, Any] = {
     "csr_allowed_cidrs": _networks,
     "csr_denied_cidrs": _networks,
     "csr_max_expiration_seconds": _optional_positive_int,
+    "csr_address_types": _csr_address_types,
 }
 _FIELD_NAMES = frozenset(f.name for f in fields(Settings)) - {"config_path"}
 assert set(_VALIDATORS) == _FIELD_NAMES, "every setting needs a validator"

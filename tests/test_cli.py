@@ -90,3 +90,19 @@ def test_run_with_a_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert "kubernetes.kubeconfig" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--allowed-suffix", "bad_suffix"),
+        ("--reserved-suffix", "a..b"),
+        ("--csr-address-types", "InternalIP,Hostname"),
+    ],
+)
+def test_bad_trust_flags_name_the_flag(flag: str, value: str) -> None:
+    """The record and CSR trust flags are validated like the file's keys (issue 12)."""
+    result = nodehosts("check-config", "--config", "", flag, value)
+    assert result.returncode == 2
+    assert flag in result.stderr
+    assert "Traceback" not in result.stderr

@@ -158,3 +158,57 @@ def test_the_zone_names_accept_a_name_or_a_mailbox() -> None:
     assert build_settings({"dns": {"hostmaster": "admin.example.org"}}, {}).dns_hostmaster == (
         "admin.example.org"
     )
+
+
+# --- trust settings (issue 12) ------------------------------------------------------------
+
+
+def test_trust_settings_default_to_the_domain_cluster_local_and_internal_ip() -> None:
+    """No dotted name outside the domain, cluster.local reserved, IP SANs from InternalIP."""
+    settings = build_settings({}, {})
+    assert settings.allowed_suffixes == ()
+    assert settings.reserved_suffixes == ("cluster.local",)
+    assert settings.csr_address_types == ("InternalIP",)
+    policy = settings.record_policy
+    assert (policy.allowed_suffixes, policy.reserved_suffixes) == ((), ("cluster.local",))
+    assert policy.nameserver == "ns.node.internal"
+    assert settings.csr_policy.address_types == ("InternalIP",)
+
+
+def test_trust_settings_from_the_file_and_flags() -> None:
+    file_data = {
+        "records": {"allowed_suffixes": ["Example.COM.", "lab.example"], "reserved_suffixes": []},
+        "dns": {"nameserver": "dns1.node.internal"},
+        "csr": {"address_types": ["InternalIP", "ExternalIP"]},
+    }
+    settings = build_settings(file_data, {})
+    assert settings.allowed_suffixes == ("example.com", "lab.example")
+    assert settings.reserved_suffixes == ()
+    assert settings.csr_address_types == ("InternalIP", "ExternalIP")
+    assert settings.record_policy.nameserver == "dns1.node.internal"
+    assert settings.view_summary()["allowed_suffixes"] == ["example.com", "lab.example"]
+    flagged = build_settings(
+        file_data,
+        {"allowed_suffixes": ["corp.example"], "reserved_suffixes": ["k8s.local"],
+         "csr_address_types": "InternalIP"},
+    )  # fmt: skip
+    assert flagged.allowed_suffixes == ("corp.example",)
+    assert flagged.reserved_suffixes == ("k8s.local",)
+    assert flagged.csr_address_types == ("InternalIP",)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("records", "allowed_suffixes", ["bad_suffix"], "records.allowed_suffixes"),
+        ("records", "allowed_suffixes", [""], "records.allowed_suffixes"),
+        ("records", "reserved_suffixes", "x..y", "records.reserved_suffixes"),
+        ("csr", "address_types", ["Hostname"], "csr.address_types"),
+        ("csr", "address_types", [], "csr.address_types"),
+    ],
+)
+def test_bad_trust_settings_name_the_key(
+    section: str, key: str, value: object, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_settings({section: {key: value}}, {})

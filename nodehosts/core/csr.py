@@ -14,19 +14,25 @@ The rules, checked in this order (../shared/notes/csr.md):
 1. spec.signerName is kubernetes.io/kubelet-serving, else ignored;
 2. no Approved, Denied or Failed condition and no issued certificate, else ignored;
 3. the identity comes only from spec.username ``system:node:<name>`` with ``system:nodes`` in
-   spec.groups (never from the request's subject or SANs), and the Node ``<name>`` exists;
+   spec.groups (never from the request's subject or SANs), and the Node ``<name>`` exists and
+   is one nodehosts publishes from (it matches the label selector);
 4. spec.request (base64 of a PEM CERTIFICATE REQUEST) parses and its signature is valid;
 5. subject CN == spec.username and O is exactly [system:nodes];
 6. spec.usages is exactly {digital signature, server auth} or {digital signature, key
    encipherment, server auth};
 7. no Email, URI or other SAN kinds; at least one DNS or IP SAN;
-8. every DNS SAN (case-insensitive) is one of the names nodehosts publishes for that Node: an
-   exact match, so ``worker-10`` or ``worker-1.evil.example`` never pass for ``worker-1``;
+8. every DNS SAN (case-insensitive) is one of the names the record policy publishes for that
+   Node under its own name: an exact match, so ``worker-10`` or ``worker-1.evil.example`` never
+   pass for ``worker-1``, and a name the Node lost to a static host or another Node, a dotted
+   name outside the allowed suffixes or a reserved name (all refused by the record policy) never
+   passes either;
 9. every IP SAN (IPv4-mapped IPv6 normalised to IPv4) is never loopback, unspecified,
    link-local or multicast, is outside the denied CIDRs (the cluster's service and pod ranges),
-   is inside one of the allowed CIDRs when any are configured, is one of the Node's
-   InternalIP/ExternalIP addresses, and no other Node reports it too (the VirtualBox NAT
-   address 10.0.2.15 is on every lab VM);
+   is inside one of the allowed CIDRs when any are configured, is not a static host's address
+   (the LB), is one of the Node's addresses of the types in `CsrPolicy.address_types` (default
+   InternalIP), and no other Node in the whole cluster reports it (`NodeIndex.build`'s `cluster`:
+   every Node, whatever label selector limits publishing; the VirtualBox NAT address 10.0.2.15
+   is on every lab VM);
 10. spec.expirationSeconds, when the CSR sets it, is at most the configured maximum. A CSR
     without it gets the signer's own duration (kube-controller-manager
     --cluster-signing-duration), which the cluster admin already bounds.
@@ -66,6 +72,8 @@ SERVING_USAGES: tuple[frozenset[str], ...] = (
 # Address types whose values are IPs (the kubelet puts these in its IP SANs; Hostname,
 # InternalDNS and ExternalDNS become DNS SANs).
 NODE_IP_ADDRESS_TYPES = frozenset({"InternalIP", "ExternalIP"})
+# An ExternalIP is as much the kubelet's own claim as its name: only InternalIP by default.
+DEFAULT_CSR_ADDRESS_TYPES = ("InternalIP",)
 
 # The lab's service and pod ranges (../shared/notes/cluster.md); configure the real ones.
 DEFAULT_DENIED_CIDRS: tuple[IPNetwork, ...] = (
@@ -89,6 +97,7 @@ class Reason(enum.StrEnum):
     NOT_A_NODE = "not_a_node"
     MISSING_NODES_GROUP = "missing_nodes_group"
     NODE_NOT_FOUND = "node_not_found"
+    NODE_NOT_SELECTED = "node_not_selected"
     UNPARSABLE_REQUEST = "unparsable_request"
     INVALID_SIGNATURE = "invalid_signature"
     CN_MISMATCH = "cn_mismatch"
@@ -103,6 +112,8 @@ class Reason(enum.StrEnum):
     IP_SAN_IN_DENIED_CIDR = "ip_san_in_denied_cidr"
     IP_SAN_NOT_ALLOWED = "ip_san_not_allowed"
     IP_SAN_NOT_NODE_ADDRESS = "ip_san_not_node_address"
+    IP_SAN_TYPE_NOT_ALLOWED = "ip_san_type_not_allowed"
+    IP_SAN_STATIC_HOST = "ip_san_static_host"
     IP_SAN_SHARED = "ip_san_shared"
     EXPIRATION_TOO_LONG = "expiration_too_long"
 
@@ -131,6 +142,8 @@ class CsrPolicy:
     denied_cidrs: tuple[IPNetwork, ...] = DEFAULT_DENIED_CIDRS
     # Upper bound on spec.expirationSeconds; None: no bound beyond the signer's.
     max_expiration_seconds: int | None = None
+    # The Node address types an IP SAN may be.
+    address_types: tuple[str, ...] = DEFAULT_CSR_ADDRESS_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +231,15 @@ def requested_node(csr: Mapping[str, Any]) -> str | None:
     return username.removeprefix(NODE_USER_PREFIX) or None
 
 
-def node_ip_addresses(node: NodeInfo) -> frozenset[IPAddress]:
-    """The Node's InternalIP/ExternalIP addresses, normalised; unparsable entries are dropped."""
+def node_ip_addresses(
+    node: NodeInfo, types: Iterable[str] = NODE_IP_ADDRESS_TYPES
+) -> frozenset[IPAddress]:
+    """The Node's addresses of `types` (default InternalIP/ExternalIP), normalised; unparsable
+    entries are dropped."""
+    wanted = frozenset(types)
     out: set[IPAddress] = set()
     for kind, value in node.addresses:
-        if kind not in NODE_IP_ADDRESS_TYPES:
+        if kind not in wanted:
             continue
         try:
             out.add(normalise_ip(ipaddress.ip_address(value.strip())))
@@ -305,47 +322,67 @@ def parse_request(request_b64: str) -> ParsedRequest:
 class NodeIndex:
     """What the rules need to know about every Node, built once per change of the Nodes."""
 
+    # The Nodes nodehosts publishes from (label-selected): only their CSRs may be approved.
     nodes: Mapping[str, NodeInfo]
     # Node name -> the names nodehosts publishes for it (lower-case, bare and FQDN).
     published_names: Mapping[str, frozenset[str]]
-    # Node name -> its InternalIP/ExternalIP addresses (normalised).
-    addresses: Mapping[str, frozenset[IPAddress]]
-    # Addresses reported by more than one Node.
-    shared_addresses: frozenset[IPAddress]
+    # Every InternalIP/ExternalIP address any Node of the whole cluster reports -> those Nodes.
+    owners: Mapping[IPAddress, frozenset[str]]
+    # Every static host address -> the static host's canonical name.
+    static_addresses: Mapping[IPAddress, str]
+    # Names of the Nodes of the whole cluster that are not in `nodes`.
+    unselected: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, nodes: Iterable[NodeInfo], records: RecordSet) -> NodeIndex:
-        """Index the Nodes and the records published from them (`Host.node` says whose)."""
+    def build(
+        cls,
+        nodes: Iterable[NodeInfo],
+        records: RecordSet,
+        cluster: Iterable[NodeInfo] | None = None,
+    ) -> NodeIndex:
+        """Index the published-from Nodes, the records published from them (`Host.node` says
+        whose; static hosts have none) and, when publishing is label-selected, every Node of
+        the cluster (`cluster`; None: `nodes` are the whole cluster)."""
         by_name = {node.name: node for node in nodes}
         names: dict[str, set[str]] = {}
+        static: dict[IPAddress, str] = {}
         for host in records.hosts:
             if host.node is not None:
                 names.setdefault(host.node, set()).update(host.names)
-        addresses = {name: node_ip_addresses(node) for name, node in by_name.items()}
-        seen: set[IPAddress] = set()
-        shared: set[IPAddress] = set()
-        for node_addresses in addresses.values():
-            shared |= seen & node_addresses
-            seen |= node_addresses
+            elif host.origin == "static":
+                for address in host.addresses:
+                    static.setdefault(normalise_ip(address), host.canonical)
+        owners: dict[IPAddress, set[str]] = {}
+        unselected: set[str] = set()
+        views: list[Iterable[NodeInfo]] = [by_name.values()]
+        if cluster is not None:
+            views.append(cluster)
+        for view in views:
+            for node in view:
+                if node.name not in by_name:
+                    unselected.add(node.name)
+                for address in node_ip_addresses(node):
+                    owners.setdefault(address, set()).add(node.name)
         return cls(
             nodes=by_name,
             published_names={name: frozenset(values) for name, values in names.items()},
-            addresses=addresses,
-            shared_addresses=frozenset(shared),
+            owners={address: frozenset(names) for address, names in owners.items()},
+            static_addresses=static,
+            unselected=frozenset(unselected),
         )
 
     def evaluate(self, csr: Mapping[str, Any], policy: CsrPolicy) -> Verdict:
         """`evaluate` for the Node the CSR's spec.username names, as this index knows it."""
         name = requested_node(csr)
         node = self.nodes.get(name) if name is not None else None
-        node_addresses = self.addresses.get(name, frozenset()) if name is not None else frozenset()
         return evaluate(
             csr,
             node=node,
             published_names=self.published_names.get(name or "", frozenset()),
-            node_addresses=node_addresses,
             policy=policy,
-            shared_addresses=self.shared_addresses & node_addresses,
+            owners=self.owners,
+            static_addresses=self.static_addresses,
+            unselected=name is not None and name in self.unselected,
         )
 
 
@@ -354,16 +391,18 @@ def evaluate(
     *,
     node: NodeInfo | None,
     published_names: frozenset[str],
-    node_addresses: frozenset[IPAddress],
     policy: CsrPolicy,
-    shared_addresses: frozenset[IPAddress] = frozenset(),
+    owners: Mapping[IPAddress, Iterable[str]] | None = None,
+    static_addresses: Mapping[IPAddress, str] | None = None,
+    unselected: bool = False,
 ) -> Verdict:
     """Apply the rules (module docstring) to one CSR.
 
-    `node` is the Node named by `requested_node(csr)` (None when it does not exist),
-    `published_names` the lower-case names nodehosts publishes for it (bare and FQDN),
-    `node_addresses` its addresses (`node_ip_addresses(node)`), `shared_addresses` those of
-    them that other Nodes report too.
+    `node` is the Node named by `requested_node(csr)` (None when nodehosts does not publish
+    from it; `unselected` says it exists outside the label selector), `published_names` the
+    lower-case names the record policy publishes for it (bare and FQDN), `owners` every Node
+    address of the whole cluster -> the Nodes reporting it, `static_addresses` every static
+    host address -> its canonical name.
     """
     spec = csr.get("spec")
     status = csr.get("status") or {}
@@ -388,6 +427,12 @@ def evaluate(
     if not isinstance(groups, list) or NODES_GROUP not in groups:
         return _pending(
             Reason.MISSING_NODES_GROUP, f"requester {username} is not in group {NODES_GROUP}", name
+        )
+    if node is None and unselected:
+        return _pending(
+            Reason.NODE_NOT_SELECTED,
+            f"Node {name} does not match the label selector nodehosts publishes from",
+            name,
         )
     if node is None:
         return _pending(Reason.NODE_NOT_FOUND, f"Node {name} does not exist (yet)", name)
@@ -444,7 +489,9 @@ def evaluate(
             )
 
     for raw_ip in request.ip_addresses:
-        verdict = _check_ip(normalise_ip(raw_ip), name, node_addresses, shared_addresses, policy)
+        verdict = _check_ip(
+            normalise_ip(raw_ip), node, policy, owners or {}, static_addresses or {}
+        )
         if verdict is not None:
             return verdict
 
@@ -492,11 +539,12 @@ def _decided(status: Any) -> Verdict | None:
 
 def _check_ip(
     address: IPAddress,
-    name: str,
-    node_addresses: frozenset[IPAddress],
-    shared_addresses: frozenset[IPAddress],
+    node: NodeInfo,
     policy: CsrPolicy,
+    owners: Mapping[IPAddress, Iterable[str]],
+    static_addresses: Mapping[IPAddress, str],
 ) -> Verdict | None:
+    name = node.name
     if (
         address.is_loopback
         or address.is_unspecified
@@ -519,16 +567,33 @@ def _check_ip(
             f"IP SAN {address} is outside the allowed {_show(policy.allowed_cidrs)}",
             name,
         )
-    if address not in node_addresses:
+    static = static_addresses.get(address)
+    if static is not None:
         return _pending(
-            Reason.IP_SAN_NOT_NODE_ADDRESS,
-            f"IP SAN {address} is not an address of node {name}"
-            f" (addresses: {_show(sorted(node_addresses, key=_ip_key))})",
+            Reason.IP_SAN_STATIC_HOST,
+            f"IP SAN {address} is the address of static host {static}",
             name,
         )
-    if address in shared_addresses:
+    if address not in node_ip_addresses(node, policy.address_types):
+        if address in node_ip_addresses(node):
+            return _pending(
+                Reason.IP_SAN_TYPE_NOT_ALLOWED,
+                f"IP SAN {address} is node {name}'s, but not of an allowed type"
+                f" {_show(policy.address_types)} (csr.address_types)",
+                name,
+            )
         return _pending(
-            Reason.IP_SAN_SHARED, f"IP SAN {address} is also an address of another node", name
+            Reason.IP_SAN_NOT_NODE_ADDRESS,
+            f"IP SAN {address} is not an address of node {name} of the types"
+            f" {_show(policy.address_types)} (addresses:"
+            f" {_show(sorted(node_ip_addresses(node, policy.address_types), key=_ip_key))})",
+            name,
+        )
+    others = sorted(set(owners.get(address, ())) - {name})
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        return _pending(
+            Reason.IP_SAN_SHARED, f"IP SAN {address} is also an address of node {shown}", name
         )
     return None
 

@@ -1,0 +1,203 @@
+"""The serving-CSR rules against a kubelet that lies about its Node (issue 12, items 1 and 2).
+
+The records here come from the real record policy (`build_publication`), as in the daemon, so
+"a name the record policy publishes for the node" means exactly what DNS answers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nodehosts.core.csr import CsrPolicy, NodeIndex, Reason, Verdict
+from nodehosts.core.model import Host, NodeInfo
+from nodehosts.core.records import RecordPolicy, build_publication
+from tests.helpers.csrs import make_csr
+
+LB = "10.240.0.40"
+LB_0 = Host(("lb-0",), (ipaddress.ip_address(LB),), "static")
+
+
+def node(name: str, *addresses: tuple[str, str]) -> NodeInfo:
+    return NodeInfo(name=name, addresses=addresses, ready=True, unschedulable=False)
+
+
+WORKER_1 = node("worker-1", ("InternalIP", "10.240.0.101"), ("Hostname", "worker-1"))
+CONTROLLER_0 = node("controller-0", ("InternalIP", "10.240.0.10"))
+# The attacker of issue 12: registered with the bootstrap token, its kubelet reports the
+# kubernetes Service's name as its Hostname and the LB's address as its ExternalIP.
+EVIL = node(
+    "worker-9",
+    ("InternalIP", "10.240.0.109"),
+    ("ExternalIP", LB),
+    ("Hostname", "kubernetes.default.svc.cluster.local"),
+)
+
+
+def judge(
+    csr: dict[str, Any],
+    *nodes: NodeInfo,
+    cluster: tuple[NodeInfo, ...] | None = None,
+    statics: tuple[Host, ...] = (LB_0,),
+    records_policy: RecordPolicy | None = None,
+    policy: CsrPolicy | None = None,
+) -> Verdict:
+    """As the daemon does: publish `nodes` with the record policy, then judge the CSR."""
+    records = build_publication(nodes, statics, records_policy or RecordPolicy()).records
+    index = NodeIndex.build(nodes, records, cluster)
+    return index.evaluate(csr, policy or CsrPolicy())
+
+
+def assert_pending(verdict: Verdict, reason: Reason) -> None:
+    assert (verdict.action, verdict.reason) == ("pending", reason), verdict.message
+
+
+# --- issue 12, item 1 ---------------------------------------------------------------------
+
+
+def test_the_kubernetes_service_name_is_never_approved_for_a_node() -> None:
+    csr = make_csr("worker-9", dns=["worker-9", "kubernetes.default.svc.cluster.local"], ips=[])
+    assert_pending(judge(csr, EVIL, WORKER_1), Reason.DNS_SAN_NOT_PUBLISHED)
+
+
+@pytest.mark.parametrize("types", [("InternalIP",), ("InternalIP", "ExternalIP")])
+def test_the_lbs_address_is_never_approved_for_a_node_whatever_the_address_types(
+    types: tuple[str, ...],
+) -> None:
+    """10.240.0.40 is static host lb-0's, even when the node reports it and ExternalIP counts."""
+    csr = make_csr("worker-9", dns=["worker-9"], ips=[LB])
+    verdict = judge(csr, EVIL, WORKER_1, policy=CsrPolicy(address_types=types))
+    assert_pending(verdict, Reason.IP_SAN_STATIC_HOST)
+    assert "lb-0" in verdict.message
+
+
+def test_the_attackers_own_name_and_internal_ip_are_still_its_own() -> None:
+    """The rules refuse what is not the node's, not the node: its honest CSR passes."""
+    csr = make_csr("worker-9", dns=["worker-9", "worker-9.node.internal"], ips=["10.240.0.109"])
+    assert judge(csr, EVIL, WORKER_1).approved
+
+
+def test_a_node_named_outside_the_allowed_suffixes_gets_no_dns_san() -> None:
+    api = node("api.example.com", ("InternalIP", "10.240.0.150"))
+    csr = make_csr("api.example.com", dns=["api.example.com"], ips=[])
+    assert_pending(judge(csr, api), Reason.DNS_SAN_NOT_PUBLISHED)
+    allowed = RecordPolicy(allowed_suffixes=("example.com",))
+    assert judge(csr, api, records_policy=allowed).approved
+
+
+def test_an_external_ip_is_not_approved_unless_its_type_is_allowed() -> None:
+    worker = node("worker-2", ("InternalIP", "10.240.0.102"), ("ExternalIP", "203.0.113.2"))
+    csr = make_csr("worker-2", dns=[], ips=["203.0.113.2"])
+    verdict = judge(csr, worker)
+    assert_pending(verdict, Reason.IP_SAN_TYPE_NOT_ALLOWED)
+    assert "csr.address_types" in verdict.message
+    both = CsrPolicy(address_types=("InternalIP", "ExternalIP"))
+    assert judge(csr, worker, policy=both).approved
+
+
+def test_a_name_lost_to_a_static_host_is_not_the_nodes() -> None:
+    """A Node registered as lb-0 publishes nothing under lb-0, so it gets no lb-0 SAN."""
+    impostor = node("lb-0", ("InternalIP", "10.240.0.99"))
+    for dns in (["lb-0"], ["lb-0.node.internal"]):
+        csr = make_csr("lb-0", dns=dns, ips=[])
+        assert_pending(judge(csr, impostor), Reason.DNS_SAN_NOT_PUBLISHED)
+
+
+def test_a_hostname_lost_to_another_node_is_not_the_nodes() -> None:
+    """worker-0 says its Hostname is worker-1: the name stays worker-1's, so does the SAN."""
+    liar = node("worker-0", ("InternalIP", "10.240.0.100"), ("Hostname", "worker-1"))
+    csr = make_csr("worker-0", dns=["worker-1"], ips=[])
+    assert_pending(judge(csr, liar, WORKER_1), Reason.DNS_SAN_NOT_PUBLISHED)
+    assert judge(make_csr("worker-1", dns=["worker-1"], ips=[]), liar, WORKER_1).approved
+
+
+@pytest.mark.parametrize(
+    "name", ["localhost", "ns", "ns.node.internal", "node.internal", "x.cluster.local"]
+)
+def test_reserved_names_are_never_a_san(name: str) -> None:
+    worker = node("worker-3", ("InternalIP", "10.240.0.103"), ("Hostname", name))
+    allowed = RecordPolicy(allowed_suffixes=("cluster.local",))
+    csr = make_csr("worker-3", dns=[name], ips=[])
+    assert_pending(judge(csr, worker, records_policy=allowed), Reason.DNS_SAN_NOT_PUBLISHED)
+
+
+# --- issue 12, item 2: label selectors do not blind the approver ---------------------------
+
+
+def test_a_selected_worker_claiming_an_unselected_controllers_ip_is_refused() -> None:
+    """Publishing only workers, the approver still sees controller-0 report 10.240.0.10."""
+    liar = node("worker-1", ("InternalIP", "10.240.0.101"), ("InternalIP", "10.240.0.10"))
+    csr = make_csr("worker-1", dns=["worker-1"], ips=["10.240.0.10"])
+    verdict = judge(csr, liar, cluster=(liar, CONTROLLER_0))
+    assert_pending(verdict, Reason.IP_SAN_SHARED)
+    assert "controller-0" in verdict.message
+    own = make_csr("worker-1", dns=["worker-1"], ips=["10.240.0.101"])
+    assert judge(own, liar, cluster=(liar, CONTROLLER_0)).approved
+
+
+def test_a_node_outside_the_selector_is_not_approved() -> None:
+    csr = make_csr("controller-0", dns=[], ips=["10.240.0.10"])
+    verdict = judge(csr, WORKER_1, cluster=(WORKER_1, CONTROLLER_0))
+    assert_pending(verdict, Reason.NODE_NOT_SELECTED)
+    assert_pending(judge(csr, WORKER_1), Reason.NODE_NOT_FOUND)
+
+
+# --- property: nothing that is not the node's own passes ------------------------------------
+
+NAMES = ["worker-1", "worker-10", "lb-0", "ns", "localhost", "api.example.com",
+         "x.cluster.local", "a.node.internal", "evilnode.internal"]  # fmt: skip
+ADDRESSES = ["10.240.0.101", "10.240.0.110", LB, "10.240.0.10", "203.0.113.7"]
+NODE = st.builds(
+    lambda name, hostname, addresses: node(name, ("Hostname", hostname), *addresses),
+    st.sampled_from(NAMES),
+    st.sampled_from(NAMES),
+    st.lists(
+        st.tuples(st.sampled_from(["InternalIP", "ExternalIP"]), st.sampled_from(ADDRESSES)),
+        min_size=1,
+        max_size=3,
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    selected=st.lists(NODE, min_size=1, max_size=4, unique_by=lambda n: n.name),
+    unselected=st.lists(NODE, max_size=2, unique_by=lambda n: n.name),
+    dns=st.lists(
+        st.sampled_from(NAMES + [f"{n}.node.internal" for n in NAMES[:4]]), max_size=3, unique=True
+    ),
+    ips=st.lists(st.sampled_from(ADDRESSES), max_size=2, unique=True),
+    types=st.sampled_from([("InternalIP",), ("InternalIP", "ExternalIP")]),
+)
+def test_an_approved_csr_holds_only_what_is_the_nodes_alone(
+    selected: list[NodeInfo],
+    unselected: list[NodeInfo],
+    dns: list[str],
+    ips: list[str],
+    types: tuple[str, ...],
+) -> None:
+    """Any Nodes, any SANs: approved only when every DNS SAN is published for the requester
+    and no one else, and every IP SAN is its own address of an allowed type that no static
+    host and no other Node of the whole cluster reports."""
+    names = {n.name for n in selected}
+    cluster = [*selected, *(n for n in unselected if n.name not in names)]
+    requester = selected[0]
+    csr = make_csr(requester.name, dns=dns, ips=ips)
+    publication = build_publication(selected, (LB_0,), RecordPolicy())
+    verdict = judge(csr, *selected, cluster=tuple(cluster), policy=CsrPolicy(address_types=types))
+    if not verdict.approved:
+        return
+    own_names = {n for h in publication.records.hosts if h.node == requester.name for n in h.names}
+    assert {d.lower() for d in dns} <= own_names
+    for name in dns:
+        assert name != "localhost" and not name.endswith("cluster.local")
+        assert "." not in name or name.endswith(".node.internal")
+    for text in ips:
+        assert text != LB
+        assert any((t, text) in requester.addresses for t in types)
+        others = [n for n in cluster if n is not requester]
+        assert not any(text in (a for _, a in other.addresses) for other in others)
