@@ -376,7 +376,9 @@ class Daemon:
         records = publication.records
         if self.approver is not None:
             # A CSR is judged against what is published now; a no-op when nothing it uses changed.
-            self.approver.update_nodes(self.nodes, records)
+            self.approver.update_nodes(
+                self.nodes, records, label_selector=self.settings.label_selector
+            )
         if records == self._published and self.ready.is_set():
             self._update_status()
             return

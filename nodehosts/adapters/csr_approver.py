@@ -7,9 +7,14 @@ Contract:
   relist on 410, backoff, credentials reloaded on 401/403) until cancelled. Other signers are
   dropped at parsing (the fake API server has no ``spec.signerName`` field selector; pass
   `field_selector` to use the real apiserver's).
-- The daemon feeds the Node state with `update_nodes(nodes, records)` (the Nodes and the record
-  set published from them). Nothing is evaluated before the first call, so no CSR is reported as
-  "node not found" merely because the Nodes were not listed yet.
+- The daemon feeds the Node state with `update_nodes(nodes, records, label_selector=...)` (the
+  Nodes and the record set published from them, and the selector they were listed with).
+  Nothing is evaluated before the first call, so no CSR is reported as "node not found" merely
+  because the Nodes were not listed yet.
+- "No other Node reports this IP" must see the whole cluster: while the daemon's Nodes are
+  label-selected, the approver runs its own Node list/watch without a selector (a `NodeSource`)
+  and evaluates nothing until that view is synced; without a selector the daemon's Nodes are
+  the whole cluster and no second watch runs.
 - Every undecided kubelet-serving CSR is evaluated (`NodeIndex.evaluate`) whenever the CSRs or
   the Node state change: a CSR that arrived before its Node is approved once the Node appears.
 - Approval is a PUT of the CSR, at the version evaluated (409 if it changed meanwhile), to
@@ -45,6 +50,7 @@ from nodehosts.adapters.kube import (
     KubeApiError,
     KubeConfigError,
     KubeTransport,
+    NodeSource,
     Tuning,
     object_path,
 )
@@ -167,6 +173,14 @@ class CsrApprover:
         )
         self._csrs: Mapping[str, CsrObject] | None = None
         self._index: NodeIndex | None = None
+        # What the daemon publishes from, and (while it is label-selected) every Node.
+        self._selected: Mapping[str, NodeInfo] | None = None
+        self._records = RecordSet()
+        self._cluster: Mapping[str, NodeInfo] | None = None
+        self._cluster_source: NodeSource | None = None
+        self._cluster_view: _ClusterView | None = None
+        self._cluster_task: asyncio.Task[None] | None = None
+        self.cluster_error: dict[str, str] | None = None
         self._pending: dict[str, PendingCsr] = {}
         # name -> reasons already logged and counted for it (pruned when the CSR goes).
         self._reported: dict[str, set[str]] = {}
@@ -193,23 +207,38 @@ class CsrApprover:
         finally:
             if self._retry is not None:
                 self._retry.cancel()
+            await self._stop_cluster_watch()
             self._drop_transport()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def update_nodes(self, nodes: Mapping[str, NodeInfo], records: RecordSet) -> None:
-        """The Nodes and the record set published from them changed: re-evaluate if needed."""
-        index = NodeIndex.build(nodes.values(), records)
-        if index == self._index:
-            return
-        self._index = index
-        self._evaluate_all()
+    def update_nodes(
+        self,
+        nodes: Mapping[str, NodeInfo],
+        records: RecordSet,
+        *,
+        label_selector: str | None = None,
+    ) -> None:
+        """The Nodes (listed with `label_selector`) and the record set published from them
+        changed: re-evaluate if needed."""
+        self._selected, self._records = nodes, records
+        if label_selector is None:
+            if self._cluster_task is not None:
+                self._cluster_task.cancel()  # its run() cleans up as it ends
+                log.info("csr_cluster_watch_stopped", reason="no label_selector")
+            self._cluster_task, self._cluster_source, self._cluster = None, None, None
+            self._cluster_view = None
+        elif self._cluster_task is None:
+            self._start_cluster_watch()
+        self._rebuild_index()
 
     def restart(self) -> None:
         """Credentials rotated: rebuild the client configuration and relist."""
         self._drop_transport()
         self._source.restart()
+        if self._cluster_source is not None:
+            self._cluster_source.restart()
 
     def pending(self) -> tuple[PendingCsr, ...]:
         """The kubelet serving CSRs left pending now, by name."""
@@ -223,6 +252,9 @@ class CsrApprover:
         return {
             "synced": self._csrs is not None,
             "nodes_known": self._index is not None,
+            # Its own unselected Node watch, while the daemon's Nodes are label-selected.
+            "cluster_watch": self._cluster_task is not None,
+            "cluster_error": self.cluster_error,
             "pending": [entry.to_json() for entry in self.pending()],
             # Passed every rule; the approval failed and is retried (see the logs for why).
             "retrying": sorted(self._backoff),
@@ -241,6 +273,51 @@ class CsrApprover:
 
     def _source_error(self, reason: str, message: str) -> None:
         self.last_error = {"reason": reason, "message": message}
+
+    # ------------------------------------------------------------------ the whole cluster
+
+    def _start_cluster_watch(self) -> None:
+        self._cluster = None
+        self._cluster_view = _ClusterView(self)
+        self._cluster_source = NodeSource(
+            self._configure, self._cluster_view, tuning=self._tuning, rng=self._rng
+        )
+        self._cluster_task = asyncio.get_running_loop().create_task(
+            self._cluster_source.run(), name="csr_cluster_nodes"
+        )
+        self._cluster_task.add_done_callback(_cluster_watch_done)
+        log.info("csr_cluster_watch_started", reason="label_selector")
+
+    async def _stop_cluster_watch(self) -> None:
+        task, self._cluster_task = self._cluster_task, None
+        self._cluster_source, self._cluster, self._cluster_view = None, None, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    def _cluster_changed(self, view: _ClusterView, nodes: Mapping[str, NodeInfo]) -> None:
+        if view is not self._cluster_view:
+            return  # a stopped watch's last event
+        self._cluster = nodes
+        self.cluster_error = None
+        self._rebuild_index()
+
+    def _rebuild_index(self) -> None:
+        if self._selected is None:
+            return
+        if self._cluster_task is not None and self._cluster is None:
+            # Selected Nodes only: "no other Node has this IP" would be blind. Wait.
+            self._index = None
+            return
+        cluster = None
+        if self._cluster_task is not None and self._cluster is not None:
+            cluster = self._cluster.values()
+        index = NodeIndex.build(self._selected.values(), self._records, cluster)
+        if index == self._index:
+            return
+        self._index = index
+        self._evaluate_all()
 
     # ------------------------------------------------------------------ evaluation
 
@@ -390,6 +467,29 @@ class CsrApprover:
             transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
+
+
+def _cluster_watch_done(task: asyncio.Task[None]) -> None:
+    # Until it runs again (a restart), no CSR is evaluated: safe, but it must be seen.
+    if not task.cancelled() and task.exception() is not None:
+        error = task.exception()
+        log.error("csr_cluster_watch_failed", error=f"{type(error).__name__}: {error}")
+
+
+class _ClusterView:
+    """The NodeListener of the approver's own unselected Node watch."""
+
+    def __init__(self, approver: CsrApprover) -> None:
+        self._approver = approver
+
+    def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        self._approver._cluster_changed(self, nodes)
+
+    def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        self._approver._cluster_changed(self, nodes)
+
+    def source_error(self, reason: str, message: str) -> None:
+        self._approver.cluster_error = {"reason": reason, "message": message}
 
 
 def _rejected(name: str | None, reason: str) -> None:

@@ -20,7 +20,7 @@ from nodehosts.core.csr import CsrPolicy, Reason
 from nodehosts.core.model import NodeInfo
 from nodehosts.core.records import RecordPolicy, build_publication
 from nodehosts.testing import fake_csr
-from nodehosts.testing.fake_apiserver import FakeApiServer
+from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.helpers.cluster import lab_node
 from tests.helpers.csrs import CLIENT_USAGES, make_csr
 
@@ -346,3 +346,63 @@ def test_rbac_grants_exactly_what_approving_needs():
     }
     assert binding["kind"] == "ClusterRoleBinding"
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+# --- a label-selected daemon still sees every Node (issue 12, item 2) ---------------------------
+
+
+class SelectedWiring(Wiring):
+    """The daemon publishing only `role=worker` Nodes, as with --label-selector."""
+
+    def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        publication = build_publication(nodes.values(), (), self.policy)
+        self.approver.update_nodes(nodes, publication.records, label_selector="role=worker")
+
+
+async def test_a_selected_worker_claiming_an_unselected_controllers_ip_is_refused(
+    api_server: FakeApiServer, kubeconfig: Path
+) -> None:
+    """The approver lists every Node itself: controller-0 (not selected) reports 10.240.0.10,
+    so worker-1 may not have it; its own address is still approved."""
+    fake_csr.install(api_server)
+    api_server.add_object(
+        "nodes", make_node("controller-0", addresses=["10.240.0.10"], labels={"role": "controller"})
+    )
+    api_server.add_object(
+        "nodes",
+        make_node("worker-1", addresses=["10.240.0.101", "10.240.0.10"], labels={"role": "worker"}),
+    )
+
+    def configure() -> Any:
+        return load_client_configuration(kubeconfig)
+
+    approver = CsrApprover(configure, policy=CsrPolicy(), tuning=FAST)
+    nodes = NodeSource(
+        configure, SelectedWiring(approver), label_selector="role=worker", tuning=FAST
+    )
+    tasks = [asyncio.create_task(approver.run()), asyncio.create_task(nodes.run())]
+    try:
+        api_server.add_object(
+            fake_csr.CSRS.plural, worker_1("csr-claims-controller", ips=["10.240.0.10"])
+        )
+        api_server.add_object(fake_csr.CSRS.plural, worker_1("csr-own"))
+        api_server.add_object(
+            fake_csr.CSRS.plural,
+            make_csr("controller-0", dns=[], ips=["10.240.0.10"], name="csr-c0"),
+        )
+        await eventually(lambda: approved(api_server, "csr-own"), what="worker-1's own CSR")
+        assert await pending_reason(approver, "csr-claims-controller") == Reason.IP_SAN_SHARED
+        assert await pending_reason(approver, "csr-c0") == Reason.NODE_NOT_SELECTED
+        (entry,) = [p for p in approver.pending() if p.name == "csr-claims-controller"]
+        assert "controller-0" in entry.message
+        assert approver.report()["cluster_watch"] is True
+        # The approver's own watch has no selector; the daemon's has one.
+        selectors = {
+            r.query.get("labelSelector") for r in api_server.requests if r.path == "/api/v1/nodes"
+        }
+        assert selectors == {None, "role=worker"}
+        assert conditions(api_server, "csr-claims-controller") == []
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
