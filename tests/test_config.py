@@ -212,3 +212,16 @@ def test_bad_trust_settings_name_the_key(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         build_settings({section: {key: value}}, {})
+
+
+def test_trust_settings_apply_on_reload_without_a_restart() -> None:
+    """records.allowed_suffixes and records.reserved_suffixes are record policy: live."""
+    from nodehosts.app import plan_settings_change
+
+    old = build_settings({}, {})
+    new = build_settings({}, {"allowed_suffixes": ["example.com"], "reserved_suffixes": []})
+    applied, live, restart = plan_settings_change(old, new)
+    assert (live, restart) == (["allowed_suffixes", "reserved_suffixes"], [])
+    assert applied.record_policy.allowed_suffixes == ("example.com",)
+    changed = build_settings({}, {"csr_address_types": "InternalIP,ExternalIP"})
+    assert plan_settings_change(old, changed)[2] == ["csr_address_types"]

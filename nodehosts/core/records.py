@@ -49,7 +49,7 @@ import ipaddress
 import itertools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from functools import lru_cache
 from typing import Final, NamedTuple
 
@@ -124,6 +124,11 @@ class RecordPolicy:
         object.__setattr__(self, "allowed_suffixes", allowed)
         object.__setattr__(self, "reserved_suffixes", reserved)
         object.__setattr__(self, "nameserver", nameserver or (f"ns.{domain}" if domain else ""))
+        # Hashed once: every memoised per-node call hashes the policy.
+        object.__setattr__(self, "_hash", hash(astuple(self)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[no-any-return]
 
 
 def _suffixes(what: str, values: Iterable[str]) -> tuple[str, ...]:
@@ -332,8 +337,13 @@ def _decision(
 # Memoised (NodeInfo and RecordPolicy are immutable and hashable). Every build touches every
 # live node, so stale versions are evicted first; sized for 5000 nodes plus churn.
 @lru_cache(maxsize=8192)
-def _plan_node(node: NodeInfo, policy: RecordPolicy) -> _NodePlan:
-    """Everything about one node that does not depend on the other hosts."""
+def _plan_node(
+    node: NodeInfo, policy: RecordPolicy, static_addresses: frozenset[tuple[IPAddress, str]]
+) -> _NodePlan:
+    """Everything about one node that does not depend on the other hosts' names.
+
+    `static_addresses`: (address, static host description) pairs; the node never gets those.
+    One frozenset per build, so the memoisation key stays cheap to hash and compare."""
     notes: list[str] = []
     skip: list[str] = []
     claims: list[tuple[str, int]] = []
@@ -364,6 +374,15 @@ def _plan_node(node: NodeInfo, policy: RecordPolicy) -> _NodePlan:
     addresses = _select_addresses(node, policy.address_types, notes)
     if not addresses:
         skip.append(f"no usable {' or '.join(policy.address_types)} address")
+    elif static_addresses:
+        owners = dict(static_addresses)
+        if not owners.keys().isdisjoint(addresses):
+            notes += [
+                f"ignored {a}: {a} is the address of {owners[a]}" for a in addresses if a in owners
+            ]
+            addresses = tuple(a for a in addresses if a not in owners)
+            if not addresses:
+                skip.append("no usable address left: every one belongs to a static host")
     if policy.exclude_not_ready and node.ready is not True:
         skip.append("not ready")
     if policy.exclude_unschedulable and node.unschedulable:
@@ -463,26 +482,6 @@ def _resolve_collisions(
     return collisions, lost
 
 
-def _without_static_addresses(
-    claimant: _Claimant, static_addresses: dict[IPAddress, str]
-) -> _NodePlan:
-    """The node's plan without the addresses static hosts have (skipped if none is left)."""
-    assert claimant.node is not None
-    node, host = claimant.node, claimant.host
-    taken = [a for a in host.addresses if a in static_addresses]
-    notes = [
-        *claimant.notes,
-        *(f"ignored {a}: {a} is the address of {static_addresses[a]}" for a in taken),
-    ]
-    addresses = tuple(a for a in host.addresses if a not in static_addresses)
-    if not addresses:
-        reasons = ["no usable address left: every one belongs to a static host", *notes]
-        return _NodePlan(None, _decision(node, host.names, (), reasons, published=False))
-    decision = _decision(node, host.names, addresses, notes, published=True)
-    new_host = Host(host.names, addresses, "node", host.node)
-    return _NodePlan(claimant._replace(host=new_host, notes=tuple(notes)), decision)
-
-
 def _node_name(node: NodeInfo) -> str:
     return node.name
 
@@ -510,20 +509,14 @@ def build_publication(
         ordered.sort(key=_node_sort_key)  # duplicate names: order them by content too
 
     statics = _static_claimants(static, policy.domain)
-    # Address -> the static host that has it: no node may publish it.
-    static_addresses = {a: c.description for c in statics for a in c.host.addresses}
+    # (address, static host) pairs: no node may publish these addresses.
+    static_addresses = frozenset((a, c.description) for c in statics for a in c.host.addresses)
 
     decisions: list[NodeDecision] = []
     claimants: list[_Claimant] = []
     decision_of: list[int] = []  # claimant index -> index of its decision
     for node in ordered:
-        plan = _plan_node(node, policy)
-        if (
-            plan.claimant is not None
-            and static_addresses
-            and not static_addresses.keys().isdisjoint(plan.claimant.host.addresses)
-        ):
-            plan = _without_static_addresses(plan.claimant, static_addresses)
+        plan = _plan_node(node, policy, static_addresses)
         if plan.claimant is not None:
             claimants.append(plan.claimant)
             decision_of.append(len(decisions))
