@@ -236,7 +236,12 @@ def node_ip_addresses(
 ) -> frozenset[IPAddress]:
     """The Node's addresses of `types` (default InternalIP/ExternalIP), normalised; unparsable
     entries are dropped."""
-    wanted = frozenset(types)
+    return _ip_addresses(node, frozenset(types))
+
+
+# Memoised: the index is rebuilt from every Node on every publish, and parsing dominates it.
+@functools.lru_cache(maxsize=16384)
+def _ip_addresses(node: NodeInfo, wanted: frozenset[str]) -> frozenset[IPAddress]:
     out: set[IPAddress] = set()
     for kind, value in node.addresses:
         if kind not in wanted:
@@ -326,8 +331,10 @@ class NodeIndex:
     nodes: Mapping[str, NodeInfo]
     # Node name -> the names nodehosts publishes for it (lower-case, bare and FQDN).
     published_names: Mapping[str, frozenset[str]]
-    # Every InternalIP/ExternalIP address any Node of the whole cluster reports -> those Nodes.
-    owners: Mapping[IPAddress, frozenset[str]]
+    # Every InternalIP/ExternalIP address any Node of the whole cluster reports -> one of those
+    # Nodes; `shared` has all of them for the addresses more than one Node reports.
+    owners: Mapping[IPAddress, str]
+    shared: Mapping[IPAddress, frozenset[str]]
     # Every static host address -> the static host's canonical name.
     static_addresses: Mapping[IPAddress, str]
     # Names of the Nodes of the whole cluster that are not in `nodes`.
@@ -352,21 +359,26 @@ class NodeIndex:
             elif host.origin == "static":
                 for address in host.addresses:
                     static.setdefault(normalise_ip(address), host.canonical)
-        owners: dict[IPAddress, set[str]] = {}
+        owners: dict[IPAddress, str] = {}
+        shared: dict[IPAddress, set[str]] = {}
         unselected: set[str] = set()
         views: list[Iterable[NodeInfo]] = [by_name.values()]
         if cluster is not None:
             views.append(cluster)
         for view in views:
             for node in view:
-                if node.name not in by_name:
-                    unselected.add(node.name)
+                name = node.name
+                if name not in by_name:
+                    unselected.add(name)
                 for address in node_ip_addresses(node):
-                    owners.setdefault(address, set()).add(node.name)
+                    owner = owners.setdefault(address, name)
+                    if owner != name:
+                        shared.setdefault(address, {owner}).add(name)
         return cls(
             nodes=by_name,
             published_names={name: frozenset(values) for name, values in names.items()},
-            owners={address: frozenset(names) for address, names in owners.items()},
+            owners=owners,
+            shared={address: frozenset(names) for address, names in shared.items()},
             static_addresses=static,
             unselected=frozenset(unselected),
         )
@@ -381,6 +393,7 @@ class NodeIndex:
             published_names=self.published_names.get(name or "", frozenset()),
             policy=policy,
             owners=self.owners,
+            shared=self.shared,
             static_addresses=self.static_addresses,
             unselected=name is not None and name in self.unselected,
         )
@@ -392,7 +405,8 @@ def evaluate(
     node: NodeInfo | None,
     published_names: frozenset[str],
     policy: CsrPolicy,
-    owners: Mapping[IPAddress, Iterable[str]] | None = None,
+    owners: Mapping[IPAddress, str] | None = None,
+    shared: Mapping[IPAddress, frozenset[str]] | None = None,
     static_addresses: Mapping[IPAddress, str] | None = None,
     unselected: bool = False,
 ) -> Verdict:
@@ -401,8 +415,9 @@ def evaluate(
     `node` is the Node named by `requested_node(csr)` (None when nodehosts does not publish
     from it; `unselected` says it exists outside the label selector), `published_names` the
     lower-case names the record policy publishes for it (bare and FQDN), `owners` every Node
-    address of the whole cluster -> the Nodes reporting it, `static_addresses` every static
-    host address -> its canonical name.
+    address of the whole cluster -> a Node reporting it (`shared`: all of them, for the
+    addresses more than one Node reports), `static_addresses` every static host address -> its
+    canonical name.
     """
     spec = csr.get("spec")
     status = csr.get("status") or {}
@@ -490,7 +505,12 @@ def evaluate(
 
     for raw_ip in request.ip_addresses:
         verdict = _check_ip(
-            normalise_ip(raw_ip), node, policy, owners or {}, static_addresses or {}
+            normalise_ip(raw_ip),
+            node,
+            policy,
+            owners=owners or {},
+            shared=shared or {},
+            static_addresses=static_addresses or {},
         )
         if verdict is not None:
             return verdict
@@ -541,7 +561,9 @@ def _check_ip(
     address: IPAddress,
     node: NodeInfo,
     policy: CsrPolicy,
-    owners: Mapping[IPAddress, Iterable[str]],
+    *,
+    owners: Mapping[IPAddress, str],
+    shared: Mapping[IPAddress, frozenset[str]],
     static_addresses: Mapping[IPAddress, str],
 ) -> Verdict | None:
     name = node.name
@@ -589,7 +611,9 @@ def _check_ip(
             f" {_show(sorted(node_ip_addresses(node, policy.address_types), key=_ip_key))})",
             name,
         )
-    others = sorted(set(owners.get(address, ())) - {name})
+    owner = owners.get(address)
+    known = shared.get(address) or ({owner} if owner is not None else set())
+    others = sorted(known - {name})
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         return _pending(
