@@ -509,8 +509,13 @@ def build_publication(
         ordered.sort(key=_node_sort_key)  # duplicate names: order them by content too
 
     statics = _static_claimants(static, policy.domain)
-    # (address, static host) pairs: no node may publish these addresses.
-    static_addresses = frozenset((a, c.description) for c in statics for a in c.host.addresses)
+    # (address, static host) pairs, one per address (the smallest name, so reasons are
+    # deterministic): no node may publish these addresses. A frozenset caches its hash.
+    first_static: dict[IPAddress, str] = {}
+    for claimant in statics:  # sorted by canonical name
+        for address in claimant.host.addresses:
+            first_static.setdefault(address, claimant.description)
+    static_addresses = frozenset(first_static.items())
 
     decisions: list[NodeDecision] = []
     claimants: list[_Claimant] = []

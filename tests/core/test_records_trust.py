@@ -191,6 +191,17 @@ def test_a_node_never_publishes_a_static_hosts_address() -> None:
     )
 
 
+def test_the_static_host_named_for_a_shared_address_does_not_depend_on_input_order() -> None:
+    """Two static hosts with lb-0's address: the reason names the smaller one, always."""
+    hosts = (static(("lb-1",), LB), static(("haproxy",), LB))
+    worker = node("worker-0", internal(LB), internal("10.240.0.101"))
+    reasons = {
+        decision_of(publish(worker, statics=order), "worker-0").reason
+        for order in (hosts, hosts[::-1])
+    }
+    assert reasons == {f"ignored {LB}: {LB} is the address of static host 'haproxy.node.internal'"}
+
+
 def test_a_node_whose_only_address_is_a_static_hosts_is_skipped() -> None:
     publication = publish(node("worker-0", internal(LB)))
     decision = decision_of(publication, "worker-0")
