@@ -406,3 +406,33 @@ async def test_a_selected_worker_claiming_an_unselected_controllers_ip_is_refuse
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_the_cluster_watch_follows_the_label_selector(
+    api: FakeApiServer, kubeconfig: Path
+) -> None:
+    """A reload that sets or clears --label-selector starts or stops the approver's own watch."""
+    approver = CsrApprover(lambda: load_client_configuration(kubeconfig), policy=CsrPolicy())
+    run = asyncio.create_task(approver.run())
+    try:
+        nodes = {"worker-1": NodeInfo("worker-1", (("InternalIP", "10.240.0.101"),), True, False)}
+        records = build_publication(nodes.values(), (), RecordPolicy()).records
+        approver.update_nodes(nodes, records)
+        assert approver.report()["cluster_watch"] is False
+        approver.update_nodes(nodes, records, label_selector="role=worker")
+        assert approver.report()["cluster_watch"] is True
+        assert approver.report()["nodes_known"] is False  # not before every Node is listed
+        await eventually(lambda: approver.report()["nodes_known"], what="the cluster view")
+        unselected = [r for r in api.requests if r.path == "/api/v1/nodes" and r.verb == "list"]
+        assert unselected and all("labelSelector" not in r.query for r in unselected)
+        approver.update_nodes(nodes, records)
+        assert approver.report()["cluster_watch"] is False
+        assert approver.report()["nodes_known"] is True
+        await eventually(
+            lambda: [t for t in asyncio.all_tasks() if t.get_name() == "csr_cluster_nodes"],
+            lambda tasks: tasks == [],
+            what="the cluster watch task to end",
+        )
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
