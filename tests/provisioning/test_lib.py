@@ -307,3 +307,50 @@ def test_label_nodes_timer_runs_the_copy_node_sh_keeps(tmp_path: Path) -> None:
     assert (PROVISIONING / "scripts/label-nodes.sh").is_file()
     timer = (tmp_path / "etc/systemd/system/lab-label-nodes.timer").read_text()
     assert "OnUnitActiveSec=30s" in timer
+
+
+def test_bootstrap_token_helper_applies_a_fresh_expiring_token(tmp_path: Path) -> None:
+    """scripts/bootstrap-token.sh applies a new token Secret that expires after the TTL and
+    prints it as bootstrap-token.env lines (kubectl is a stand-in that keeps what it is given:
+    this tests our script, not the cluster)."""
+    import re
+    import subprocess
+    import sys
+    from datetime import UTC, datetime, timedelta
+
+    import yaml
+
+    from .conftest import PROVISIONING, clean_env
+
+    applied = tmp_path / "applied.yaml"
+    fake = tmp_path / "bin/kubectl"
+    fake.parent.mkdir()
+    fake.write_text(
+        f"#!{sys.executable}\nimport sys\n"
+        f"assert sys.argv[1:] == ['--kubeconfig=/admin', 'apply', '-f', '-'], sys.argv\n"
+        f"open({str(applied)!r}, 'w').write(sys.stdin.read())\n"
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(PROVISIONING / "scripts/bootstrap-token.sh")],
+        env=clean_env(
+            PATH=f"{fake.parent}:/usr/bin:/bin",
+            LAB_KUBECONFIG="/admin",
+            BOOTSTRAP_TOKEN_TTL_HOURS="48",
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    match = re.fullmatch(
+        r"BOOTSTRAP_TOKEN_ID=([a-z0-9]{6})\nBOOTSTRAP_TOKEN_SECRET=([a-z0-9]{16})\n", result.stdout
+    )
+    assert match, result.stdout
+    secret = yaml.safe_load(applied.read_text())
+    assert secret["metadata"]["name"] == f"bootstrap-token-{match.group(1)}"
+    data = secret["stringData"]
+    assert (data["token-id"], data["token-secret"]) == match.groups()
+    expiration = datetime.strptime(data["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs(expiration - datetime.now(UTC) - timedelta(hours=48)) < timedelta(minutes=5)
+    assert f"valid until {data['expiration']}" in result.stderr

@@ -23,6 +23,7 @@ def test_there_are_the_scripts_the_lab_needs() -> None:
     names = {p.name for p in SCRIPTS}
     assert {"node.sh", "lb.sh", "controller.sh", "worker.sh", "addons.sh"} <= names
     assert {"troubleshoot-static-pod.sh", "label-nodes.sh", "render.sh", "host.sh"} <= names
+    assert {"smoke.sh", "bootstrap-token.sh"} <= names
     assert {p.name for p in LIBRARY} >= {"common.sh", "pki.sh", "kubeconfig.sh", "all.sh"}
 
 

@@ -119,3 +119,29 @@ def test_each_machine_gets_its_scripts_and_only_its_own_bundle() -> None:
         for p in machine["provisioners"]:
             if p["type"] == "shell" and "env" in p:
                 assert p["env"]["LAB_NODE"] == name
+
+
+@pytest.mark.parametrize(
+    ("env", "last"),
+    [
+        ({}, "worker-2"),
+        ({"WORKER_COUNT": "1"}, "worker-0"),
+        ({"WORKER_COUNT": "0"}, "controller-2"),
+    ],
+)
+def test_the_last_machine_up_runs_the_smoke_test_on_the_host(
+    env: dict[str, str], last: str
+) -> None:
+    """After `up` or `provision` of the last machine, scripts/smoke.sh runs on the host (it
+    reaches the machines with `vagrant ssh`); no other machine has a trigger."""
+    import shlex
+
+    config = vagrant_config(**env)
+    triggers = {m["name"]: m["triggers"] for m in config["machines"] if m["triggers"]}
+    assert list(triggers) == [last]
+    (trigger,) = triggers[last]
+    assert trigger["actions"] == ["up", "provision"]
+    assert trigger["on_error"] is None  # the default, halt: a failed check fails `vagrant up`
+    command = shlex.split(trigger["run"]["inline"])
+    assert command == ["bash", str(PROVISIONING / "scripts/smoke.sh")]
+    assert Path(command[1]).is_file()
