@@ -65,6 +65,9 @@ def test_rendered_dhclient_hook_is_clean_posix_sh(rendered: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout
+    # dhcpcd (Debian 13) sources its exit hook with the same variables: the same script.
+    dhcpcd = rendered / "nodes/worker-0/etc/dhcpcd.exit-hook"
+    assert dhcpcd.read_text() == hook.read_text()
 
 
 @pytest.mark.parametrize(
