@@ -47,9 +47,11 @@ k() { kubectl --kubeconfig="$SMOKE_KUBECONFIG" "$@"; }
 ks() { k -n "$SMOKE_NAMESPACE" "$@"; }
 
 # --- the cluster, from a controller -------------------------------------------------------
-
-declare -A node_ip=() smoke_pod=() host_pod=() pod_ip=()
-nodes=() workers=()
+# cluster_checks declares what the functions below share (bash 4 maps: a controller's bash,
+# never needed on the host, where macOS has bash 3):
+#   nodes, workers        names, from the API
+#   node_ip[NODE]         InternalIP
+#   smoke_pod[NODE], pod_ip[NODE], host_pod[NODE]   the smoke pods on NODE
 
 load_nodes() {
     local name role ip
@@ -200,9 +202,12 @@ kubelets_unverified() {
 }
 kubelets_verified() { [[ -z $(kubelets_unverified) ]]; }
 
+# Pending kubelet-serving CSRs as "name (system:node:x)"; a failed listing is not "none".
 pending_serving_csrs() {
-    k get csr -o jsonpath='{range .items[*]}{.metadata.name} {.spec.signerName} {.spec.username} {.status.conditions[*].type}{"\n"}{end}' \
-        | awk '$2 == "kubernetes.io/kubelet-serving" && NF == 3 { print $1 " (" $3 ")" }'
+    local out
+    out=$(k get csr -o jsonpath='{range .items[*]}{.metadata.name} {.spec.signerName} {.spec.username} {.status.conditions[*].type}{"\n"}{end}') \
+        || { echo "(kubectl get csr failed)"; return 0; }
+    awk '$2 == "kubernetes.io/kubelet-serving" && NF == 3 { print $1 " (" $3 ")" }' <<<"$out"
 }
 
 check_forwarding() {
@@ -219,6 +224,8 @@ check_forwarding() {
 }
 
 cluster_checks() {
+    local nodes=() workers=()
+    declare -A node_ip=() smoke_pod=() host_pod=() pod_ip=()
     if ! k get --raw=/readyz >/dev/null 2>&1; then
         fail "the API does not answer through the LB ($LB_VIP:6443)" "haproxy on the LB, or no apiserver ready" a-control-plane-static-pod-does-not-start
         return
@@ -234,12 +241,13 @@ cluster_checks() {
     if retry calico_ready_everywhere; then
         pass "calico-node Ready on every node (${#nodes[@]})"
     else
-        not_ready=$(calico_not_ready | tr '\n' ' ')
+        not_ready=$(calico_not_ready | tr '\n' ' ') || true
         fail "calico-node not Ready on ${not_ready% }" "Felix or BIRD not ready (RBAC, IP autodetection, BGP)" calico-node-not-ready
     fi
 
-    smoke_workload
-    if retry smoke_pods_ready; then
+    if ! smoke_workload; then
+        fail "cannot create the smoke pods (namespace $SMOKE_NAMESPACE)" "the admin kubeconfig or the API" pods-do-not-start
+    elif retry smoke_pods_ready; then
         pass "smoke pods running on every node (namespace $SMOKE_NAMESPACE)"
     else
         fail "smoke pods not running everywhere: kubectl -n $SMOKE_NAMESPACE get pods -o wide" "no CNI on a node (calico), or the image cannot be pulled ($SMOKE_IMAGE)" pods-do-not-start
@@ -274,8 +282,8 @@ cluster_checks() {
     if retry kubelets_verified && [[ -z $(pending_serving_csrs) ]]; then
         pass "every kubelet's serving certificate approved and verified (${#nodes[@]} nodes, no CSR pending)"
     else
-        unverified=$(kubelets_unverified | tr '\n' ' ')
-        pending=$(pending_serving_csrs | tr '\n' ' ')
+        unverified=$(kubelets_unverified | tr '\n' ' ') || true
+        pending=$(pending_serving_csrs | tr '\n' ' ') || true
         fail "kubelet serving certificates: unverified on ${unverified:-none}, pending CSRs ${pending:-none}" "nodehosts did not approve them (journalctl -u nodehosts on the LB)" serving-csrs-pending
     fi
 

@@ -276,3 +276,62 @@ def test_every_section_the_script_names_exists_in_troubleshooting_md() -> None:
         "metrics-server-unavailable",
     }
     assert sections <= anchors, sections - anchors
+
+
+def test_on_the_host_it_runs_each_part_through_vagrant_ssh(tmp_path: Path) -> None:
+    """No kubeconfig, no nodehosts, but Vagrant: the cluster checks run on controller-0, the
+    LB check on each LB, and a failing LB fails the whole run (vagrant is a stand-in)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "vagrant").write_text(FAKE)
+    (bin_dir / "vagrant").chmod(0o755)
+    rules = [
+        rule(
+            r"^ssh controller-0 --no-tty -c sudo bash /opt/lab/provisioning/scripts/smoke\.sh"
+            r" --cluster$",
+            "PASS  calico-node Ready on every node (6)\nsmoke: all checks passed\n",
+        ),
+        rule(r"^ssh lb-0 --no-tty -c sudo nodehosts dump --diff$", ""),
+        rule(r"^ssh lb-1 --no-tty -c sudo nodehosts dump --diff$", "+10.240.0.103 worker-2\n", 1),
+    ]
+    log = tmp_path / "calls.log"
+    env = clean_env(
+        PATH=f"{bin_dir}:/usr/bin:/bin",
+        FAKE_RULES=json.dumps(rules),
+        FAKE_LOG=str(log),
+        SMOKE_KUBECONFIG=str(tmp_path / "none"),
+        LB_COUNT="2",
+    )
+    result = subprocess.run(
+        ["bash", str(SMOKE)], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "PASS  calico-node Ready on every node (6)" in result.stdout
+    assert "PASS  nodehosts on lb-0 publishes exactly the API's nodes" in result.stdout
+    (line,) = [v for v in verdicts(result.stdout) if v.startswith("FAIL")]
+    assert line.startswith("FAIL  nodehosts on lb-1: dump --diff exited 1: +10.240.0.103 worker-2")
+    assert line.endswith("#names-do-not-resolve")
+    assert [c.split(" -c ")[0] for c in log.read_text().splitlines()] == [
+        "vagrant ssh controller-0 --no-tty",
+        "vagrant ssh lb-0 --no-tty",
+        "vagrant ssh lb-1 --no-tty",
+    ]
+
+
+def test_a_failing_kubectl_is_a_fail_line_not_a_crash(tmp_path: Path) -> None:
+    """The smoke pods cannot be created and the CSR list fails: FAIL lines, the run goes on."""
+    rules = [
+        rule(r"^-n lab-smoke apply -f -$", "forbidden\n", 1),
+        rule(r"^-n lab-smoke get daemonsets", ""),
+        rule(r"^-n lab-smoke get pods", ""),
+        rule(r"^get csr", "", 1),
+        *healthy_rules(),
+    ]
+    result, _ = run_smoke(tmp_path, rules, "--cluster")
+    assert result.returncode == 1
+    lines = verdicts(result.stdout)
+    assert "FAIL  cannot create the smoke pods (namespace lab-smoke)" in lines[2]
+    assert any(v.startswith("FAIL  pod on worker-0 pings pod on worker-1") for v in lines)
+    assert any(v.startswith("PASS  kubectl top nodes") for v in lines)
+    assert any("pending CSRs (kubectl get csr failed)" in v for v in lines)  # not "none"
+    assert result.stdout.rstrip().endswith("smoke: FAILED (see the FAIL lines above)")
