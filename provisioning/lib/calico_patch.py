@@ -9,9 +9,11 @@ What changes, and why (everything else is upstream's, CRDs and RBAC included):
 1. CNI IPAM: host-local with "subnet": "usePodCidr" instead of calico-ipam, so every pod gets
    an address from its node's podCIDR (kube-controller-manager --allocate-node-cidrs), and
    calico-node advertises those /24s by BGP (USE_POD_CIDR=true).
-2. The upgrade-ipam init container goes: it migrates host-local allocations to calico-ipam
-   whenever /var/lib/cni/networks/k8s-pod-network exists (it does, with host-local), deleting
-   the CNI binaries and the allocations on the way.
+2. The upgrade-ipam init container goes: whenever host-local's allocations exist
+   (/var/lib/cni/networks/k8s-pod-network, which host-local IPAM fills) it marks the Calico
+   datastore not ready, deletes the calico and host-local CNI binaries and moves the
+   allocations into calico-ipam (cni-plugin/pkg/upgrade/migrate.go): a calico-node restart
+   would take the node's pod network down.
 3. The node address is autodetected inside the node network (IP_AUTODETECTION_METHOD
    cidr=...): every VirtualBox VM has the same NAT address 10.0.2.15 on its first interface.
 4. The pool is the cluster's pod range (CALICO_IPV4POOL_CIDR), without IP-in-IP (all nodes
