@@ -259,7 +259,7 @@ cluster_checks() {
     local pod=""
     (( ${#workers[@]} )) && pod=${smoke_pod[${workers[0]}]:-}
     if [[ -n $pod ]]; then
-        local target=${nodes[0]}
+        local target=${workers[-1]}     # a DHCP address, published by nodehosts from the API
         check_dns "node name" "$target.$NODE_DOMAIN" "${node_ip[$target]}" \
             "nodehosts or CoreDNS on the LB, or the cluster DNS cannot forward to it" "$pod"
         check_dns "Service" "kubernetes.default.svc.$CLUSTER_DOMAIN" "$API_SERVICE_IP" \

@@ -70,8 +70,8 @@ def healthy_rules() -> list[dict[str, object]]:
         rule(r"^-n lab-smoke get pods -o jsonpath", lines(pods)),
         rule(r"^-n lab-smoke exec smoke-worker-\d -- ping -c 2 -W 3 10\.200\.\d\.2$"),
         rule(
-            r"nslookup controller-0\.node\.internal$",
-            "Server:\t10.32.0.10\nName:\tcontroller-0.node.internal\nAddress: 10.240.0.10\n",
+            r"nslookup worker-2\.node\.internal$",
+            "Server:\t10.32.0.10\nName:\tworker-2.node.internal\nAddress: 10.240.0.103\n",
         ),
         rule(
             r"nslookup kubernetes\.default\.svc\.cluster\.local$",
@@ -98,7 +98,7 @@ def broken_rules() -> list[dict[str, object]]:
     return [
         rule(r"^-n kube-system get pods -l k8s-app=calico-node", calico),
         rule(r"exec smoke-worker-0 -- ping -c 2 -W 3 10\.200\.4\.2$", "", 1),
-        rule(r"nslookup controller-0\.node\.internal$", "** server can't find it: NXDOMAIN\n", 1),
+        rule(r"nslookup worker-2\.node\.internal$", "** server can't find it: NXDOMAIN\n", 1),
         rule(r"^top nodes", "error: Metrics API not available\n", 1),
         rule(r"^get --raw /api/v1/nodes/worker-2/proxy/healthz$", "", 1),
         rule(
@@ -153,7 +153,7 @@ def test_a_healthy_cluster_passes_every_check_with_one_line_each(tmp_path: Path)
         "PASS  pod on worker-0 pings pod on worker-1 (10.200.4.2)",
         "PASS  pod on worker-1 pings pod on worker-2 (10.200.5.2)",
         "PASS  pod on worker-2 pings pod on worker-0 (10.200.3.2)",
-        "PASS  pod DNS: node name controller-0.node.internal -> 10.240.0.10",
+        "PASS  pod DNS: node name worker-2.node.internal -> 10.240.0.103",
         "PASS  pod DNS: Service kubernetes.default.svc.cluster.local -> 10.32.0.1",
         "PASS  pod DNS: external name registry.k8s.io",
         "PASS  kubectl logs and exec on worker-0",
@@ -175,7 +175,7 @@ def test_a_broken_cluster_names_each_failure_its_cause_and_section(tmp_path: Pat
     expected = {
         "calico-node not Ready on worker-1": "calico-node-not-ready",
         "pod on worker-0 pings pod on worker-1 (10.200.4.2)": "pods-cannot-reach-each-other",
-        "pod DNS: node name controller-0.node.internal does not resolve to 10.240.0.10": (
+        "pod DNS: node name worker-2.node.internal does not resolve to 10.240.0.103": (
             "names-do-not-resolve"
         ),
         "kubectl top nodes does not list every node": "metrics-server-unavailable",
