@@ -335,3 +335,98 @@ def test_a_failing_kubectl_is_a_fail_line_not_a_crash(tmp_path: Path) -> None:
     assert any(v.startswith("PASS  kubectl top nodes") for v in lines)
     assert any("pending CSRs (kubectl get csr failed)" in v for v in lines)  # not "none"
     assert result.stdout.rstrip().endswith("smoke: FAILED (see the FAIL lines above)")
+
+
+# What the API returns, one object per kind the smoke script reads (for the jsonpath test).
+OBJECTS = {
+    "get nodes": {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "worker-0", "labels": {"node.kubernetes.io/role": "worker"}},
+        "status": {
+            "addresses": [
+                {"type": "Hostname", "address": "worker-0"},
+                {"type": "InternalIP", "address": "10.240.0.101"},
+            ]
+        },
+    },
+    "get pods -l k8s-app=calico-node": {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "calico-node-x", "labels": {"k8s-app": "calico-node"}},
+        "spec": {"nodeName": "worker-0", "containers": [{"name": "c", "image": "i"}]},
+        "status": {
+            "conditions": [
+                {"type": "Initialized", "status": "True"},
+                {"type": "Ready", "status": "False"},
+            ]
+        },
+    },
+    "get daemonsets": {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "smoke"},
+        "spec": {"selector": {"matchLabels": {"app": "smoke"}}, "template": {}},
+        "status": {"desiredNumberScheduled": 3, "numberReady": 2},
+    },
+    "get pods": {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "smoke-abc", "labels": {"app": "smoke"}},
+        "spec": {"nodeName": "worker-1", "containers": [{"name": "c", "image": "i"}]},
+        "status": {"podIP": "10.200.4.2"},
+    },
+    "get csr": {
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": "csr-z"},
+        "spec": {
+            "signerName": "kubernetes.io/kubelet-serving",
+            "username": "system:node:worker-2",
+            "request": "",
+            "usages": ["server auth"],
+        },
+    },
+}
+EXPECTED = {
+    "get nodes": "worker-0 worker 10.240.0.101",
+    "get pods -l k8s-app=calico-node": "worker-0 False",
+    "get daemonsets": "smoke 3 2",
+    "get pods": "smoke-abc worker-1 10.200.4.2 smoke",
+    "get csr": "csr-z kubernetes.io/kubelet-serving system:node:worker-2 ",
+}
+
+
+def test_the_jsonpath_templates_read_what_the_api_returns(tmp_path: Path) -> None:
+    """The real kubectl (scripts/upstream-bin) evaluates each `-o jsonpath` of the script on an
+    object shaped like the API's: escaping, filters and field names are right, and the fields
+    come out in the order the script reads them. kubectl --local prints one object at a
+    time, so the `{range .items[*]}...{end}` around each template is peeled off here."""
+    from tests.helpers.upstream import upstream_binary
+
+    kubectl = upstream_binary("kubectl")
+    found = re.findall(r"get ([\w .=/-]+?) -o jsonpath='([^']*)'", SMOKE.read_text())
+    assert {f"get {what.strip()}" for what, _ in found} == set(OBJECTS)
+    for what, template in found:
+        key = f"get {what.strip()}"
+        assert template.startswith("{range .items[*]}") and template.endswith('{"\\n"}{end}')
+        inner = template.removeprefix("{range .items[*]}").removesuffix('{"\\n"}{end}')
+        manifest = tmp_path / "object.json"
+        manifest.write_text(json.dumps(OBJECTS[key]))
+        result = subprocess.run(
+            [
+                kubectl,
+                "label",
+                "--local",
+                "-f",
+                str(manifest),
+                "smoke=x",
+                "-o",
+                f"jsonpath={inner}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, f"{key}: {result.stderr}"
+        assert result.stdout == EXPECTED[key], key
