@@ -74,7 +74,13 @@ calico_not_ready() {
 }
 calico_ready_everywhere() { [[ -z $(calico_not_ready) ]]; }
 
+# False while the namespace of a previous run is still being deleted.
+namespace_usable() {
+    [[ $(k get namespace "$SMOKE_NAMESPACE" -o jsonpath='{.status.phase}' 2>/dev/null) != Terminating ]]
+}
+
 smoke_workload() {
+    retry namespace_usable || return 1
     ks apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Namespace
@@ -246,7 +252,7 @@ cluster_checks() {
     fi
 
     if ! smoke_workload; then
-        fail "cannot create the smoke pods (namespace $SMOKE_NAMESPACE)" "the admin kubeconfig or the API" pods-do-not-start
+        fail "cannot create the smoke pods (namespace $SMOKE_NAMESPACE)" "the API refused them, or the last run's namespace is still being deleted" pods-do-not-start
     elif retry smoke_pods_ready; then
         pass "smoke pods running on every node (namespace $SMOKE_NAMESPACE)"
     else

@@ -65,6 +65,7 @@ def healthy_rules() -> list[dict[str, object]]:
         rule(r"^get --raw=/readyz$", "ok"),
         rule(r"^get nodes -o jsonpath", lines((n, r, ip) for n, (r, ip) in NODES.items())),
         rule(r"^-n kube-system get pods -l k8s-app=calico-node", lines((n, "True") for n in NODES)),
+        rule(r"^get namespace lab-smoke -o jsonpath=\{\.status\.phase\}$", "", 1),
         rule(r"^-n lab-smoke apply -f -$"),
         rule(r"^-n lab-smoke get daemonsets", "smoke 3 3\nsmoke-host 6 6\n"),
         rule(r"^-n lab-smoke get pods -o jsonpath", lines(pods)),
@@ -430,3 +431,12 @@ def test_the_jsonpath_templates_read_what_the_api_returns(tmp_path: Path) -> Non
         )
         assert result.returncode == 0, f"{key}: {result.stderr}"
         assert result.stdout == EXPECTED[key], key
+
+
+def test_it_waits_for_the_previous_runs_namespace_to_go(tmp_path: Path) -> None:
+    """A namespace still Terminating (the last run deletes it without waiting) is waited for,
+    then the run goes on; with no time left it is a FAIL line, not an apply error."""
+    rules = [rule(r"^get namespace lab-smoke", "Terminating"), *healthy_rules()]
+    result, calls = run_smoke(tmp_path, rules, "--cluster")
+    assert "FAIL  cannot create the smoke pods (namespace lab-smoke)" in result.stdout
+    assert not any(" apply " in c for c in calls)
