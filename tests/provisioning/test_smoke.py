@@ -50,6 +50,8 @@ NODES = {
     "worker-1": ("worker", "10.240.0.102"),
     "worker-2": ("worker", "10.240.0.103"),
 }
+# busybox nslookup's header: the cluster DNS 10.32.0.10 (which contains "10.32.0.1").
+SERVER = "Server:\t\t10.32.0.10\nAddress:\t10.32.0.10:53\n\n"
 POD_IPS = {"worker-0": "10.200.3.2", "worker-1": "10.200.4.2", "worker-2": "10.200.5.2"}
 
 
@@ -72,11 +74,11 @@ def healthy_rules() -> list[dict[str, object]]:
         rule(r"^-n lab-smoke exec smoke-worker-\d -- ping -c 2 -W 3 10\.200\.\d\.2$"),
         rule(
             r"nslookup worker-2\.node\.internal$",
-            "Server:\t10.32.0.10\nName:\tworker-2.node.internal\nAddress: 10.240.0.103\n",
+            SERVER + "Name:\tworker-2.node.internal\nAddress: 10.240.0.103\n",
         ),
         rule(
             r"nslookup kubernetes\.default\.svc\.cluster\.local$",
-            "Name:\tkubernetes.default.svc.cluster.local\nAddress: 10.32.0.1\n",
+            SERVER + "Name:\tkubernetes.default.svc.cluster.local\nAddress: 10.32.0.1\n",
         ),
         rule(r"nslookup registry\.k8s\.io$", "Name:\tregistry.k8s.io\nAddress: 192.0.2.7\n"),
         *[rule(rf"^-n lab-smoke logs smoke-{n}$", f"lab-smoke on {n}\n") for n in POD_IPS],
@@ -440,3 +442,18 @@ def test_it_waits_for_the_previous_runs_namespace_to_go(tmp_path: Path) -> None:
     result, calls = run_smoke(tmp_path, rules, "--cluster")
     assert "FAIL  cannot create the smoke pods (namespace lab-smoke)" in result.stdout
     assert not any(" apply " in c for c in calls)
+
+
+def test_a_wrong_dns_answer_is_not_taken_for_the_right_one(tmp_path: Path) -> None:
+    """The Service name answered with another address: the server's 10.32.0.10 in the header
+    does not count as 10.32.0.1."""
+    rules = [
+        rule(r"nslookup kubernetes\.default", SERVER + "Name:\tkubernetes\nAddress: 10.32.0.99\n"),
+        *healthy_rules(),
+    ]
+    result, _ = run_smoke(tmp_path, rules, "--cluster")
+    assert result.returncode == 1
+    assert (
+        "FAIL  pod DNS: Service kubernetes.default.svc.cluster.local does not resolve to 10.32.0.1"
+        in result.stdout
+    )
