@@ -189,7 +189,7 @@ check_logs_exec() {
         pod=${smoke_pod[$worker]:-}
         if [[ -z $pod ]]; then
             fail "kubectl logs/exec on $worker: no smoke pod there" "the pod did not start" pods-do-not-start
-        elif [[ $(ks logs "$pod" 2>&1) == *"lab-smoke on $worker"* ]] && ks exec "$pod" -- true >/dev/null 2>&1; then
+        elif [[ $(ks logs "$pod" 2>&1) == "lab-smoke on $worker" ]] && ks exec "$pod" -- true >/dev/null 2>&1; then
             pass "kubectl logs and exec on $worker (apiserver -> kubelet by name, certificate verified)"
         else
             fail "kubectl logs/exec on $worker" "$worker's name does not resolve on the controllers, or its serving certificate is not approved" serving-csrs-pending
