@@ -7,7 +7,10 @@
 #   OUTDIR/kubeconfigs/         every kubeconfig
 #   OUTDIR/nodes/<machine>/     what each machine gets, laid out like its root file system:
 #                               its secrets bundle plus every file its script writes
-#   OUTDIR/addons/              the add-on manifests, applied from a controller
+#   OUTDIR/addons/              the add-on manifests, applied from a controller; Calico's
+#                               (20-calico.yaml) only when given upstream's manifest:
+#                               RENDER_CALICO_MANIFEST=path/to/calico.yaml (no download here;
+#                               by default $LAB_BINARIES/calico.yaml when that exists)
 #
 # Re-running keeps the PKI (and re-issues only certificates whose content changed).
 set -euo pipefail
@@ -23,6 +26,7 @@ out=$(cd "$out" && pwd)
 : "${RENDER_WORKER_IP_START:=101}"                  # workers' first DHCP leases
 : "${RENDER_UPSTREAM_DNS:=10.0.2.3}"                # VirtualBox NAT's resolver
 : "${RENDER_PRIVATE_IFACE:=eth1}"
+: "${RENDER_CALICO_MANIFEST:=${LAB_BINARIES:+$LAB_BINARIES/calico.yaml}}"
 
 secrets_generate_all "$out"
 
@@ -48,6 +52,7 @@ for name in $(controller_names) $(worker_names); do
         controller-*)
             render_kubelet "$root" "$name" "$(node_ip "$name")"
             render_static_pods "$root" "$name"
+            if [[ $name == "controller-$(( CONTROLLER_COUNT - 1 ))" ]]; then render_label_nodes_timer "$root"; fi
             ;;
         worker-*)
             render_kubelet "$root" "$name" "$NODE_NET_PREFIX.$(( RENDER_WORKER_IP_START + i ))"
@@ -57,4 +62,9 @@ for name in $(controller_names) $(worker_names); do
 done
 
 render_addons "$out/addons" "$out/pki"
+if [[ -n $RENDER_CALICO_MANIFEST && -f $RENDER_CALICO_MANIFEST ]]; then
+    render_calico "$RENDER_CALICO_MANIFEST" "$out/addons/20-calico.yaml"
+else
+    log "no Calico manifest given (RENDER_CALICO_MANIFEST): addons/20-calico.yaml not rendered"
+fi
 log "rendered into $out"

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # The cluster add-ons, applied once from a controller by provisioning/scripts/addons.sh.
 # render_addons DIR PKI_DIR writes one manifest per concern, applied in file-name order.
-# PKI_DIR holds ca.crt, metrics-server.{crt,key} and bootstrap-token.env.
+# PKI_DIR holds ca.crt, metrics-server.{crt,key} and bootstrap-token.env. Calico is not
+# rendered here: it is upstream's manifest, patched by render_calico (calico.sh).
 
 render_addons() {
     local dir=$1 pki=$2
@@ -10,28 +11,41 @@ render_addons() {
     addon_node_rbac "$dir/01-node-rbac.yaml"
     addon_nodehosts_rbac "$dir/02-nodehosts-rbac.yaml"
     addon_kube_proxy "$dir/10-kube-proxy.yaml" "$pki"
-    addon_calico "$dir/20-calico.yaml"
+    # 20-calico.yaml: upstream's manifest, patched (calico.sh; scripts/addons.sh, render.sh)
     addon_coredns "$dir/30-coredns.yaml"
     addon_metrics_server "$dir/40-metrics-server.yaml" "$pki"
 }
 
 # The bootstrap token as a Secret: workers authenticate with it as
 # system:bootstrap:<id>, group system:bootstrappers:workers (+ system:bootstrappers).
+# It expires BOOTSTRAP_TOKEN_TTL_HOURS after it is applied (kube-controller-manager's
+# tokencleaner then deletes it); scripts/bootstrap-token.sh mints a fresh one for new workers.
 addon_bootstrap() {
     local out=$1 pki=$2
     # shellcheck source=/dev/null
     source "$pki/bootstrap-token.env"
-    update_file "$out" 0600 <<EOF
+    update_file "$out" 0600 < <(bootstrap_token_secret "$BOOTSTRAP_TOKEN_ID" \
+        "$BOOTSTRAP_TOKEN_SECRET" "$(bootstrap_token_expiration)")
+}
+
+# The expiry of a token applied now: RFC 3339, UTC.
+bootstrap_token_expiration() { date -u -d "+$BOOTSTRAP_TOKEN_TTL_HOURS hours" +%Y-%m-%dT%H:%M:%SZ; }
+
+# bootstrap_token_secret ID SECRET EXPIRATION: the Secret on stdout.
+bootstrap_token_secret() {
+    local id=$1 secret=$2 expiration=$3
+    cat <<EOF
 apiVersion: v1
 kind: Secret
 metadata:
-  name: bootstrap-token-$BOOTSTRAP_TOKEN_ID
+  name: bootstrap-token-$id
   namespace: kube-system
 type: bootstrap.kubernetes.io/token
 stringData:
   description: "Workers join the lab with this token (provisioning/scripts/worker.sh)."
-  token-id: "$BOOTSTRAP_TOKEN_ID"
-  token-secret: "$BOOTSTRAP_TOKEN_SECRET"
+  token-id: "$id"
+  token-secret: "$secret"
+  expiration: "$expiration"
   usage-bootstrap-authentication: "true"
   usage-bootstrap-signing: "true"
   auth-extra-groups: system:bootstrappers:workers
@@ -255,366 +269,6 @@ spec:
       - name: lib-modules
         hostPath:
           path: /lib/modules
-EOF
-}
-
-# Calico for networking and policy, with host-local IPAM: every pod gets its address from its
-# node's podCIDR (kube-controller-manager --allocate-node-cidrs), and calico-node advertises
-# those /24s by BGP between the nodes (USE_POD_CIDR). The node address is the one inside
-# NODE_CIDR, never the NAT interface's. Calico's CRDs come from the pinned release
-# (scripts/addons.sh downloads manifests/crds.yaml of CALICO_VERSION).
-addon_calico() {
-    local out=$1 image=quay.io/calico
-    update_file "$out" 0644 <<EOF
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: calico-node
-  namespace: kube-system
----
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: calico-cni-plugin
-  namespace: kube-system
----
-# calico-node and the CNI plugin reach the apiserver through the LB directly: they must work
-# before kube-proxy has programmed the service IP $API_SERVICE_IP.
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: kubernetes-services-endpoint
-  namespace: kube-system
-data:
-  KUBERNETES_SERVICE_HOST: "$LB_VIP"
-  KUBERNETES_SERVICE_PORT: "6443"
----
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: calico-config
-  namespace: kube-system
-data:
-  veth_mtu: "0"
-  cni_network_config: |-
-    {
-      "name": "k8s-pod-network",
-      "cniVersion": "0.3.1",
-      "plugins": [
-        {
-          "type": "calico",
-          "log_level": "info",
-          "log_file_path": "/var/log/calico/cni/cni.log",
-          "datastore_type": "kubernetes",
-          "nodename": "__KUBERNETES_NODE_NAME__",
-          "mtu": __CNI_MTU__,
-          "ipam": {
-            "type": "host-local",
-            "subnet": "usePodCidr"
-          },
-          "policy": {
-            "type": "k8s"
-          },
-          "kubernetes": {
-            "kubeconfig": "__KUBECONFIG_FILEPATH__"
-          }
-        },
-        {
-          "type": "portmap",
-          "snat": true,
-          "capabilities": {"portMappings": true}
-        }
-      ]
-    }
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: calico-node
-rules:
-- apiGroups: [""]
-  resources: ["serviceaccounts/token"]
-  resourceNames: ["calico-cni-plugin"]
-  verbs: ["create"]
-- apiGroups: [""]
-  resources: ["pods", "nodes", "namespaces", "serviceaccounts", "endpoints", "services"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["configmaps"]
-  verbs: ["get"]
-- apiGroups: [""]
-  resources: ["nodes/status"]
-  verbs: ["patch", "update"]
-- apiGroups: [""]
-  resources: ["pods/status"]
-  verbs: ["patch"]
-- apiGroups: ["discovery.k8s.io"]
-  resources: ["endpointslices"]
-  verbs: ["list", "watch"]
-- apiGroups: ["networking.k8s.io"]
-  resources: ["networkpolicies"]
-  verbs: ["list", "watch"]
-- apiGroups: ["policy.networking.k8s.io"]
-  resources: ["clusternetworkpolicies", "adminnetworkpolicies", "baselineadminnetworkpolicies"]
-  verbs: ["list", "watch"]
-- apiGroups: ["apps"]
-  resources: ["daemonsets"]
-  verbs: ["get"]
-- apiGroups: ["crd.projectcalico.org"]
-  resources:
-  - globalfelixconfigs
-  - felixconfigurations
-  - bgppeers
-  - bgpfilters
-  - globalbgpconfigs
-  - bgpconfigurations
-  - ippools
-  - ipreservations
-  - ipamblocks
-  - globalnetworkpolicies
-  - stagedglobalnetworkpolicies
-  - networkpolicies
-  - stagednetworkpolicies
-  - stagedkubernetesnetworkpolicies
-  - globalnetworksets
-  - networksets
-  - clusterinformations
-  - hostendpoints
-  - blockaffinities
-  - caliconodestatuses
-  - tiers
-  verbs: ["get", "list", "watch"]
-- apiGroups: ["crd.projectcalico.org"]
-  resources: ["ippools", "felixconfigurations", "bgpconfigurations", "bgppeers", "clusterinformations", "caliconodestatuses", "tiers"]
-  verbs: ["create", "update"]
-- apiGroups: ["crd.projectcalico.org"]
-  resources: ["blockaffinities", "ipamblocks", "ipamhandles"]
-  verbs: ["get", "list", "create", "update", "delete", "watch"]
-- apiGroups: ["crd.projectcalico.org"]
-  resources: ["ipamconfigs"]
-  verbs: ["get", "create"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: calico-cni-plugin
-rules:
-- apiGroups: [""]
-  resources: ["pods", "nodes", "namespaces"]
-  verbs: ["get"]
-- apiGroups: [""]
-  resources: ["pods/status"]
-  verbs: ["patch"]
-- apiGroups: ["crd.projectcalico.org"]
-  resources: ["blockaffinities", "ipamblocks", "ipamhandles", "clusterinformations", "ippools", "ipreservations", "ipamconfigs"]
-  verbs: ["get", "list", "create", "update", "delete"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: calico-node
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: calico-node
-subjects:
-- kind: ServiceAccount
-  name: calico-node
-  namespace: kube-system
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: calico-cni-plugin
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: calico-cni-plugin
-subjects:
-- kind: ServiceAccount
-  name: calico-cni-plugin
-  namespace: kube-system
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: calico-node
-  namespace: kube-system
-  labels:
-    k8s-app: calico-node
-spec:
-  selector:
-    matchLabels:
-      k8s-app: calico-node
-  updateStrategy:
-    type: RollingUpdate
-    rollingUpdate:
-      maxUnavailable: 1
-  template:
-    metadata:
-      labels:
-        k8s-app: calico-node
-    spec:
-      hostNetwork: true
-      serviceAccountName: calico-node
-      priorityClassName: system-node-critical
-      terminationGracePeriodSeconds: 0
-      nodeSelector:
-        kubernetes.io/os: linux
-      tolerations:
-      - operator: Exists
-      securityContext:
-        seccompProfile:
-          type: RuntimeDefault
-      initContainers:
-      # Installs the CNI plugins (calico, host-local, portmap, ...) and the CNI config above.
-      - name: install-cni
-        image: $image/cni:$CALICO_VERSION
-        command: ["/opt/cni/bin/install"]
-        envFrom:
-        - configMapRef:
-            name: kubernetes-services-endpoint
-        env:
-        - name: CNI_CONF_NAME
-          value: 10-calico.conflist
-        - name: CNI_NETWORK_CONFIG
-          valueFrom:
-            configMapKeyRef:
-              name: calico-config
-              key: cni_network_config
-        - name: KUBERNETES_NODE_NAME
-          valueFrom:
-            fieldRef:
-              fieldPath: spec.nodeName
-        - name: CNI_MTU
-          valueFrom:
-            configMapKeyRef:
-              name: calico-config
-              key: veth_mtu
-        - name: SLEEP
-          value: "false"
-        securityContext:
-          privileged: true
-        volumeMounts:
-        - name: cni-bin-dir
-          mountPath: /host/opt/cni/bin
-        - name: cni-net-dir
-          mountPath: /host/etc/cni/net.d
-      containers:
-      - name: calico-node
-        image: $image/node:$CALICO_VERSION
-        envFrom:
-        - configMapRef:
-            name: kubernetes-services-endpoint
-        env:
-        - name: DATASTORE_TYPE
-          value: kubernetes
-        - name: WAIT_FOR_DATASTORE
-          value: "true"
-        - name: NODENAME
-          valueFrom:
-            fieldRef:
-              fieldPath: spec.nodeName
-        - name: CALICO_NETWORKING_BACKEND
-          value: bird
-        - name: CLUSTER_TYPE
-          value: k8s,bgp
-        # The node's address: the one inside the node network, not the NAT interface's.
-        - name: IP
-          value: autodetect
-        - name: IP_AUTODETECTION_METHOD
-          value: cidr=$NODE_CIDR
-        # Routes to each node's podCIDR (host-local IPAM) by BGP; no tunnel on one L2 network.
-        - name: USE_POD_CIDR
-          value: "true"
-        - name: CALICO_IPV4POOL_CIDR
-          value: $POD_CIDR
-        - name: CALICO_IPV4POOL_IPIP
-          value: Never
-        - name: CALICO_IPV4POOL_VXLAN
-          value: Never
-        - name: CALICO_DISABLE_FILE_LOGGING
-          value: "true"
-        - name: FELIX_DEFAULTENDPOINTTOHOSTACTION
-          value: ACCEPT
-        - name: FELIX_IPV6SUPPORT
-          value: "false"
-        - name: FELIX_HEALTHENABLED
-          value: "true"
-        securityContext:
-          privileged: true
-        resources:
-          requests:
-            cpu: 100m
-        lifecycle:
-          preStop:
-            exec:
-              command: ["/bin/calico-node", "-shutdown"]
-        livenessProbe:
-          exec:
-            command: ["/bin/calico-node", "-felix-live", "-bird-live"]
-          periodSeconds: 10
-          initialDelaySeconds: 10
-          failureThreshold: 6
-          timeoutSeconds: 10
-        readinessProbe:
-          exec:
-            command: ["/bin/calico-node", "-felix-ready", "-bird-ready"]
-          periodSeconds: 10
-          timeoutSeconds: 10
-        volumeMounts:
-        - name: cni-net-dir
-          mountPath: /host/etc/cni/net.d
-        - name: lib-modules
-          mountPath: /lib/modules
-          readOnly: true
-        - name: xtables-lock
-          mountPath: /run/xtables.lock
-        - name: var-run-calico
-          mountPath: /var/run/calico
-        - name: var-lib-calico
-          mountPath: /var/lib/calico
-        - name: policysync
-          mountPath: /var/run/nodeagent
-        - name: bpffs
-          mountPath: /sys/fs/bpf
-        - name: cni-log-dir
-          mountPath: /var/log/calico/cni
-          readOnly: true
-      volumes:
-      - name: lib-modules
-        hostPath:
-          path: /lib/modules
-      - name: var-run-calico
-        hostPath:
-          path: /var/run/calico
-          type: DirectoryOrCreate
-      - name: var-lib-calico
-        hostPath:
-          path: /var/lib/calico
-          type: DirectoryOrCreate
-      - name: xtables-lock
-        hostPath:
-          path: /run/xtables.lock
-          type: FileOrCreate
-      - name: bpffs
-        hostPath:
-          path: /sys/fs/bpf
-          type: Directory
-      - name: cni-bin-dir
-        hostPath:
-          path: /opt/cni/bin
-          type: DirectoryOrCreate
-      - name: cni-net-dir
-        hostPath:
-          path: /etc/cni/net.d
-      - name: cni-log-dir
-        hostPath:
-          path: /var/log/calico/cni
-      - name: policysync
-        hostPath:
-          path: /var/run/nodeagent
-          type: DirectoryOrCreate
 EOF
 }
 
@@ -989,5 +643,27 @@ spec:
     name: metrics-server
     namespace: kube-system
   caBundle: $(b64 "$pki/ca.crt")
+EOF
+}
+
+# render_label_nodes_timer ROOT: label-nodes.sh every 30 s, for nodes that join later. It runs
+# the copy node.sh keeps in LAB_INSTALL_DIR (the upload in /tmp/lab is gone after a reboot).
+render_label_nodes_timer() {
+    local root=$1
+    update_file "$root/etc/systemd/system/lab-label-nodes.service" 0644 <<EOF
+[Unit]
+Description=Kubernetes lab: role labels and the control-plane taint (kubectl)
+[Service]
+Type=oneshot
+ExecStart=/bin/bash $LAB_INSTALL_DIR/scripts/label-nodes.sh
+EOF
+    update_file "$root/etc/systemd/system/lab-label-nodes.timer" 0644 <<'EOF'
+[Unit]
+Description=Kubernetes lab: label nodes as they join
+[Timer]
+OnActiveSec=30s
+OnUnitActiveSec=30s
+[Install]
+WantedBy=timers.target
 EOF
 }

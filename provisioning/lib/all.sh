@@ -19,4 +19,6 @@ source "$_lab_lib/lb-files.sh"
 source "$_lab_lib/addons.sh"
 # shellcheck source=install.sh
 source "$_lab_lib/install.sh"
+# shellcheck source=calico.sh
+source "$_lab_lib/calico.sh"
 unset _lab_lib

@@ -7,7 +7,8 @@
 #   controller-N  what the control plane needs: the CA key (kube-controller-manager signs
 #                 kubelet certificates), etcd, apiserver, front-proxy, service-account keys,
 #                 the component kubeconfigs, and what the add-ons need (admin kubeconfig,
-#                 bootstrap token, metrics-server's serving certificate)
+#                 bootstrap token, metrics-server's serving certificate), the key that
+#                 encrypts Secrets in etcd
 
 # copy_secret SRC DEST MODE: update_file from a file.
 copy_secret() { update_file "$2" "$3" <"$1"; }
@@ -40,6 +41,7 @@ bundle_node() {
                 copy_secret "$kc/$f.kubeconfig" "$root/etc/kubernetes/$f.kubeconfig" 0600
             done
             copy_secret "$kc/kubelet-$name.kubeconfig" "$root/var/lib/kubelet/kubeconfig" 0600
+            copy_secret "$pki/encryption-config.yaml" "$root/etc/kubernetes/encryption-config.yaml" 0600
             ;;
         *) die "bundle_node: unknown machine $name" ;;
     esac
@@ -60,7 +62,7 @@ secrets_generate_all() {
 # root's only (whatever mode the upload left them with).
 bundle_mode() {
     case $1 in
-        *.key|*kubeconfig*|*.env) echo 0600 ;;
+        *.key|*kubeconfig*|*.env|*encryption-config*) echo 0600 ;;
         *) echo 0644 ;;
     esac
 }

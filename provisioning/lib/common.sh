@@ -11,6 +11,10 @@ LAB_DIR=$(dirname "$LAB_LIB_DIR")          # provisioning/
 # shellcheck disable=SC2034  # used by lb-files.sh and host.sh
 LAB_REPO_DIR=$(dirname "$LAB_DIR")         # the repository (coredns/ lives there)
 LAB_CHANGED=()                              # files update_file changed in this run
+# Where node.sh keeps a copy of provisioning/ on each machine: the upload in /tmp/lab is
+# gone after a reboot, and timers and the troubleshooting scripts run from here.
+# shellcheck disable=SC2034  # used by node.sh, addons.sh and smoke.sh
+LAB_INSTALL_DIR=/opt/lab/provisioning
 
 log() { printf '[%s] %s\n' "${LAB_NODE:-lab}" "$*" >&2; }
 die() { printf '[%s] ERROR: %s\n' "${LAB_NODE:-lab}" "$*" >&2; exit 1; }

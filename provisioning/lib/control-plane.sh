@@ -98,9 +98,10 @@ render_static_pods() {
         --peer-key-file=$pki/etcd/server.key
     )
 
+    local encryption=/etc/kubernetes/encryption-config.yaml   # Secrets at rest (pki.sh)
     update_file "$dir/kube-apiserver.yaml" 0600 < <(static_pod kube-apiserver "$k8s_image/kube-apiserver:$KUBERNETES_VERSION" 6443 /livez HTTPS \
-        "$(volume_yaml k8s-certs $pki Directory)" \
-        "$(mount_yaml k8s-certs $pki true)" \
+        "$(volume_yaml k8s-certs $pki Directory; volume_yaml encryption-config $encryption File)" \
+        "$(mount_yaml k8s-certs $pki true; mount_yaml encryption-config $encryption true)" \
         kube-apiserver \
         "--advertise-address=$ip" \
         --secure-port=6443 \
@@ -129,7 +130,8 @@ render_static_pods() {
         "--service-account-issuer=https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
         --service-account-key-file=$pki/sa.pub \
         --service-account-signing-key-file=$pki/sa.key \
-        "--service-cluster-ip-range=$SERVICE_CIDR"
+        "--service-cluster-ip-range=$SERVICE_CIDR" \
+        "--encryption-provider-config=$encryption"
     )
 
     update_file "$dir/kube-controller-manager.yaml" 0600 < <(static_pod kube-controller-manager "$k8s_image/kube-controller-manager:$KUBERNETES_VERSION" \

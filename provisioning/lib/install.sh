@@ -11,7 +11,6 @@ runc_url()        { echo "https://github.com/opencontainers/runc/releases/downlo
 cni_plugins_url() { echo "https://github.com/containernetworking/plugins/releases/download/v$CNI_PLUGINS_VERSION/cni-plugins-linux-$(lab_arch)-v$CNI_PLUGINS_VERSION.tgz"; }
 crictl_url()      { echo "https://github.com/kubernetes-sigs/cri-tools/releases/download/$CRICTL_VERSION/crictl-$CRICTL_VERSION-linux-$(lab_arch).tar.gz"; }
 coredns_url()     { echo "https://github.com/coredns/coredns/releases/download/v$COREDNS_VERSION/coredns_${COREDNS_VERSION}_linux_$(lab_arch).tgz"; }
-calico_crds_url() { echo "https://raw.githubusercontent.com/projectcalico/calico/$CALICO_VERSION/manifests/crds.yaml"; }
 
 # install_kube_binary NAME: kubelet, kubectl, ... into /usr/local/bin.
 install_kube_binary() {

@@ -89,6 +89,9 @@ file = "$NODEHOSTS_HOSTS_FILE"
 [dns]
 listen = $(toml_strings "${listen[@]}")
 upstream = $(toml_strings "${upstreams[@]}")
+# $POD_CIDR never reaches this LB as a source: pods' traffic to the node network leaves their
+# node through Calico's NAT (natOutgoing), with the node's address. It is listed only so that
+# a pod network without that NAT keeps working; the node network is what matters.
 allow_recursion_from = $(toml_strings "$NODE_CIDR" "$POD_CIDR" 127.0.0.0/8 ::1/128)
 
 [metrics]

@@ -203,5 +203,9 @@ case "\$reason" in BOUND|RENEW|REBIND|REBOOT)
     esac ;;
 esac
 EOF
+        # The same for dhcpcd (Debian 13 may use it instead of dhclient): dhcpcd-run-hooks
+        # sources this file with the same reason and new_ip_address variables.
+        update_file "$root/etc/dhcpcd.exit-hook" 0644 \
+            <"$root/etc/dhcp/dhclient-exit-hooks.d/kubelet-node-ip"
     fi
 }

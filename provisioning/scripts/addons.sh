@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The cluster add-ons, from a controller (controller.sh runs it on the last one):
 #   bootstrap token + TLS-bootstrapping RBAC, apiserver->kubelet RBAC, nodehosts' RBAC,
-#   kube-proxy, Calico (host-local IPAM from the node podCIDRs), CoreDNS at CLUSTER_DNS_IP,
-#   metrics-server; then node labels and taints, kept up to date by a timer.
+#   kube-proxy, Calico (upstream's manifest, patched: host-local IPAM from the node podCIDRs),
+#   CoreDNS at CLUSTER_DNS_IP, metrics-server; then node labels and taints, kept up to date
+#   by a timer.
 # Safe to re-run (kubectl apply). Run as root on a controller.
 set -euo pipefail
 # shellcheck source=/dev/null  # the library is checked on its own (tests/provisioning)
@@ -22,41 +23,22 @@ for (( i = 0; i < 90; i++ )); do
 done
 kubectl get --raw='/readyz?verbose' >/dev/null || die "the apiserver is not ready after 7.5 minutes: run troubleshoot-static-pod.sh kube-apiserver"
 
-log "2/4 rendering the add-ons into /etc/kubernetes/addons"
+log "2/4 rendering the add-ons into /etc/kubernetes/addons; Calico $CALICO_VERSION from upstream"
 render_addons /etc/kubernetes/addons /etc/kubernetes/pki
-url=$(calico_crds_url)
-if [[ ! -s $LAB_CACHE/calico-crds-$CALICO_VERSION.yaml ]]; then
-    mkdir -p "$LAB_CACHE"
-    curl -fsSL --retry 3 -o "$LAB_CACHE/calico-crds-$CALICO_VERSION.yaml.part" "$url"
-    mv "$LAB_CACHE/calico-crds-$CALICO_VERSION.yaml.part" "$LAB_CACHE/calico-crds-$CALICO_VERSION.yaml"
-fi
+apt_install python3 python3-yaml      # the Calico patch step
+fetch_calico_manifest "$LAB_CACHE/calico-$CALICO_VERSION.yaml"
+render_calico "$LAB_CACHE/calico-$CALICO_VERSION.yaml" /etc/kubernetes/addons/20-calico.yaml
 
 log "3/4 applying"
-# Calico's CRDs are too large for client-side apply's last-applied annotation.
-kubectl apply --server-side --force-conflicts -f "$LAB_CACHE/calico-crds-$CALICO_VERSION.yaml" >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd/ippools.crd.projectcalico.org >/dev/null
-kubectl apply -f /etc/kubernetes/addons/
+# Server-side: Calico's CRDs are too large for client-side apply's last-applied annotation.
+kubectl apply --server-side --force-conflicts --field-manager=kubernetes-lab -f /etc/kubernetes/addons/ >/dev/null
 
 log "4/4 node labels and taints now, and every 30 s for nodes that join later"
 bash "$LAB_DIR/scripts/label-nodes.sh"
 if [[ -d /etc/systemd/system ]]; then
-    update_file /etc/systemd/system/lab-label-nodes.service 0644 <<EOF
-[Unit]
-Description=Kubernetes lab: role labels and the control-plane taint (kubectl)
-[Service]
-Type=oneshot
-ExecStart=/bin/bash $LAB_DIR/scripts/label-nodes.sh
-EOF
-    update_file /etc/systemd/system/lab-label-nodes.timer 0644 <<'EOF'
-[Unit]
-Description=Kubernetes lab: label nodes as they join
-[Timer]
-OnActiveSec=30s
-OnUnitActiveSec=30s
-[Install]
-WantedBy=timers.target
-EOF
+    render_label_nodes_timer /
     systemctl daemon-reload
     systemctl enable --now --quiet lab-label-nodes.timer
 fi
 log "add-ons applied. kubectl get nodes,pods -A -o wide; kubectl get csr"
+log "when the workers are up: $LAB_INSTALL_DIR/scripts/smoke.sh"

@@ -41,9 +41,10 @@ if ! getent ahostsv4 registry.k8s.io >/dev/null; then
     log "  systemctl status coredns nodehosts; dig @$LB_VIP registry.k8s.io"
 fi
 
-# Keep the scripts on the machine, for label-nodes.sh and troubleshoot-static-pod.sh later.
-if [[ $LAB_DIR != /opt/lab/provisioning ]]; then
-    mkdir -p /opt/lab/provisioning
-    cp -a "$LAB_DIR/." /opt/lab/provisioning/
+# Keep the scripts on the machine, for the label-nodes timer, smoke.sh and
+# troubleshoot-static-pod.sh later.
+if [[ $LAB_DIR != "$LAB_INSTALL_DIR" ]]; then
+    mkdir -p "$LAB_INSTALL_DIR"
+    cp -a "$LAB_DIR/." "$LAB_INSTALL_DIR/"
 fi
 log "node setup done"

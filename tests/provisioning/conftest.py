@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PROVISIONING = REPO / "provisioning"
 COREDNS = REPO / "coredns"
+# A small manifest shaped like upstream's manifests/calico.yaml (no download at test time).
+CALICO_FIXTURE = Path(__file__).with_name("fixtures") / "calico.yaml"
 
 # Debian packages (or PyPI distributions) providing each tool, for the failure message.
 TOOLS = {
@@ -67,11 +70,13 @@ def clean_env(**overrides: str) -> dict[str, str]:
 
 
 def render(outdir: Path, **overrides: str) -> Path:
+    """render.sh into OUTDIR, Calico patched from the fixture by this interpreter's PyYAML."""
     require_tool("openssl")
+    settings = {"RENDER_CALICO_MANIFEST": str(CALICO_FIXTURE), "LAB_PYTHON": sys.executable}
     subprocess.run(
         ["bash", str(PROVISIONING / "render.sh"), str(outdir)],
         check=True,
-        env=clean_env(**overrides),
+        env=clean_env(**settings | overrides),
         capture_output=True,
         text=True,
     )
@@ -80,7 +85,7 @@ def render(outdir: Path, **overrides: str) -> Path:
 
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default topology: lb-0, controller-0..2, worker-0..1, CoreDNS on the LB."""
+    """The default topology: lb-0, controller-0..2, worker-0..2, CoreDNS on the LB."""
     return render(tmp_path_factory.mktemp("lab-default"))
 
 

@@ -173,7 +173,7 @@ def test_haproxy_accepts_its_configuration(rendered: Path, tmp_path: Path) -> No
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("machine", ["lb-0", "controller-0", "worker-0"])
+@pytest.mark.parametrize("machine", ["lb-0", "controller-0", "controller-2", "worker-0"])
 def test_systemd_units_are_valid(rendered: Path, tmp_path: Path, machine: str) -> None:
     """systemd-analyze verify on a machine's units together (the binaries, absent here, are
     replaced by /bin/true)."""

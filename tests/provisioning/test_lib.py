@@ -31,6 +31,7 @@ def test_machine_names_and_static_addresses() -> None:
         "controller-2 10.240.0.12",
         "worker-0",
         "worker-1",
+        "worker-2",
         "controller-0=https://10.240.0.10:2380,controller-1=https://10.240.0.11:2380,"
         "controller-2=https://10.240.0.12:2380",
         "https://10.240.0.10:2379,https://10.240.0.11:2379,https://10.240.0.12:2379",
@@ -140,7 +141,7 @@ def test_download_urls_follow_versions_env() -> None:
     """The URLs the machines download from carry the pinned versions."""
     out = run_ok(
         "lab_arch() { echo amd64; }; kube_binary_url kubelet; containerd_url; runc_url; "
-        "cni_plugins_url; crictl_url; coredns_url; calico_crds_url"
+        "cni_plugins_url; crictl_url; coredns_url; calico_manifest_url"
     ).split()
     assert out == [
         "https://dl.k8s.io/release/v1.36.4/bin/linux/amd64/kubelet",
@@ -149,7 +150,7 @@ def test_download_urls_follow_versions_env() -> None:
         "https://github.com/containernetworking/plugins/releases/download/v1.9.1/cni-plugins-linux-amd64-v1.9.1.tgz",
         "https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.36.0/crictl-v1.36.0-linux-amd64.tar.gz",
         "https://github.com/coredns/coredns/releases/download/v1.14.7/coredns_1.14.7_linux_amd64.tgz",
-        "https://raw.githubusercontent.com/projectcalico/calico/v3.32.2/manifests/crds.yaml",
+        "https://raw.githubusercontent.com/projectcalico/calico/v3.32.2/manifests/calico.yaml",
     ]
 
 
@@ -269,3 +270,87 @@ def test_install_bundle_sets_modes_whatever_the_upload_left(tmp_path: Path) -> N
         "etc/kubernetes/pki/bootstrap-token.env": 0o600,
     }
     assert (root / "etc/kubernetes/pki/ca.key").read_text() == "etc/kubernetes/pki/ca.key"
+
+
+def test_bootstrap_token_secret_expires_after_the_ttl() -> None:
+    """The Secret carries expiration = now + BOOTSTRAP_TOKEN_TTL_HOURS, RFC 3339 UTC."""
+    from datetime import UTC, datetime, timedelta
+
+    import yaml
+
+    out = run_ok(
+        'bootstrap_token_secret abcdef 0123456789abcdef "$(bootstrap_token_expiration)"',
+        BOOTSTRAP_TOKEN_TTL_HOURS="2",
+    )
+    data = yaml.safe_load(out)["stringData"]
+    expiration = datetime.strptime(data["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs(expiration - datetime.now(UTC) - timedelta(hours=2)) < timedelta(minutes=5)
+    assert (data["token-id"], data["token-secret"]) == ("abcdef", "0123456789abcdef")
+
+
+def test_label_nodes_timer_runs_the_copy_node_sh_keeps(tmp_path: Path) -> None:
+    """The unit runs scripts/label-nodes.sh from /opt/lab/provisioning, where node.sh copies
+    provisioning/ (the upload in /tmp/lab is gone after a reboot), never from /tmp."""
+    import re
+
+    from .conftest import PROVISIONING
+
+    run_ok(f'render_label_nodes_timer "{tmp_path}"')
+    unit = (tmp_path / "etc/systemd/system/lab-label-nodes.service").read_text()
+    (exec_start,) = re.findall(r"^ExecStart=(.*)$", unit, re.M)
+    assert exec_start == "/bin/bash /opt/lab/provisioning/scripts/label-nodes.sh"
+    assert "/tmp" not in unit
+    # That path is provisioning/scripts/label-nodes.sh in the copy node.sh makes.
+    assert run_ok('echo "$LAB_INSTALL_DIR"').strip() == "/opt/lab/provisioning"
+    node_sh = (PROVISIONING / "scripts/node.sh").read_text()
+    assert 'cp -a "$LAB_DIR/." "$LAB_INSTALL_DIR/"' in node_sh
+    assert (PROVISIONING / "scripts/label-nodes.sh").is_file()
+    timer = (tmp_path / "etc/systemd/system/lab-label-nodes.timer").read_text()
+    assert "OnUnitActiveSec=30s" in timer
+
+
+def test_bootstrap_token_helper_applies_a_fresh_expiring_token(tmp_path: Path) -> None:
+    """scripts/bootstrap-token.sh applies a new token Secret that expires after the TTL and
+    prints it as bootstrap-token.env lines (kubectl is a stand-in that keeps what it is given:
+    this tests our script, not the cluster)."""
+    import re
+    import subprocess
+    import sys
+    from datetime import UTC, datetime, timedelta
+
+    import yaml
+
+    from .conftest import PROVISIONING, clean_env
+
+    applied = tmp_path / "applied.yaml"
+    fake = tmp_path / "bin/kubectl"
+    fake.parent.mkdir()
+    fake.write_text(
+        f"#!{sys.executable}\nimport sys\n"
+        f"assert sys.argv[1:] == ['--kubeconfig=/admin', 'apply', '-f', '-'], sys.argv\n"
+        f"open({str(applied)!r}, 'w').write(sys.stdin.read())\n"
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(PROVISIONING / "scripts/bootstrap-token.sh")],
+        env=clean_env(
+            PATH=f"{fake.parent}:/usr/bin:/bin",
+            LAB_KUBECONFIG="/admin",
+            BOOTSTRAP_TOKEN_TTL_HOURS="48",
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    match = re.fullmatch(
+        r"BOOTSTRAP_TOKEN_ID=([a-z0-9]{6})\nBOOTSTRAP_TOKEN_SECRET=([a-z0-9]{16})\n", result.stdout
+    )
+    assert match, result.stdout
+    secret = yaml.safe_load(applied.read_text())
+    assert secret["metadata"]["name"] == f"bootstrap-token-{match.group(1)}"
+    data = secret["stringData"]
+    assert (data["token-id"], data["token-secret"]) == match.groups()
+    expiration = datetime.strptime(data["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs(expiration - datetime.now(UTC) - timedelta(hours=48)) < timedelta(minutes=5)
+    assert f"valid until {data['expiration']}" in result.stderr

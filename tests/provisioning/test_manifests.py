@@ -77,6 +77,8 @@ def test_every_manifest_validates_against_the_pinned_kubernetes_schemas(rendered
         "ClusterRoleBinding",
         "RoleBinding",
         "ServiceAccount",
+        "CustomResourceDefinition",  # Calico's, patched from the upstream-shaped fixture
+        "PodDisruptionBudget",
     } <= kinds
 
 
@@ -219,8 +221,9 @@ def addon(rendered: Path, file: str, kind: str, name: str) -> dict[str, Any]:
     raise AssertionError(f"no {kind}/{name} in {file}")
 
 
-def test_calico_uses_host_local_ipam_and_the_private_network(rendered: Path) -> None:
-    """IPAM host-local with usePodCidr; the node address autodetected inside 10.240.0.0/24."""
+def test_calico_is_upstreams_manifest_patched_for_the_lab(rendered: Path) -> None:
+    """render.sh patches the given upstream manifest (here the fixture) into 20-calico.yaml:
+    host-local IPAM, the node network, the pool, calico-kube-controllers, the CRDs."""
     config = addon(rendered, "20-calico.yaml", "ConfigMap", "calico-config")["data"][
         "cni_network_config"
     ]
@@ -235,6 +238,46 @@ def test_calico_uses_host_local_ipam_and_the_private_network(rendered: Path) -> 
     assert env["CALICO_IPV4POOL_CIDR"] == "10.200.0.0/16"
     image = node["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.endswith(":" + DEFAULTS["CALICO_VERSION"])
+    addon(rendered, "20-calico.yaml", "Deployment", "calico-kube-controllers")
+    addon(rendered, "20-calico.yaml", "CustomResourceDefinition", "ippools.crd.projectcalico.org")
+    endpoint = addon(rendered, "20-calico.yaml", "ConfigMap", "kubernetes-services-endpoint")
+    assert endpoint["data"]["KUBERNETES_SERVICE_HOST"] == "10.240.0.40"
+
+
+def test_encryption_of_secrets_at_rest(rendered: Path) -> None:
+    """A valid EncryptionConfiguration (Secrets, a 32-byte secretbox key, identity last to read
+    what was written before), the same on every controller, root's only, given to the
+    apiserver by flag and mounted read-only into its static pod."""
+    import base64
+
+    configs = {
+        (rendered / f"nodes/controller-{i}/etc/kubernetes/encryption-config.yaml").read_text()
+        for i in range(3)
+    }
+    assert len(configs) == 1  # every apiserver must decrypt what another wrote
+    path = rendered / "nodes/controller-0/etc/kubernetes/encryption-config.yaml"
+    assert path.stat().st_mode & 0o777 == 0o600
+    config = yaml.safe_load(path.read_text())
+    assert (config["apiVersion"], config["kind"]) == (
+        "apiserver.config.k8s.io/v1",
+        "EncryptionConfiguration",
+    )
+    (rule,) = config["resources"]
+    assert rule["resources"] == ["secrets"]
+    first, last = rule["providers"]
+    (key,) = first["secretbox"]["keys"]
+    assert len(base64.b64decode(key["secret"], validate=True)) == 32
+    assert last == {"identity": {}}
+    assert not (rendered / "nodes/worker-0/etc/kubernetes/encryption-config.yaml").exists()
+
+    f = flags(rendered, "controller-0", "kube-apiserver")
+    target = f["encryption-provider-config"]
+    assert target == "/etc/kubernetes/encryption-config.yaml"
+    (pod,) = documents(rendered / "nodes/controller-0/etc/kubernetes/manifests/kube-apiserver.yaml")
+    mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts[target]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes[mounts[target]["name"]]["hostPath"] == {"path": target, "type": "File"}
 
 
 def test_kube_proxy_runs_as_a_daemonset_through_the_lb(rendered: Path) -> None:
@@ -288,6 +331,14 @@ def test_bootstrap_token_and_tls_bootstrapping_rbac(rendered: Path) -> None:
     assert token == f"{data['token-id']}.{data['token-secret']}"
     assert secret["metadata"]["name"] == f"bootstrap-token-{data['token-id']}"
     assert secret["type"] == "bootstrap.kubernetes.io/token"
+    # It expires BOOTSTRAP_TOKEN_TTL_HOURS (24) after it is rendered, as RFC 3339 UTC.
+    from datetime import UTC, datetime, timedelta
+
+    expiration = datetime.strptime(data["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    rendered_at = datetime.fromtimestamp(
+        (rendered / "addons/00-bootstrap-token.yaml").stat().st_mtime, UTC
+    )
+    assert abs(expiration - rendered_at - timedelta(hours=24)) < timedelta(minutes=5)
     roles = {d["roleRef"]["name"] for d in documents(rendered / "addons/01-node-rbac.yaml")}
     assert roles == {
         "system:node-bootstrapper",

@@ -23,6 +23,7 @@ def test_there_are_the_scripts_the_lab_needs() -> None:
     names = {p.name for p in SCRIPTS}
     assert {"node.sh", "lb.sh", "controller.sh", "worker.sh", "addons.sh"} <= names
     assert {"troubleshoot-static-pod.sh", "label-nodes.sh", "render.sh", "host.sh"} <= names
+    assert {"smoke.sh", "bootstrap-token.sh"} <= names
     assert {p.name for p in LIBRARY} >= {"common.sh", "pki.sh", "kubeconfig.sh", "all.sh"}
 
 
@@ -64,6 +65,9 @@ def test_rendered_dhclient_hook_is_clean_posix_sh(rendered: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout
+    # dhcpcd (Debian 13) sources its exit hook with the same variables: the same script.
+    dhcpcd = rendered / "nodes/worker-0/etc/dhcpcd.exit-hook"
+    assert dhcpcd.read_text() == hook.read_text()
 
 
 @pytest.mark.parametrize(

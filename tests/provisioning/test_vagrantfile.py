@@ -45,7 +45,7 @@ def test_vagrantfile_parses_with_ruby_c() -> None:
 def test_default_machines_addresses_and_memory() -> None:
     """lb-0 first at 10.240.0.40, controllers at .10+, workers on DHCP .101-.200."""
     config = vagrant_config()
-    assert config["box"] == "debian/bookworm64"
+    assert config["box"] == "debian/trixie64"
     machines = {m["name"]: m for m in config["machines"]}
     assert [m["name"] for m in config["machines"]] == [
         "lb-0",
@@ -54,6 +54,7 @@ def test_default_machines_addresses_and_memory() -> None:
         "controller-2",
         "worker-0",
         "worker-1",
+        "worker-2",
     ]
     assert machines["lb-0"]["networks"][0]["ip"] == "10.240.0.40"
     assert machines["lb-0"]["provider"]["memory"] == 512
@@ -78,13 +79,13 @@ def test_counts_memory_box_and_version_follow_the_environment() -> None:
         WORKER_COUNT="4",
         CONTROLLER_COUNT="1",
         WORKER_MEMORY="1536",
-        BOX="debian/trixie64",
+        BOX="debian/bookworm64",
         KUBERNETES_VERSION="v1.36.9",
         LB_COUNT="2",
     )
     names = [m["name"] for m in config["machines"]]
     assert names == ["lb-0", "lb-1", "controller-0", "worker-0", "worker-1", "worker-2", "worker-3"]
-    assert config["box"] == "debian/trixie64"
+    assert config["box"] == "debian/bookworm64"  # Debian 12 is still supported
     machines = {m["name"]: m for m in config["machines"]}
     assert machines["worker-3"]["provider"]["memory"] == 1536
     # Two LBs: each its own address, the VIP is keepalived's.
@@ -118,3 +119,29 @@ def test_each_machine_gets_its_scripts_and_only_its_own_bundle() -> None:
         for p in machine["provisioners"]:
             if p["type"] == "shell" and "env" in p:
                 assert p["env"]["LAB_NODE"] == name
+
+
+@pytest.mark.parametrize(
+    ("env", "last"),
+    [
+        ({}, "worker-2"),
+        ({"WORKER_COUNT": "1"}, "worker-0"),
+        ({"WORKER_COUNT": "0"}, "controller-2"),
+    ],
+)
+def test_the_last_machine_up_runs_the_smoke_test_on_the_host(
+    env: dict[str, str], last: str
+) -> None:
+    """After `up` or `provision` of the last machine, scripts/smoke.sh runs on the host (it
+    reaches the machines with `vagrant ssh`); no other machine has a trigger."""
+    import shlex
+
+    config = vagrant_config(**env)
+    triggers = {m["name"]: m["triggers"] for m in config["machines"] if m["triggers"]}
+    assert list(triggers) == [last]
+    (trigger,) = triggers[last]
+    assert trigger["actions"] == ["up", "provision"]
+    assert trigger["on_error"] is None  # the default, halt: a failed check fails `vagrant up`
+    command = shlex.split(trigger["run"]["inline"])
+    assert command == ["bash", str(PROVISIONING / "scripts/smoke.sh")]
+    assert Path(command[1]).is_file()

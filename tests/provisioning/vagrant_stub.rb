@@ -38,15 +38,33 @@ class VM
   end
 end
 
+# node.trigger.after :up, :provision do |t| ... end
+class Trigger
+  attr_accessor :name, :info, :run, :run_remote, :on_error
+end
+
+class Triggers
+  attr_reader :recorded
+  def initialize = @recorded = []
+  def after(*actions)
+    t = Trigger.new
+    yield t
+    @recorded << { "when" => "after", "actions" => actions.map(&:to_s), "name" => t.name,
+                   "run" => t.run&.transform_keys(&:to_s), "on_error" => t.on_error&.to_s }
+  end
+end
+
 class Machine
-  attr_reader :name, :vm
+  attr_reader :name, :vm, :trigger
   def initialize(name)
     @name = name
     @vm = VM.new
+    @trigger = Triggers.new
   end
   def to_h
     { "name" => name, "hostname" => vm.hostname, "networks" => vm.networks,
-      "provider" => vm.provider_settings, "provisioners" => vm.provisioners }
+      "provider" => vm.provider_settings, "provisioners" => vm.provisioners,
+      "triggers" => trigger.recorded }
   end
 end
 
