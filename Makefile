@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 UPSTREAM_BIN := .upstream/bin
 
-.PHONY: demo test check lint format system-deps upstream e2e bench clean deb
+.PHONY: demo test check lint format system-deps upstream e2e bench clean deb docs
 
 # Newest releases from PyPI.
 $(VENV)/.stamp: pyproject.toml
@@ -49,6 +49,15 @@ demo: $(VENV_DEMO)/.stamp
 # on PATH (pyenv, a venv); then: apt install ./dist/nodehosts_*_all.deb (README).
 deb:
 	scripts/build-deb dist
+
+# What the package ships, generated from the CLI's parser (tests/test_docs.py checks them):
+# the man page, and bash and zsh completion (shtab, from the dev extras).
+docs: $(VENV)/.stamp
+	$(VENV)/bin/python docs/mkman.py -o docs/nodehosts.1
+	$(VENV)/bin/python -m shtab --error-unimportable --shell=bash nodehosts.cli.make_parser \
+	  >docs/completion/nodehosts.bash
+	$(VENV)/bin/python -m shtab --error-unimportable --shell=zsh nodehosts.cli.make_parser \
+	  >docs/completion/_nodehosts
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check nodehosts tests bench

@@ -132,3 +132,24 @@ def test_readme_install_on_debian(api: Any, tmp_path: Path) -> None:
         assert outputs["dig"].split() == [NODES["worker-0"]], outputs["dig"]
         state = c.run("systemctl", "is-active", "nodehosts", check=False).stdout.strip()
         assert state == "active", shlex.quote(state)
+        # What the README points to beside the commands: README.Debian, the examples, the
+        # man page, and the shell completion, which completes in the installed bash.
+        for path in (
+            "/usr/share/doc/nodehosts/README.Debian",
+            "/usr/share/doc/nodehosts/examples/Corefile",
+            "/usr/share/doc/nodehosts/examples/dnsmasq.conf",
+            "/usr/share/zsh/vendor-completions/_nodehosts",
+        ):
+            assert c.path(path).is_file() or c.path(path + ".gz").is_file(), path
+        assert (
+            c.path("/usr/share/doc/nodehosts/examples/Corefile").read_text()
+            == (TOP / "coredns" / "Corefile").read_text()
+        )
+        completed = c.run(
+            "bash",
+            "-c",
+            "source /usr/share/bash-completion/completions/nodehosts; "
+            "COMP_WORDS=(nodehosts d); COMP_CWORD=1; _shtab_nodehosts nodehosts d nodehosts; "
+            'echo "${COMPREPLY[@]}"',
+        )
+        assert sorted(completed.stdout.split()) == ["demo", "dump"], completed
