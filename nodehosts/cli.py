@@ -11,11 +11,10 @@ Flags override the TOML file; both are validated once into `Settings` (nodehosts
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from nodehosts import __version__
 from nodehosts.config import (
@@ -31,6 +30,8 @@ from nodehosts.config import (
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # `dump --diff` follows diff(1): 0 the same, 1 different, 2 could not compare.
 EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
+# Output closed by its reader (`nodehosts dump | head`): 128 + SIGPIPE, like a shell tool.
+EXIT_BROKEN_PIPE = 141
 DUMP_SOURCES = ("auto", "daemon", "list")
 # Flags that ask `dump` for a view other than the daemon's: with them, auto means a LIST.
 _VIEW_FLAGS = (
@@ -176,8 +177,18 @@ def _sink_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line and a hint, not the whole usage (21 lines for `run`)."""
+
+    def error(self, message: str) -> NoReturn:
+        usage = self.format_usage()
+        short_usage = usage if usage.count("\n") <= 2 else ""  # `nodehosts` alone: 1 line
+        hint = f"Try '{self.prog} --help'."
+        self.exit(EXIT_USAGE, f"{short_usage}{self.prog}: error: {message}\n{hint}\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nodehosts",
         description="Publish Kubernetes node names as an atomic hosts file and over DNS.",
     )
@@ -204,12 +215,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _source_flags(dump)
     _log_flags(dump)
-    dump.add_argument(
-        "--format",
-        choices=("hosts", "json"),
-        default="hosts",
-        help="hosts file text or a JSON report (default hosts)",
-    )
+    _dump_view_flags(dump)
     dump.add_argument(
         "--from",
         dest="source",
@@ -261,6 +267,34 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None, help="random seed for the simulation")
     _log_flags(demo)
     return parser
+
+
+def _dump_view_flags(dump: argparse.ArgumentParser) -> None:
+    """-o/--format and --watch: how `dump` shows the state (nodehosts.dumpview)."""
+    from nodehosts.dumpview import OUTPUTS
+
+    dump.add_argument(
+        "-o",
+        "--output",
+        "--format",
+        dest="output",
+        choices=OUTPUTS,
+        default=None,
+        help=(
+            "table (NAME, ADDRESSES, PUBLISHED, REASON), wide (also READY, SCHEDULABLE, NAMES), "
+            "hosts (the hosts file text), json or yaml (the full report); default: table on a "
+            "terminal, hosts otherwise"
+        ),
+    )
+    dump.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help=(
+            "from the running daemon: print the records, then each change as it happens "
+            "(+ added, - removed lines), until interrupted"
+        ),
+    )
 
 
 # argparse destination -> Settings field, for the flags that map one to one.
@@ -327,6 +361,23 @@ def check_runtime(settings: Settings, *, command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The entry point: `_main`, with a reader that went away (`| head`) ending it quietly."""
+    try:
+        try:
+            code = _main(argv)
+        finally:  # also after --help's SystemExit: the buffered text meets the closed pipe here
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's recipe: point stdout at /dev/null so the flush at exit cannot fail again.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     from nodehosts import logs
@@ -350,7 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "dump":
         if args.diff:
             return _dump_diff(settings)
-        return _dump(settings, output_format=args.format, source=_dump_source(args))
+        if args.watch:
+            return _dump_watch(settings)
+        return _dump(settings, output=_dump_output(args), source=_dump_source(args))
     return _run(settings, args)
 
 
@@ -384,10 +437,13 @@ def _error(message: object) -> None:
     print(f"nodehosts: error: {message}", file=sys.stderr)
 
 
-def _dump(settings: Settings, *, output_format: str, source: str) -> int:
+def _dump(settings: Settings, *, output: str, source: str) -> int:
     import structlog
 
     from nodehosts.adapters.control import ControlError, DaemonUnavailable
+    from nodehosts.dumpview import REPORT_OUTPUTS
+
+    output_format = "json" if output in REPORT_OUTPUTS else "hosts"
 
     if source in ("daemon", "auto"):
         path = settings.control_socket
@@ -409,14 +465,14 @@ def _dump(settings: Settings, *, output_format: str, source: str) -> int:
                 _error(f"daemon at {path}: {error}")
                 return EXIT_FAILED
             else:
-                _print_state(state, output_format=output_format)
+                _print_state(state, output=output)
                 return EXIT_OK
     try:
         state = _list_state(settings, output_format=output_format)
     except _ListFailed as failure:
         _error(failure.message)
         return failure.code
-    _print_state(state, output_format=output_format)
+    _print_state(state, output=output)
     return EXIT_OK
 
 
@@ -431,13 +487,64 @@ def _ask_daemon(path: Path, *, output_format: str) -> dict[str, Any]:
     return state
 
 
-def _print_state(state: dict[str, Any], *, output_format: str) -> None:
-    if output_format == "json":
-        state.pop("text", None)
-        json.dump(state, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(str(state.get("text", "")))
+def _print_state(state: dict[str, Any], *, output: str) -> None:
+    from nodehosts.dumpview import render
+
+    sys.stdout.write(render(state, output))
+
+
+def _dump_output(args: argparse.Namespace) -> str:
+    """-o as given; else a table for a person at a terminal, the hosts text for a pipe."""
+    if args.output is not None:
+        return str(args.output)
+    return "table" if sys.stdout.isatty() else "hosts"
+
+
+# `dump --watch` asks the daemon to answer when its records change, or after this long.
+WATCH_POLL_SECONDS = 30.0
+
+
+def _dump_watch(settings: Settings) -> int:
+    """Print the daemon's records, then `+`/`-` lines for each change, until interrupted."""
+    import time
+
+    from nodehosts.adapters.control import ControlError, request
+    from nodehosts.dumpview import DIM, change_lines, host_lines, paint, use_colour
+
+    path = settings.control_socket
+    if path is None:
+        _error("dump --watch needs the daemon's control socket (control.socket is '')")
+        return EXIT_USAGE
+    colour = use_colour(sys.stdout)
+    try:
+        state = _ask_daemon(path, output_format="hosts")
+        lines = host_lines(str(state.get("text", "")))
+        sys.stdout.write("".join(f"  {line}\n" for line in lines))
+        sys.stdout.flush()
+        while True:
+            state = request(
+                path,
+                "watch",
+                after=state.get("generation"),
+                wait=WATCH_POLL_SECONDS,
+                timeout=WATCH_POLL_SECONDS + 10,
+            )
+            new = host_lines(str(state.get("text", "")))
+            changes = change_lines(lines, new, colour=colour)
+            if changes:
+                stamp = time.strftime("%H:%M:%S")
+                sys.stdout.write(
+                    paint(f"# {stamp} generation {state.get('generation')}", DIM, enabled=colour)
+                    + "\n"
+                )
+                sys.stdout.write("".join(f"{line}\n" for line in changes))
+                sys.stdout.flush()
+            lines = new
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except ControlError as error:
+        _error(f"dump --watch: {error}")
+        return EXIT_FAILED
 
 
 class _ListFailed(Exception):
@@ -481,10 +588,19 @@ def _policy_differences(settings: Settings, policy: Any) -> list[str]:
         return []
     ours = settings.view_summary()
     return [
-        f"{key} (daemon {policy[key]!r}, here {value!r})"
+        f"{key} (daemon {_shown(policy[key])}, here {_shown(value)})"
         for key, value in ours.items()
         if key in policy and policy[key] != value
     ]
+
+
+def _shown(value: object) -> str:
+    """A setting's value as a person reads it: unset, not Python's None."""
+    if value is None:
+        return "unset"
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value) or "none"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _dump_diff(settings: Settings) -> int:
