@@ -265,7 +265,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="also serve DNS here ('' to disable; default 127.0.0.1:5353)",
     )
     demo.add_argument("--seed", type=int, default=None, help="random seed for the simulation")
-    _log_flags(demo)
+    _log_flags(demo)  # (the demo's default level is warning: --log-level info shows the daemon's)
     return parser
 
 
@@ -384,7 +384,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "demo":
-            logs.configure(args.log_format or "auto", args.log_level or "info")
+            # The demo shows its changes itself; the daemon's info lines would bury them.
+            logs.configure(args.log_format or "auto", args.log_level or "warning")
             from nodehosts.testing.simulation import run_demo
 
             return run_demo(duration=args.duration, dns_listen=args.dns_listen, seed=args.seed)
