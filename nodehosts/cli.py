@@ -241,11 +241,20 @@ def make_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config",
         help="validate a config file",
-        description="Validate the config file and flags, print the result.",
+        description=(
+            "Validate the config file and flags and print every problem at once, as FILE:LINE: "
+            "message; also that the paths it names exist here and the kubeconfig names a "
+            "cluster (not with --offline)."
+        ),
     )
     _source_flags(check)
     _sink_flags(check)
     _log_flags(check)
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="check a config for another machine: skip its paths and the kubeconfig",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -389,6 +398,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from nodehosts.testing.simulation import run_demo
 
             return run_demo(duration=args.duration, dns_listen=args.dns_listen, seed=args.seed)
+        if args.command == "check-config":
+            return _check_config(args)
         settings = settings_from_args(args)
         check_runtime(settings, command=args.command)
     except ConfigError as error:
@@ -406,6 +417,37 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return _dump_watch(settings)
         return _dump(settings, output=_dump_output(args), source=_dump_source(args))
     return _run(settings, args)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """Every problem at once (nodehosts.checkconfig), exit 2 if any."""
+    from nodehosts.checkconfig import Problem, check
+
+    explicit = args.config
+    path: Path | None
+    if explicit is not None:
+        path = Path(explicit) if explicit else None
+    else:
+        path = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+    overrides = {
+        field: getattr(args, dest) for dest, field in _OVERRIDES.items() if hasattr(args, dest)
+    }
+    problems = check(path, overrides, offline=args.offline)
+    if not problems and not args.offline:
+        # Checks the daemon makes at start that check-config does not know itself.
+        try:
+            check_runtime(settings_from_args(args), command="check-config")
+        except ConfigError as error:
+            problems.append(Problem(str(path or "flags"), str(error)))
+    shown = str(path) if path is not None else "(no file)"
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"nodehosts: {len(problems)} problem(s) in {shown}", file=sys.stderr)
+        return EXIT_USAGE
+    note = " (offline: paths and the kubeconfig not checked)" if args.offline else ""
+    print(f"config ok: {shown}{note}")
+    return EXIT_OK
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:

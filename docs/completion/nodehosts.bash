@@ -9,7 +9,7 @@ _shtab_nodehosts_subparsers=(run dump check-config demo)
 
 _shtab_nodehosts_run_option_strings=(-h --help --config --kubeconfig --label-selector --domain --address-types --static-hosts --exclude-not-ready --no-exclude-not-ready --exclude-unschedulable --no-exclude-unschedulable --hosts-file --dns-listen --ttl --negative-ttl --upstream --allow-recursion-from --dns-nameserver --dns-hostmaster --metrics-listen --control-socket --state-dir --approve-serving-csrs --no-approve-serving-csrs --csr-allowed-cidr --csr-denied-cidr --csr-max-expiration-seconds --log-format --log-level)
 _shtab_nodehosts_dump_option_strings=(-h --help --config --kubeconfig --label-selector --domain --address-types --static-hosts --exclude-not-ready --no-exclude-not-ready --exclude-unschedulable --no-exclude-unschedulable --log-format --log-level -o --output --format -w --watch --from --control-socket --diff)
-_shtab_nodehosts_check_config_option_strings=(-h --help --config --kubeconfig --label-selector --domain --address-types --static-hosts --exclude-not-ready --no-exclude-not-ready --exclude-unschedulable --no-exclude-unschedulable --hosts-file --dns-listen --ttl --negative-ttl --upstream --allow-recursion-from --dns-nameserver --dns-hostmaster --metrics-listen --control-socket --state-dir --approve-serving-csrs --no-approve-serving-csrs --csr-allowed-cidr --csr-denied-cidr --csr-max-expiration-seconds --log-format --log-level)
+_shtab_nodehosts_check_config_option_strings=(-h --help --config --kubeconfig --label-selector --domain --address-types --static-hosts --exclude-not-ready --no-exclude-not-ready --exclude-unschedulable --no-exclude-unschedulable --hosts-file --dns-listen --ttl --negative-ttl --upstream --allow-recursion-from --dns-nameserver --dns-hostmaster --metrics-listen --control-socket --state-dir --approve-serving-csrs --no-approve-serving-csrs --csr-allowed-cidr --csr-denied-cidr --csr-max-expiration-seconds --log-format --log-level --offline)
 _shtab_nodehosts_demo_option_strings=(-h --help --duration --dns-listen --seed --log-format --log-level)
 _shtab_nodehosts_option_strings=(-h --help --version)
 
@@ -54,6 +54,7 @@ _shtab_nodehosts_check_config___exclude_unschedulable_nargs=0
 _shtab_nodehosts_check_config___no_exclude_unschedulable_nargs=0
 _shtab_nodehosts_check_config___approve_serving_csrs_nargs=0
 _shtab_nodehosts_check_config___no_approve_serving_csrs_nargs=0
+_shtab_nodehosts_check_config___offline_nargs=0
 _shtab_nodehosts_demo__h_nargs=0
 _shtab_nodehosts_demo___help_nargs=0
 _shtab_nodehosts_pos_0_nargs=A...
