@@ -203,6 +203,14 @@ def make_parser() -> argparse.ArgumentParser:
     _source_flags(run)
     _sink_flags(run)
     _log_flags(run)
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help=(
+            "write hosts.file from one LIST of Nodes and exit (cron, first boot): 0 written or "
+            "already current, 1 the API failed, 2 a configuration error"
+        ),
+    )
 
     dump = commands.add_parser(
         "dump",
@@ -410,6 +418,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"config ok: {settings.config_path or '(no file)'}")
         return EXIT_OK
+    if args.command == "run" and args.once:
+        return _run_once(settings)
     if args.command == "dump":
         if args.diff:
             return _dump_diff(settings)
@@ -447,6 +457,60 @@ def _check_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     note = " (offline: paths and the kubeconfig not checked)" if args.offline else ""
     print(f"config ok: {shown}{note}")
+    return EXIT_OK
+
+
+def _run_once(settings: Settings) -> int:
+    """`run --once`: one LIST, the hosts file written as the daemon would, then exit."""
+    import structlog
+
+    from nodehosts.adapters.hostsfile import HostsFileError, HostsFileWriter
+    from nodehosts.adapters.kube import KubeConfigError, list_nodes, load_client_configuration
+    from nodehosts.app import hosts_body, read_static_hosts
+    from nodehosts.core.hosts import read_generation, render_file, render_hosts
+    from nodehosts.core.records import build_publication
+
+    if settings.hosts_file is None:
+        _error("run --once writes the hosts file: set hosts.file or --hosts-file")
+        return EXIT_USAGE
+    try:
+        configuration = load_client_configuration(settings.kubeconfig)
+    except KubeConfigError as error:
+        _error(error)
+        return EXIT_USAGE
+    try:
+        nodes, resource_version = list_nodes(configuration, label_selector=settings.label_selector)
+    except Exception as error:  # any failure to LIST is the same here: nothing is written
+        _error(f"cannot list nodes: {error}")
+        return EXIT_FAILED
+    try:
+        static_hosts = read_static_hosts(settings.static_hosts)
+    except (OSError, UnicodeDecodeError) as error:
+        _error(f"records.static_hosts: {error}")
+        return EXIT_FAILED
+    records = build_publication(nodes.values(), static_hosts, settings.record_policy).records
+    writer = HostsFileWriter(settings.hosts_file)
+    log = structlog.get_logger(__name__)
+    body = render_hosts(records)
+    try:
+        current = writer.current()
+        generation = read_generation(current or "") or 0
+        if current is not None and hosts_body(current) == body:
+            log.info("hosts_file_current", path=str(settings.hosts_file), generation=generation)
+            return EXIT_OK
+        generation += 1
+        writer.write(render_file(records, generation=generation, body=body))
+    except HostsFileError as error:
+        _error(error)
+        return EXIT_FAILED
+    log.info(
+        "hosts_file_written",
+        path=str(settings.hosts_file),
+        generation=generation,
+        hosts=len(records),
+        addresses=records.address_count(),
+        resource_version=resource_version,
+    )
     return EXIT_OK
 
 

@@ -7,7 +7,7 @@
 
 _shtab_nodehosts_subparsers=(run dump check-config demo)
 
-_shtab_nodehosts_run_option_strings=(-h --help --config --kubeconfig --label-selector --domain --address-types --static-hosts --exclude-not-ready --no-exclude-not-ready --exclude-unschedulable --no-exclude-unschedulable --hosts-file --dns-listen --ttl --negative-ttl --upstream --allow-recursion-from --dns-nameserver --dns-hostmaster --metrics-listen --control-socket --state-dir --approve-serving-csrs --no-approve-serving-csrs --csr-allowed-cidr --csr-denied-cidr --csr-max-expiration-seconds --log-format --log-level)
+_shtab_nodehosts_run_option_strings=(-h --help --config --kubeconfig --label-selector --domain --address-types --static-hosts --exclude-not-ready --no-exclude-not-ready --exclude-unschedulable --no-exclude-unschedulable --hosts-file --dns-listen --ttl --negative-ttl --upstream --allow-recursion-from --dns-nameserver --dns-hostmaster --metrics-listen --control-socket --state-dir --approve-serving-csrs --no-approve-serving-csrs --csr-allowed-cidr --csr-denied-cidr --csr-max-expiration-seconds --log-format --log-level --once)
 _shtab_nodehosts_dump_option_strings=(-h --help --config --kubeconfig --label-selector --domain --address-types --static-hosts --exclude-not-ready --no-exclude-not-ready --exclude-unschedulable --no-exclude-unschedulable --log-format --log-level -o --output --format -w --watch --from --control-socket --diff)
 _shtab_nodehosts_check_config_option_strings=(-h --help --config --kubeconfig --label-selector --domain --address-types --static-hosts --exclude-not-ready --no-exclude-not-ready --exclude-unschedulable --no-exclude-unschedulable --hosts-file --dns-listen --ttl --negative-ttl --upstream --allow-recursion-from --dns-nameserver --dns-hostmaster --metrics-listen --control-socket --state-dir --approve-serving-csrs --no-approve-serving-csrs --csr-allowed-cidr --csr-denied-cidr --csr-max-expiration-seconds --log-format --log-level --offline)
 _shtab_nodehosts_demo_option_strings=(-h --help --duration --dns-listen --seed --log-format --log-level)
@@ -37,6 +37,7 @@ _shtab_nodehosts_run___exclude_unschedulable_nargs=0
 _shtab_nodehosts_run___no_exclude_unschedulable_nargs=0
 _shtab_nodehosts_run___approve_serving_csrs_nargs=0
 _shtab_nodehosts_run___no_approve_serving_csrs_nargs=0
+_shtab_nodehosts_run___once_nargs=0
 _shtab_nodehosts_dump__h_nargs=0
 _shtab_nodehosts_dump___help_nargs=0
 _shtab_nodehosts_dump___exclude_not_ready_nargs=0
