@@ -211,18 +211,21 @@ def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> in
 
         async def main() -> int:
             daemon = Daemon(settings)
-            tasks = [
-                asyncio.create_task(_simulate(server, cluster, interval=3.0)),
-                asyncio.create_task(_print_changes(hosts, colour=use_colour(sys.stdout))),
-            ]
+            printer = asyncio.create_task(_print_changes(hosts, colour=use_colour(sys.stdout)))
+            # The printer ends only by failing (its reader went away: `demo | head`): stop.
+            printer.add_done_callback(lambda task: task.cancelled() or daemon.stop())
+            tasks = [asyncio.create_task(_simulate(server, cluster, interval=3.0)), printer]
             if duration is not None:
                 asyncio.get_running_loop().call_later(duration, daemon.stop)
             try:
-                return await run_daemon(daemon)
+                code = await run_daemon(daemon)
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+            if not printer.cancelled() and isinstance(printer.exception(), BrokenPipeError):
+                raise BrokenPipeError  # the CLI ends quietly (exit 141)
+            return code
 
         try:
             return run_loop(main())

@@ -86,3 +86,25 @@ def test_demo_prints_commands_that_work_against_it(
     assert dumped.returncode == 0, dumped.stderr
     assert "10.240.0.101 worker-0.node.internal worker-0" in dumped.stdout.splitlines()
     assert dig("127.0.0.1", port, "worker-0", "A") == ["10.240.0.101"]
+
+
+def test_demo_into_a_pipe_closed_later_stops_quietly() -> None:
+    """`nodehosts demo | head -3`: once head is gone the demo stops, exit 141, no traceback."""
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nodehosts.cli", "demo", "--seed", "5", "--dns-listen", ""],
+        stdout=write_end, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end) as reader:
+            head = [reader.readline() for _ in range(3)]
+        assert head[0].startswith("nodehosts demo:")
+        code = process.wait(timeout=60)  # the next change (every 3 s) meets the closed pipe
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.stderr is not None
+    assert code == 141
+    assert process.stderr.read() == ""
