@@ -3,11 +3,12 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 VENV_DEBIAN := .venv-debian
+VENV_DEMO := .venv-demo
 PYTEST_ARGS ?=
 
 UPSTREAM_BIN := .upstream/bin
 
-.PHONY: demo test check lint format system-deps upstream e2e bench clean
+.PHONY: demo test check lint format system-deps upstream e2e bench clean deb docs
 
 # Newest releases from PyPI.
 $(VENV)/.stamp: pyproject.toml
@@ -31,8 +32,32 @@ system-deps:
 upstream:
 	scripts/upstream-bin $(UPSTREAM_BIN)
 
-demo: $(VENV)/.stamp
-	$(VENV)/bin/nodehosts demo
+# `make demo` needs only the runtime dependencies, not the test and lint extras, and no
+# editable install (setuptools warns about those): a plain install in a venv of its own.
+$(VENV_DEMO)/.stamp: pyproject.toml $(shell find nodehosts -name "*.py")
+	@$(PY) -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "make demo: needs Python >= 3.11 with venv (PY=$(PY) is $$($(PY) --version 2>&1)); try PY=python3.11" >&2; exit 1; }
+	$(PY) -m venv $(VENV_DEMO)
+	$(VENV_DEMO)/bin/pip install -q --upgrade pip
+	$(VENV_DEMO)/bin/pip install -q .
+	touch $@
+
+demo: $(VENV_DEMO)/.stamp
+	$(VENV_DEMO)/bin/nodehosts demo
+
+# The Debian package in dist/, built by Debian's python3 and tools whatever python is first
+# on PATH (pyenv, a venv); then: apt install ./dist/nodehosts_*_all.deb (README).
+deb:
+	scripts/build-deb dist
+
+# What the package ships, generated from the CLI's parser (tests/test_docs.py checks them):
+# the man page, and bash and zsh completion (shtab, from the dev extras).
+docs: $(VENV)/.stamp
+	$(VENV)/bin/python docs/mkman.py -o docs/nodehosts.1
+	$(VENV)/bin/python -m shtab --error-unimportable --shell=bash nodehosts.cli.make_parser \
+	  >docs/completion/nodehosts.bash
+	$(VENV)/bin/python -m shtab --error-unimportable --shell=zsh nodehosts.cli.make_parser \
+	  >docs/completion/_nodehosts
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check nodehosts tests bench
@@ -52,4 +77,4 @@ test: check
 	$(VENV)/bin/python -m pytest -q -m e2e $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VENV_DEBIAN) .upstream build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_DEBIAN) $(VENV_DEMO) .upstream build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -6,7 +6,8 @@
 The Debian build runs this against the code it packages (debian/rules), so the shipped
 man page always lists exactly the commands, options and config keys of that code. The
 prose around them (description, files, signals, the systemd unit) is written here.
-tests/e2e/test_manpage.py checks that every option and key appears.
+tests/e2e/test_packaging_sync.py checks that every option and key appears, and
+tests/test_docs.py that docs/nodehosts.1 is this script's output (`make docs` rewrites it).
 """
 
 from __future__ import annotations
@@ -198,6 +199,19 @@ Control socket, used by \\fBnodehosts dump\\fR to ask the running daemon.
 ClusterRole and ClusterRoleBinding granting the user or service account
 \\fBnodehosts\\fR get, list and watch on nodes. Apply it with
 \\fBkubectl apply \\-f /usr/share/nodehosts/rbac.yaml\\fR.
+.TP
+.I /usr/share/nodehosts/rbac\\-csr.yaml
+What \\fBcsr.approve\\fR needs on top: get, list and watch on
+certificatesigningrequests, update on their approval subresource and approve on the
+kubernetes.io/kubelet\\-serving signer (never create). Apply it with
+\\fBkubectl apply \\-f /usr/share/nodehosts/rbac\\-csr.yaml\\fR.
+.TP
+.I /usr/share/doc/nodehosts/examples/
+A Corefile for CoreDNS's hosts plugin and a dnsmasq configuration serving the hosts
+file; README.Debian beside it walks through the first start.
+.TP
+.I /usr/share/bash\\-completion/completions/nodehosts
+Shell completion for bash (and for zsh: /usr/share/zsh/vendor\\-completions/_nodehosts).
 .SH SYSTEMD
 The unit \\fBnodehosts.service\\fR runs \\fBnodehosts run \\-\\-config
 /etc/nodehosts/config.toml\\fR as the system user \\fBnodehosts\\fR with only
@@ -297,14 +311,28 @@ def render(version: str, date: str) -> str:
     return "\n".join(line for line in out if line != "") + "\n"
 
 
+CHANGELOG = Path(__file__).resolve().parent.parent / "debian" / "changelog"
+
+
+def changelog_date(path: Path) -> _dt.datetime:
+    """The date of the newest entry's trailer line (" -- Name <mail>  Thu, 26 Nov 2026 ...")."""
+    from email.utils import parsedate_to_datetime
+
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(" -- ") and "  " in line[4:]:
+            return parsedate_to_datetime(line[4:].split("  ", 1)[1].strip())
+    raise SystemExit(f"mkman: no dated entry in {path}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--version", default=__version__, help="version shown in the header")
     parser.add_argument("-o", "--output", help="write here instead of stdout")
     args = parser.parse_args()
-    # Reproducible builds: the date comes from debian/changelog through SOURCE_DATE_EPOCH.
+    # Reproducible builds: the date of the newest debian/changelog entry (dpkg passes it as
+    # SOURCE_DATE_EPOCH), so docs/nodehosts.1 in the repository is the packaged page.
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0")) or None
-    when = _dt.datetime.fromtimestamp(epoch, tz=_dt.UTC) if epoch else _dt.datetime.now(tz=_dt.UTC)
+    when = _dt.datetime.fromtimestamp(epoch, tz=_dt.UTC) if epoch else changelog_date(CHANGELOG)
     text = render(args.version, when.strftime("%Y-%m-%d"))
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

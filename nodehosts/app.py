@@ -24,8 +24,9 @@ Running as a service:
   once (a new Settings object is swapped in); the others are kept as they are and logged as
   `config_needs_restart`. New credentials rebuild the API client and the watch resumes.
 - `metrics_listen`: Prometheus /metrics, /healthz, /readyz (nodehosts.adapters.metrics).
-- `control_socket`: `dump` answers the live state (nodehosts.adapters.control); a socket that
-  cannot be bound is logged, not fatal.
+- `control_socket`: `dump` answers the live state (nodehosts.adapters.control), `watch` the
+  same once the generation moves past the client's (`dump --watch`); a socket that cannot be
+  bound is logged, not fatal.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     from nodehosts.adapters.state import SavedState, StateStore
 
 log = structlog.get_logger(__name__)
+# The longest a `watch` request waits for a change before answering anyway.
+WATCH_MAX_WAIT = 60.0
 
 # Bursts (a relist, a rolling kubelet restart) become one rebuild and one write.
 COALESCE_SECONDS = 0.05
@@ -390,6 +393,7 @@ class Daemon:
             self.generation += 1  # without a hosts file, the generation counts DNS zones
         self._published = self._served = records
         self.metrics.set_generation(self.generation)
+        self._wake_watchers()
         if self.stale:
             self.stale, self.saved = False, None
             self.metrics.set_stale(False)
@@ -616,7 +620,7 @@ class Daemon:
             return
         from nodehosts.adapters.control import ControlError, ControlServer
 
-        server = ControlServer(path, {"dump": self.dump})
+        server = ControlServer(path, {"dump": self.dump, "watch": self.watch})
         try:
             await server.start()
         except ControlError as error:
@@ -666,6 +670,30 @@ class Daemon:
             )
         state.update(report)
         return state
+
+    # --- `dump --watch`: a long poll on the control socket
+
+    # Set (and dropped) when the served records change; created by the first waiting `watch`.
+    _records_changed: asyncio.Event | None = None
+
+    def _wake_watchers(self) -> None:
+        """The served records changed: answer every waiting `watch`."""
+        waiting, self._records_changed = self._records_changed, None
+        if waiting is not None:
+            waiting.set()
+
+    async def watch(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """`dump` in hosts format, once the generation is not `after` any more, or after
+        `wait` seconds (at most WATCH_MAX_WAIT) with no change."""
+        after = arguments.get("after")
+        wait = min(max(float(arguments.get("wait", WATCH_MAX_WAIT)), 0.0), WATCH_MAX_WAIT)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                while self.generation == after:
+                    if self._records_changed is None:
+                        self._records_changed = asyncio.Event()
+                    await self._records_changed.wait()
+        return self.dump({"format": "hosts"})
 
     # --- live reloads
 

@@ -11,11 +11,10 @@ Flags override the TOML file; both are validated once into `Settings` (nodehosts
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from nodehosts import __version__
 from nodehosts.config import (
@@ -31,6 +30,8 @@ from nodehosts.config import (
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # `dump --diff` follows diff(1): 0 the same, 1 different, 2 could not compare.
 EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
+# Output closed by its reader (`nodehosts dump | head`): 128 + SIGPIPE, like a shell tool.
+EXIT_BROKEN_PIPE = 141
 DUMP_SOURCES = ("auto", "daemon", "list")
 # Flags that ask `dump` for a view other than the daemon's: with them, auto means a LIST.
 _VIEW_FLAGS = (
@@ -195,8 +196,18 @@ def _sink_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line and a hint, not the whole usage (21 lines for `run`)."""
+
+    def error(self, message: str) -> NoReturn:
+        usage = self.format_usage()
+        short_usage = usage if usage.count("\n") <= 2 else ""  # `nodehosts` alone: 1 line
+        hint = f"Try '{self.prog} --help'."
+        self.exit(EXIT_USAGE, f"{short_usage}{self.prog}: error: {message}\n{hint}\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nodehosts",
         description="Publish Kubernetes node names as an atomic hosts file and over DNS.",
     )
@@ -211,6 +222,14 @@ def make_parser() -> argparse.ArgumentParser:
     _source_flags(run)
     _sink_flags(run)
     _log_flags(run)
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help=(
+            "write hosts.file from one LIST of Nodes and exit (cron, first boot): 0 written or "
+            "already current, 1 the API failed, 2 a configuration error"
+        ),
+    )
 
     dump = commands.add_parser(
         "dump",
@@ -223,12 +242,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _source_flags(dump)
     _log_flags(dump)
-    dump.add_argument(
-        "--format",
-        choices=("hosts", "json"),
-        default="hosts",
-        help="hosts file text or a JSON report (default hosts)",
-    )
+    _dump_view_flags(dump)
     dump.add_argument(
         "--from",
         dest="source",
@@ -254,11 +268,20 @@ def make_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config",
         help="validate a config file",
-        description="Validate the config file and flags, print the result.",
+        description=(
+            "Validate the config file and flags and print every problem at once, as FILE:LINE: "
+            "message; also that the paths it names exist here and the kubeconfig names a "
+            "cluster (not with --offline)."
+        ),
     )
     _source_flags(check)
     _sink_flags(check)
     _log_flags(check)
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="check a config for another machine: skip its paths and the kubeconfig",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -278,8 +301,36 @@ def make_parser() -> argparse.ArgumentParser:
         help="also serve DNS here ('' to disable; default 127.0.0.1:5353)",
     )
     demo.add_argument("--seed", type=int, default=None, help="random seed for the simulation")
-    _log_flags(demo)
+    _log_flags(demo)  # (the demo's default level is warning: --log-level info shows the daemon's)
     return parser
+
+
+def _dump_view_flags(dump: argparse.ArgumentParser) -> None:
+    """-o/--format and --watch: how `dump` shows the state (nodehosts.dumpview)."""
+    from nodehosts.dumpview import OUTPUTS
+
+    dump.add_argument(
+        "-o",
+        "--output",
+        "--format",
+        dest="output",
+        choices=OUTPUTS,
+        default=None,
+        help=(
+            "table (NAME, ADDRESSES, PUBLISHED, REASON), wide (also READY, SCHEDULABLE, NAMES), "
+            "hosts (the hosts file text), json or yaml (the full report); default: table on a "
+            "terminal, hosts otherwise"
+        ),
+    )
+    dump.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help=(
+            "from the running daemon: print the records, then each change as it happens "
+            "(+ added, - removed lines), until interrupted"
+        ),
+    )
 
 
 # argparse destination -> Settings field, for the flags that map one to one.
@@ -349,16 +400,36 @@ def check_runtime(settings: Settings, *, command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The entry point: `_main`, with a reader that went away (`| head`) ending it quietly."""
+    try:
+        try:
+            code = _main(argv)
+        finally:  # also after --help's SystemExit: the buffered text meets the closed pipe here
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's recipe: point stdout at /dev/null so the flush at exit cannot fail again.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     from nodehosts import logs
 
     try:
         if args.command == "demo":
-            logs.configure(args.log_format or "auto", args.log_level or "info")
+            # The demo shows its changes itself; the daemon's info lines would bury them.
+            logs.configure(args.log_format or "auto", args.log_level or "warning")
             from nodehosts.testing.simulation import run_demo
 
             return run_demo(duration=args.duration, dns_listen=args.dns_listen, seed=args.seed)
+        if args.command == "check-config":
+            return _check_config(args)
         settings = settings_from_args(args)
         check_runtime(settings, command=args.command)
     except ConfigError as error:
@@ -369,11 +440,100 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"config ok: {settings.config_path or '(no file)'}")
         return EXIT_OK
+    if args.command == "run" and args.once:
+        return _run_once(settings)
     if args.command == "dump":
         if args.diff:
             return _dump_diff(settings)
-        return _dump(settings, output_format=args.format, source=_dump_source(args))
+        if args.watch:
+            return _dump_watch(settings)
+        return _dump(settings, output=_dump_output(args), source=_dump_source(args))
     return _run(settings, args)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """Every problem at once (nodehosts.checkconfig), exit 2 if any."""
+    from nodehosts.checkconfig import Problem, check
+
+    explicit = args.config
+    path: Path | None
+    if explicit is not None:
+        path = Path(explicit) if explicit else None
+    else:
+        path = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+    overrides = {
+        field: getattr(args, dest) for dest, field in _OVERRIDES.items() if hasattr(args, dest)
+    }
+    problems = check(path, overrides, offline=args.offline)
+    if not problems and not args.offline:
+        # Checks the daemon makes at start that check-config does not know itself.
+        try:
+            check_runtime(settings_from_args(args), command="check-config")
+        except ConfigError as error:
+            problems.append(Problem(str(path or "flags"), str(error)))
+    shown = str(path) if path is not None else "(no file)"
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"nodehosts: {len(problems)} problem(s) in {shown}", file=sys.stderr)
+        return EXIT_USAGE
+    note = " (offline: paths and the kubeconfig not checked)" if args.offline else ""
+    print(f"config ok: {shown}{note}")
+    return EXIT_OK
+
+
+def _run_once(settings: Settings) -> int:
+    """`run --once`: one LIST, the hosts file written as the daemon would, then exit."""
+    import structlog
+
+    from nodehosts.adapters.hostsfile import HostsFileError, HostsFileWriter
+    from nodehosts.adapters.kube import KubeConfigError, list_nodes, load_client_configuration
+    from nodehosts.app import hosts_body, read_static_hosts
+    from nodehosts.core.hosts import read_generation, render_file, render_hosts
+    from nodehosts.core.records import build_publication
+
+    if settings.hosts_file is None:
+        _error("run --once writes the hosts file: set hosts.file or --hosts-file")
+        return EXIT_USAGE
+    try:
+        configuration = load_client_configuration(settings.kubeconfig)
+    except KubeConfigError as error:
+        _error(error)
+        return EXIT_USAGE
+    try:
+        nodes, resource_version = list_nodes(configuration, label_selector=settings.label_selector)
+    except Exception as error:  # any failure to LIST is the same here: nothing is written
+        _error(f"cannot list nodes: {error}")
+        return EXIT_FAILED
+    try:
+        static_hosts = read_static_hosts(settings.static_hosts)
+    except (OSError, UnicodeDecodeError) as error:
+        _error(f"records.static_hosts: {error}")
+        return EXIT_FAILED
+    records = build_publication(nodes.values(), static_hosts, settings.record_policy).records
+    writer = HostsFileWriter(settings.hosts_file)
+    log = structlog.get_logger(__name__)
+    body = render_hosts(records)
+    try:
+        current = writer.current()
+        generation = read_generation(current or "") or 0
+        if current is not None and hosts_body(current) == body:
+            log.info("hosts_file_current", path=str(settings.hosts_file), generation=generation)
+            return EXIT_OK
+        generation += 1
+        writer.write(render_file(records, generation=generation, body=body))
+    except HostsFileError as error:
+        _error(error)
+        return EXIT_FAILED
+    log.info(
+        "hosts_file_written",
+        path=str(settings.hosts_file),
+        generation=generation,
+        hosts=len(records),
+        addresses=records.address_count(),
+        resource_version=resource_version,
+    )
+    return EXIT_OK
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
@@ -406,10 +566,13 @@ def _error(message: object) -> None:
     print(f"nodehosts: error: {message}", file=sys.stderr)
 
 
-def _dump(settings: Settings, *, output_format: str, source: str) -> int:
+def _dump(settings: Settings, *, output: str, source: str) -> int:
     import structlog
 
     from nodehosts.adapters.control import ControlError, DaemonUnavailable
+    from nodehosts.dumpview import REPORT_OUTPUTS
+
+    output_format = "json" if output in REPORT_OUTPUTS else "hosts"
 
     if source in ("daemon", "auto"):
         path = settings.control_socket
@@ -431,14 +594,14 @@ def _dump(settings: Settings, *, output_format: str, source: str) -> int:
                 _error(f"daemon at {path}: {error}")
                 return EXIT_FAILED
             else:
-                _print_state(state, output_format=output_format)
+                _print_state(state, output=output)
                 return EXIT_OK
     try:
         state = _list_state(settings, output_format=output_format)
     except _ListFailed as failure:
         _error(failure.message)
         return failure.code
-    _print_state(state, output_format=output_format)
+    _print_state(state, output=output)
     return EXIT_OK
 
 
@@ -453,13 +616,64 @@ def _ask_daemon(path: Path, *, output_format: str) -> dict[str, Any]:
     return state
 
 
-def _print_state(state: dict[str, Any], *, output_format: str) -> None:
-    if output_format == "json":
-        state.pop("text", None)
-        json.dump(state, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(str(state.get("text", "")))
+def _print_state(state: dict[str, Any], *, output: str) -> None:
+    from nodehosts.dumpview import render
+
+    sys.stdout.write(render(state, output))
+
+
+def _dump_output(args: argparse.Namespace) -> str:
+    """-o as given; else a table for a person at a terminal, the hosts text for a pipe."""
+    if args.output is not None:
+        return str(args.output)
+    return "table" if sys.stdout.isatty() else "hosts"
+
+
+# `dump --watch` asks the daemon to answer when its records change, or after this long.
+WATCH_POLL_SECONDS = 30.0
+
+
+def _dump_watch(settings: Settings) -> int:
+    """Print the daemon's records, then `+`/`-` lines for each change, until interrupted."""
+    import time
+
+    from nodehosts.adapters.control import ControlError, request
+    from nodehosts.dumpview import DIM, change_lines, host_lines, paint, use_colour
+
+    path = settings.control_socket
+    if path is None:
+        _error("dump --watch needs the daemon's control socket (control.socket is '')")
+        return EXIT_USAGE
+    colour = use_colour(sys.stdout)
+    try:
+        state = _ask_daemon(path, output_format="hosts")
+        lines = host_lines(str(state.get("text", "")))
+        sys.stdout.write("".join(f"  {line}\n" for line in lines))
+        sys.stdout.flush()
+        while True:
+            state = request(
+                path,
+                "watch",
+                after=state.get("generation"),
+                wait=WATCH_POLL_SECONDS,
+                timeout=WATCH_POLL_SECONDS + 10,
+            )
+            new = host_lines(str(state.get("text", "")))
+            changes = change_lines(lines, new, colour=colour)
+            if changes:
+                stamp = time.strftime("%H:%M:%S")
+                sys.stdout.write(
+                    paint(f"# {stamp} generation {state.get('generation')}", DIM, enabled=colour)
+                    + "\n"
+                )
+                sys.stdout.write("".join(f"{line}\n" for line in changes))
+                sys.stdout.flush()
+            lines = new
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except ControlError as error:
+        _error(f"dump --watch: {error}")
+        return EXIT_FAILED
 
 
 class _ListFailed(Exception):
@@ -503,10 +717,19 @@ def _policy_differences(settings: Settings, policy: Any) -> list[str]:
         return []
     ours = settings.view_summary()
     return [
-        f"{key} (daemon {policy[key]!r}, here {value!r})"
+        f"{key} (daemon {_shown(policy[key])}, here {_shown(value)})"
         for key, value in ours.items()
         if key in policy and policy[key] != value
     ]
+
+
+def _shown(value: object) -> str:
+    """A setting's value as a person reads it: unset, not Python's None."""
+    if value is None:
+        return "unset"
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value) or "none"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _dump_diff(settings: Settings) -> int:

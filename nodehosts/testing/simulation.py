@@ -3,9 +3,11 @@
 Contract: `run_demo()` starts the fake API server (the one the tests use) with the lab's
 nodes, runs the real `Daemon` against it through the official client, and keeps changing
 the cluster the way DHCP workers do: workers join, change address and leave every few
-seconds, while every kubelet heartbeats (which must never rewrite the file). Each new
-version of the hosts file is printed to stdout. `LabCluster` is the pure part: it only
-decides what happens next.
+seconds, while every kubelet heartbeats (which must never rewrite the file). It prints what
+is published first, then one line per change of the hosts file (joined / moved from A to B /
+left; green, yellow, red on a terminal), and at start the `dig` and `nodehosts dump` command
+lines that work against it (a control socket in its temporary directory). `LabCluster` and
+`describe_changes` are the pure parts.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shlex
 import sys
 import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +97,6 @@ async def _simulate(server: FakeApiServer, cluster: LabCluster, *, interval: flo
     while True:
         await asyncio.sleep(interval)
         change = cluster.step()
-        print(f"\n### cluster: {change.describe()}", flush=True)
         if change.kind == "join":
             assert change.address is not None
             server.add_object("nodes", _node(change.node, change.address))
@@ -107,16 +111,60 @@ async def _simulate(server: FakeApiServer, cluster: LabCluster, *, interval: flo
             server.heartbeat(name)
 
 
-async def _print_changes(path: Path) -> None:
-    """Print the hosts file whenever its content changes."""
-    last = None
+Published = Mapping[str, tuple[str, ...]]
+
+
+def published_names(text: str) -> dict[str, tuple[str, ...]]:
+    """Short name (the last on its lines: `worker-0`) -> its addresses, from hosts text."""
+    from nodehosts.core.hosts import parse_hosts
+
+    hosts, _warnings = parse_hosts(text)
+    return {host.names[-1]: tuple(str(a) for a in host.addresses) for host in hosts}
+
+
+def describe_changes(before: Published, after: Published) -> list[tuple[str, str]]:
+    """(kind, sentence) for every name that joined, moved or left, in name order."""
+    out = []
+    for name in sorted(before.keys() | after.keys()):
+        old, new = before.get(name), after.get(name)
+        if old == new:
+            continue
+        if old is None:
+            out.append(("joined", f"{name} joined: {', '.join(new or ())}"))
+        elif new is None:
+            out.append(("left", f"{name} left (was {', '.join(old)})"))
+        else:
+            out.append(("moved", f"{name} moved from {', '.join(old)} to {', '.join(new)}"))
+    return out
+
+
+async def _print_changes(path: Path, *, colour: bool) -> None:
+    """What is published, then a line per change each time the hosts file changes."""
+    from nodehosts.dumpview import GREEN, RED, YELLOW, paint
+
+    colours = {"joined": GREEN, "moved": YELLOW, "left": RED}
+    last: Published | None = None
     while True:
         with contextlib.suppress(FileNotFoundError):
-            text = path.read_text()
-            if text != last:
-                print(f"\n--- {path}\n{text}", end="", flush=True)
-                last = text
+            current = published_names(path.read_text())
+            if last is None:
+                print("published:", flush=True)
+                for name, addresses in sorted(current.items()):
+                    print(f"  {name:<14} {', '.join(addresses)}", flush=True)
+            elif current != last:
+                stamp = time.strftime("%H:%M:%S")
+                for kind, sentence in describe_changes(last, current):
+                    print(f"{stamp} {paint(sentence, colours[kind], enabled=colour)}", flush=True)
+            last = current
         await asyncio.sleep(0.2)
+
+
+def nodehosts_command() -> list[str]:
+    """How to run this nodehosts from a shell: the venv's script by full path, else -m."""
+    script = Path(sys.executable).parent / "nodehosts"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "nodehosts.cli"]
 
 
 def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> int:
@@ -136,6 +184,7 @@ def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> in
         static.write_text(STATIC_HOSTS)
         hosts = directory / "hosts" / "nodes.hosts"
         hosts.parent.mkdir()
+        control = directory / "control.sock"
         settings = build_settings(
             {},
             {
@@ -143,29 +192,40 @@ def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> in
                 "hosts_file": str(hosts),
                 "static_hosts": str(static),
                 "dns_listen": [dns_listen] if dns_listen else [],
-                "control_socket": "",
+                "control_socket": str(control),
                 "state_dir": "",
             },
         )
-        print(f"fake API server at {server.url}; hosts file {hosts}", flush=True)
+        from nodehosts.dumpview import use_colour
+
+        dump = shlex.join([*nodehosts_command(), "dump", "--config", "", "--control-socket",
+                           str(control)])  # fmt: skip
+        print("nodehosts demo: the real daemon against a simulated cluster (Ctrl-C stops)")
+        print(f"  hosts file: {hosts}")
+        print("  try, in another terminal:")
         if dns_listen:
             host, _, port = dns_listen.rpartition(":")
-            print(f"try: dig @{host} -p {port} worker-0 +short", flush=True)
+            print(f"    dig @{host} -p {port} worker-0 +short")
+        print(f"    {dump}")
+        print(f"    {dump} --watch", flush=True)
 
         async def main() -> int:
             daemon = Daemon(settings)
-            tasks = [
-                asyncio.create_task(_simulate(server, cluster, interval=3.0)),
-                asyncio.create_task(_print_changes(hosts)),
-            ]
+            printer = asyncio.create_task(_print_changes(hosts, colour=use_colour(sys.stdout)))
+            # The printer ends only by failing (its reader went away: `demo | head`): stop.
+            printer.add_done_callback(lambda task: task.cancelled() or daemon.stop())
+            tasks = [asyncio.create_task(_simulate(server, cluster, interval=3.0)), printer]
             if duration is not None:
                 asyncio.get_running_loop().call_later(duration, daemon.stop)
             try:
-                return await run_daemon(daemon)
+                code = await run_daemon(daemon)
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+            if not printer.cancelled() and isinstance(printer.exception(), BrokenPipeError):
+                raise BrokenPipeError  # the CLI ends quietly (exit 141)
+            return code
 
         try:
             return run_loop(main())
