@@ -25,8 +25,9 @@ Contract (what the real apiserver does, see notes/kubernetes.md, and what this f
 - Faults for the next N matching requests: `fail_next` (any status, e.g. 500, 401, 403),
   `garbage_next` (200 with JSON that does not parse), `drop_next` (connection cut mid-body or
   mid-stream), `end_watches_next` (a watch that ends cleanly at once, as behind a proxy that
-  closes streams), `error_event_next` (a watch that sends one ERROR event of any code); `drop_watches()` cuts the open watch streams now; `outage()` closes the listening
-  socket and every connection (connection refused) until `restore()` reopens the same port.
+  closes streams), `error_event_next` (a watch that sends one ERROR event of any code);
+  `drop_watches()` cuts the open watch streams now; `outage()` closes the listening socket and
+  every connection (connection refused) until `restore()` reopens the same port.
 
 Extension point: a collection is a `ResourceType` (path prefix, plural, kind); `register()` adds
 one, with optional subresource handlers `(current, body) -> new object`. Nodes are registered by
