@@ -64,7 +64,10 @@ def dump_from_daemon(control: Path, *args: str) -> subprocess.CompletedProcess[s
 def test_systemd_hears_ready_after_the_first_write_then_watchdog_pings_and_stopping(
     api: FakeApiServer, tmp_path: Path
 ) -> None:
-    """READY=1 comes once the file is written; WATCHDOG=1 every 0.2 s, even with the API down."""
+    """READY=1 comes once the file is written; WATCHDOG=1 keeps coming, also with the API down.
+
+    (How often is `watchdog_interval`'s, tested in tests/adapters/test_sdnotify.py; counting
+    pings after a fixed sleep would measure the machine's load.)"""
     hosts = tmp_path / "nodes.hosts"
     with NotifySocket(on_ready=lambda: read_text_or_empty(hosts)) as manager:
         env = manager.env(watchdog_usec=400_000)
@@ -77,9 +80,12 @@ def test_systemd_hears_ready_after_the_first_write_then_watchdog_pings_and_stopp
             assert "last sync 20" in (ready.get("STATUS") or "")
             assert manager.statuses()[0] == "waiting for the first list of Nodes"
 
-            time.sleep(2.0)
-            pings = [n for n in manager.with_key("WATCHDOG", "1") if n.at > ready.at]
-            assert 6 <= len(pings) <= 14, f"{len(pings)} pings in 2 s at a 0.2 s interval"
+            wait_until(
+                lambda: [n for n in manager.with_key("WATCHDOG", "1") if n.at > ready.at],
+                until=lambda pings: len(pings) >= 5,
+                timeout=20,
+                what="five WATCHDOG=1 after READY=1",
+            )
 
             api.outage()
             wait_until(
@@ -88,14 +94,17 @@ def test_systemd_hears_ready_after_the_first_write_then_watchdog_pings_and_stopp
                 what="a STATUS line about the API error",
             )
             outage_started = time.monotonic()
-            time.sleep(1.5)
-            during = [n for n in manager.with_key("WATCHDOG", "1") if n.at > outage_started]
-            assert len(during) >= 4, "an API outage must not stop the watchdog pings"
+            wait_until(
+                lambda: [n for n in manager.with_key("WATCHDOG", "1") if n.at > outage_started],
+                until=lambda pings: len(pings) >= 4,
+                timeout=20,
+                what="WATCHDOG=1 during the API outage (it must not stop the pings)",
+            )
             assert not manager.with_key("STOPPING")
 
             code, _ = daemon.stop(signal.SIGTERM)
             assert code == 0, daemon.log_text()
-            stopping = manager.wait_for("STOPPING", "1", timeout=2)
+            stopping = manager.wait_for("STOPPING", "1", timeout=10)
             assert stopping.get("STATUS") == "stopping"
             assert len(manager.with_key("READY")) == 1
 
@@ -136,9 +145,8 @@ def test_without_notify_socket_the_daemon_runs_and_stops_the_same(
         api, tmp_path, "--hosts-file", str(hosts), token=TOKEN, env={"NOTIFY_SOCKET": ""}
     ) as daemon:
         wait_for_line(hosts, WORKER_0)
-        code, seconds = daemon.stop()
+        code, _ = daemon.stop(timeout=30)
     assert code == 0
-    assert seconds < 2.0
     assert not daemon.events_named("sd_notify_failed")
 
 
