@@ -25,6 +25,7 @@ sys.path.insert(0, str(TOP / "docs"))
 import mkman  # noqa: E402
 
 from nodehosts import __version__, cli, config  # noqa: E402
+from tests.helpers.skips import skip_unless_ci  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_man_page_lists_every_config_key(page: str) -> None:
 
 def test_man_page_renders_without_warnings(page: str, tmp_path: Path) -> None:
     if shutil.which("groff") is None:
-        pytest.skip("groff not installed")
+        skip_unless_ci("groff is not installed", how="apt-get install groff-base")
     source = tmp_path / "nodehosts.1"
     source.write_text(page)
     result = subprocess.run(
