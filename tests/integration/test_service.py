@@ -15,7 +15,12 @@ import pytest
 
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.helpers.cluster import fake_api, lab_node
-from tests.helpers.daemon import RECOVERY_TIMEOUT, nodehosts_dump, start_daemon
+from tests.helpers.daemon import (
+    RECOVERY_TIMEOUT,
+    nodehosts_dump,
+    start_daemon,
+    start_dns_daemon,
+)
 from tests.helpers.dig import DigError, dig
 from tests.helpers.files import read_text_or_empty, wait_for_line
 from tests.helpers.net import free_port
@@ -475,35 +480,26 @@ def test_ready_waits_until_every_sink_has_the_records(api: FakeApiServer, tmp_pa
     directory = tmp_path / "hosts"
     directory.mkdir()
     hosts = directory / "nodes.hosts"
-    dns_port = free_port()
     api.outage()
-    with (
-        NotifySocket() as manager,
-        start_daemon(
-            api,
-            tmp_path,
-            "--hosts-file",
-            str(hosts),
-            "--dns-listen",
-            f"127.0.0.1:{dns_port}",
-            token=TOKEN,
-            env=manager.env(),
-        ) as daemon,
-    ):
-        wait_until(lambda: daemon.events_named("api_error"), timeout=15, what="an api_error")
-        directory.rmdir()
-        api.restore()
-        failed = wait_until(
-            lambda: daemon.events_named("hosts_file_write_failed"),
-            timeout=RECOVERY_TIMEOUT,
-            what="the failed write",
+    with NotifySocket() as manager:
+        daemon, dns_port = start_dns_daemon(
+            api, tmp_path, "--hosts-file", str(hosts), token=TOKEN, env=manager.env()
         )
-        assert failed[0]["retry_in"] == 5.0
-        wait_for_answer(dns_port, "worker-0.node.internal", ["10.240.0.101"])
-        assert not manager.with_key("READY")
-        assert not daemon.events_named("ready")
+        with daemon:
+            wait_until(lambda: daemon.events_named("api_error"), timeout=15, what="an api_error")
+            directory.rmdir()
+            api.restore()
+            failed = wait_until(
+                lambda: daemon.events_named("hosts_file_write_failed"),
+                timeout=RECOVERY_TIMEOUT,
+                what="the failed write",
+            )
+            assert failed[0]["retry_in"] == 5.0
+            wait_for_answer(dns_port, "worker-0.node.internal", ["10.240.0.101"])
+            assert not manager.with_key("READY")
+            assert not daemon.events_named("ready")
 
-        directory.mkdir()
-        manager.wait_for("READY", "1", timeout=15)
-        assert WORKER_0 in read_text_or_empty(hosts).splitlines()
-        assert daemon.stop()[0] == 0
+            directory.mkdir()
+            manager.wait_for("READY", "1", timeout=15)
+            assert WORKER_0 in read_text_or_empty(hosts).splitlines()
+            assert daemon.stop()[0] == 0
