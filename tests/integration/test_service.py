@@ -211,12 +211,14 @@ def test_metrics_and_health_answer_and_readyz_turns_200_after_the_first_sync(
         api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
         text = wait_until(
             lambda: http_get(f"{base}/metrics")[1],
-            until=lambda t: metric(t, "nodehosts_nodes_published") == 3,
-            timeout=10,
-            what="worker-1 counted",
+            # The publication is counted before the file is written, the generation after:
+            # wait for the write, the end of the change.
+            until=lambda t: metric(t, "nodehosts_hosts_file_writes_total") == 2,
+            timeout=20,
+            what="worker-1 written",
         )
+        assert metric(text, "nodehosts_nodes_published") == 3
         assert metric(text, "nodehosts_records_generation") == 2
-        assert metric(text, "nodehosts_hosts_file_writes_total") == 2
         code, _ = daemon.stop()
     assert code == 0
 
