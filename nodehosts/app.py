@@ -282,7 +282,12 @@ class Daemon:
         try:
             if settings.dns_listen:
                 self._dns = _dns_service(settings)
-                await self._dns.start()
+                try:
+                    await self._dns.start()
+                except OSError as error:
+                    self._dns = None
+                    _log_listen_failed(error)
+                    raise StartupError(STARTUP_CONFIG_EXIT) from None
                 self.metrics.attach_dns(self._dns.stats)
             self._serve_saved_state()
             await self._start_metrics_server()
@@ -889,6 +894,33 @@ def _dns_service(settings: Settings) -> Any:
         upstreams=settings.upstreams,
         allow_recursion_from=settings.allow_recursion_from,
     )
+
+
+STARTUP_CONFIG_EXIT = 2  # like a configuration error: restarting the same config cannot help
+
+
+class StartupError(Exception):
+    """The daemon cannot start with this configuration; already logged, exit with exit_code."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
+def _log_listen_failed(error: OSError) -> None:
+    """One line naming the address and, when it is in use, who holds it (or who usually does)."""
+    import errno
+
+    from nodehosts.adapters.portholder import likely_holders, port_holder
+
+    host, port = getattr(error, "host", ""), getattr(error, "port", 0)
+    context: dict[str, Any] = {"address": f"{host}:{port}", "error": error.strerror or str(error)}
+    if error.errno == errno.EADDRINUSE:
+        holder = port_holder(host, port)
+        context["holder"] = holder or "unknown"
+        if holder is None:
+            context["hint"] = likely_holders(port)
+    log.error("dns_listen_failed", **context)
 
 
 async def run_daemon(daemon: Daemon) -> int:

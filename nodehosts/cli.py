@@ -539,7 +539,7 @@ def _run_once(settings: Settings) -> int:
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from nodehosts.adapters.eventloop import run as run_loop
     from nodehosts.adapters.malloc import fix_mmap_threshold
-    from nodehosts.app import Daemon, run_daemon
+    from nodehosts.app import Daemon, StartupError, run_daemon
 
     fix_mmap_threshold()
 
@@ -552,7 +552,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     async def main_task() -> int:
         return await run_daemon(Daemon(settings, reload_settings=reload_settings))
 
-    return run_loop(main_task())
+    try:
+        return run_loop(main_task())
+    except StartupError as error:  # logged by the daemon: one line, no traceback
+        return error.exit_code
 
 
 def _dump_source(args: argparse.Namespace) -> str:
@@ -569,7 +572,7 @@ def _error(message: object) -> None:
 def _dump(settings: Settings, *, output: str, source: str) -> int:
     import structlog
 
-    from nodehosts.adapters.control import ControlError, DaemonUnavailable
+    from nodehosts.adapters.control import ControlError, DaemonUnavailable, NoAccess
     from nodehosts.dumpview import REPORT_OUTPUTS
 
     output_format = "json" if output in REPORT_OUTPUTS else "hosts"
@@ -583,6 +586,9 @@ def _dump(settings: Settings, *, output: str, source: str) -> int:
         else:
             try:
                 state = _ask_daemon(path, output_format=output_format)
+            except NoAccess as error:  # a LIST would need the same group's kubeconfig
+                _error(error)
+                return EXIT_USAGE
             except DaemonUnavailable as error:
                 if source == "daemon":
                     _error(error)

@@ -74,6 +74,14 @@ class DaemonUnavailable(ControlError):
     """No daemon answers at the socket path (not running, no access, or not responding)."""
 
 
+class NoAccess(ControlError):
+    """The socket is there but this user may not connect (not in the daemon's group)."""
+
+
+# The group the package's unit runs the daemon as (systemd/nodehosts.service, Group=).
+CONTROL_GROUP = "nodehosts"
+
+
 class CommandFailed(ControlError):
     """The daemon answered, with an error."""
 
@@ -243,8 +251,8 @@ def request(path: Path, command: str, *, timeout: float = 10.0, **arguments: Any
         except ConnectionRefusedError:
             raise DaemonUnavailable(f"no daemon listening on {path} (stale socket)") from None
         except PermissionError:
-            raise DaemonUnavailable(
-                f"no access to {path} (needs the daemon's group; uid {os.geteuid()})"
+            raise NoAccess(
+                f"no access to {path}: run as root or a member of group {CONTROL_GROUP}"
             ) from None
         except TimeoutError:
             raise DaemonUnavailable(f"daemon at {path} did not accept in {timeout} s") from None

@@ -104,6 +104,14 @@ class DnsStats:
         return errors
 
 
+class ListenError(OSError):
+    """A listen address that cannot be bound (in use, not on this host, no capability)."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror)
+        self.host, self.port = host, port
+
+
 class DnsService:
     """The DNS server: see the module docstring."""
 
@@ -158,7 +166,10 @@ class DnsService:
         loop = asyncio.get_running_loop()
         try:
             for host, port in self.listen:
-                udp_sock, tcp_sock = _bind_pair(host, port)
+                try:
+                    udp_sock, tcp_sock = _bind_pair(host, port)
+                except OSError as error:
+                    raise ListenError(host, port, error) from error
                 bound_port = udp_sock.getsockname()[1]
                 self._udp.append(_UdpListener(self, udp_sock, loop))
                 server = await loop.create_server(lambda: _TcpConnection(self), sock=tcp_sock)

@@ -24,8 +24,10 @@ Contract (what the real apiserver does, see notes/kubernetes.md, and what this f
 - Bearer-token auth when `tokens` is given (revocable at runtime): otherwise 401 Status JSON.
 - Faults for the next N matching requests: `fail_next` (any status, e.g. 500, 401, 403),
   `garbage_next` (200 with JSON that does not parse), `drop_next` (connection cut mid-body or
-  mid-stream); `drop_watches()` cuts the open watch streams now; `outage()` closes the listening
-  socket and every connection (connection refused) until `restore()` reopens the same port.
+  mid-stream), `end_watches_next` (a watch that ends cleanly at once, as behind a proxy that
+  closes streams), `error_event_next` (a watch that sends one ERROR event of any code);
+  `drop_watches()` cuts the open watch streams now; `outage()` closes the listening socket and
+  every connection (connection refused) until `restore()` reopens the same port.
 
 Extension point: a collection is a `ResourceType` (path prefix, plural, kind); `register()` adds
 one, with optional subresource handlers `(current, body) -> new object`. Nodes are registered by
@@ -268,7 +270,7 @@ class _Event:
 
 @dataclass(slots=True)
 class _Fault:
-    kind: Literal["status", "garbage", "drop"]
+    kind: Literal["status", "garbage", "drop", "end", "error_event"]
     remaining: int
     verbs: frozenset[str] | None
     status: int = 500
@@ -470,6 +472,15 @@ class FakeApiServer:
     ) -> None:
         """Cut the connection of the next `count` requests mid-body (watches: after N events)."""
         self._add_fault(_Fault("drop", count, _verbs(verbs), after_events=after_events))
+
+    def end_watches_next(self, count: int = 1) -> None:
+        """End the next `count` watches cleanly at once, with no event (a proxy in front of the
+        API that closes idle streams, like haproxy's `timeout server`)."""
+        self._add_fault(_Fault("end", count, frozenset({"watch"})))
+
+    def error_event_next(self, count: int = 1, *, status: int = 500) -> None:
+        """Answer the next `count` watches with one ERROR event carrying a Status `status`."""
+        self._add_fault(_Fault("error_event", count, frozenset({"watch"}), status=status))
 
     def _add_fault(self, fault: _Fault) -> None:
         with self._lock:
@@ -895,6 +906,15 @@ class FakeApiServer:
         handler.start_stream()
         if fault is not None and fault.kind == "garbage":
             handler.send_chunk(b'{"type":"ADDED","object":{"metadata":\n')
+            handler.end_stream()
+            return
+        if fault is not None and fault.kind == "end":
+            handler.end_stream()
+            return
+        if fault is not None and fault.kind == "error_event":
+            reason = _REASONS.get(fault.status, "InternalError")
+            status = status_object(fault.status, reason, f"injected watch error: {reason}")
+            handler.send_chunk(_watch_line("ERROR", _encode(status)))
             handler.end_stream()
             return
         drop_after = fault.after_events if fault is not None and fault.kind == "drop" else None

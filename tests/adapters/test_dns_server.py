@@ -366,15 +366,16 @@ def test_after_stop_the_port_no_longer_answers() -> None:
 
 
 def test_a_stalled_tcp_client_is_dropped_while_others_are_served() -> None:
-    """A client that sends half a length prefix is cut off after tcp_timeout; dig still works."""
+    """A client that sends half a length prefix is cut off after tcp_timeout, not before;
+    dig still works meanwhile."""
     with Served(tcp_timeout=0.5) as running:
         with tcp_connect(running.port) as stalled:
             stalled.sendall(b"\x00")
             started = time.monotonic()
             assert running.dig("worker-0", tcp=True) == ["10.240.0.101"]
             assert running.dig("worker-0") == ["10.240.0.101"]
-            assert closed_by_peer(stalled, within=3.0)
-            assert 0.4 <= time.monotonic() - started < 3.0
+            assert closed_by_peer(stalled, within=20.0)
+            assert time.monotonic() - started >= 0.4, "cut off before tcp_timeout"
         assert running.call(lambda: running.service.stats.tcp_timeouts) == 1
 
 
@@ -440,8 +441,9 @@ def test_a_silent_first_upstream_costs_one_timeout_then_is_skipped(upstream: Dns
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
         hole.bind((LOCAL, 0))
         upstreams = [(LOCAL, hole.getsockname()[1]), (LOCAL, upstream.port)]
-        with Served(upstreams=upstreams, upstream_timeout=0.4) as running:
-            assert running.dig("upstream.example") == ["192.0.2.7"]
+        # A timeout only the black hole exceeds, also on a busy machine; dig waits longer.
+        with Served(upstreams=upstreams, upstream_timeout=3.0) as running:
+            assert running.dig("upstream.example", timeout=10) == ["192.0.2.7"]
             for _ in range(3):
                 assert running.dig("upstream.example") == ["192.0.2.7"]
             # One timeout in all: the later queries went straight to dnsmasq.

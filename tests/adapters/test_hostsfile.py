@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from nodehosts.adapters.hostsfile import HostsFileError, HostsFileWriter
+from tests.helpers.skips import skip_unless_ci
 from tests.helpers.write_burst import render
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +129,10 @@ def _failure_of(call: Callable[[], object]) -> Failure:
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A small (64 KiB) tmpfs of its own, so a test can fill it up or make it read-only."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+        skip_unless_ci(
+            "mounting a tmpfs needs root",
+            how="sudo .venv/bin/python -m pytest tests/adapters/test_hostsfile.py",
+        )
     mountpoint = tmp_path / "tmpfs"
     mountpoint.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mountpoint], check=True)

@@ -544,35 +544,35 @@ async def test_a_revoked_token_is_an_error_until_the_kubeconfig_has_a_new_one(
 
 # --------------------------------------------------------------------------- cancellation
 
+# Far below what the task is blocked on (a 300 s watch, a 30 s backoff), far above a busy
+# machine's scheduling delays: ending within it means cancellation did not wait.
+CANCEL_CEILING = 10.0
+
 
 async def test_cancellation_returns_promptly_while_a_watch_is_blocked(api_server, kubeconfig):
-    """Shutdown must not wait for a long watch: cancel returns within a second."""
+    """Shutdown must not wait for a long watch (300 s here): the cancelled task ends."""
     add_nodes(api_server, 1)
     listener = Listener()
     tuning = replace(FAST, watch_timeout=300, read_timeout=300)
     task = asyncio.create_task(source_for(kubeconfig, listener, tuning=tuning).run())
     await eventually(lambda: listener.of("synced"))
     await eventually(lambda: api_server.watch_count == 1, what="an open watch")
-    started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
-    assert time.monotonic() - started < 1.0
+        await asyncio.wait_for(task, timeout=CANCEL_CEILING)
     await eventually(lambda: api_server.watch_count == 0, what="the watch connection closed")
 
 
 async def test_cancellation_during_backoff_is_prompt_and_silent(api_server, kubeconfig):
-    """Cancelled while waiting to retry: returns at once, no more callbacks afterwards."""
+    """Cancelled while waiting 30 s to retry: ends without the wait, no callbacks afterwards."""
     api_server.outage()
     listener = Listener()
     tuning = replace(FAST, backoff_base=30, backoff_cap=30)
     task = asyncio.create_task(source_for(kubeconfig, listener, tuning=tuning).run())
     await eventually(lambda: listener.errors, what="the first error")
-    started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
-    assert time.monotonic() - started < 1.0
+        await asyncio.wait_for(task, timeout=CANCEL_CEILING)
     calls = len(listener.calls)
     api_server.restore()
     await asyncio.sleep(0.2)

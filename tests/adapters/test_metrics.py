@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nodehosts.adapters import dns_server, upstream
 from nodehosts.adapters.metrics import Metrics, MetricsServer, Readiness, skip_reason_label
 from nodehosts.core.model import NodeInfo
 from nodehosts.core.records import RecordPolicy, build_publication
@@ -98,20 +100,35 @@ async def test_healthz_answers_from_the_loop(served: Served) -> None:
 
 
 async def test_healthz_does_not_answer_while_the_loop_is_wedged(served: Served) -> None:
-    """A blocked event loop leaves /healthz unanswered, so a liveness probe fails."""
-    url = served.url("/healthz")
+    """A blocked event loop leaves /healthz unanswered, so a liveness probe times out; the
+    same request is answered 200 once the loop runs again. The probe itself ends the wedge, so
+    "while wedged" does not depend on timing."""
+    host, port = served.server.address
+    unwedge = threading.Event()
     outcome: list[object] = []
 
     def probe() -> None:
         try:
-            outcome.append(fetch(url, timeout=0.3).status)
-        except (TimeoutError, urllib.error.URLError) as error:
-            outcome.append(type(error).__name__)
+            with socket.create_connection((host, port), timeout=10) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                sock.settimeout(0.5)
+                try:
+                    outcome.append(sock.recv(4096))
+                except TimeoutError:
+                    outcome.append("timeout")
+                unwedge.set()
+                sock.settimeout(20)
+                answer = b""
+                while b"\r\n" not in answer and (chunk := sock.recv(4096)):
+                    answer += chunk
+                outcome.append(int(answer.split()[1]))
+        finally:
+            unwedge.set()
 
     thread_done = asyncio.get_running_loop().run_in_executor(None, probe)
-    time.sleep(0.8)  # wedge the loop on purpose; the probe times out meanwhile
+    assert unwedge.wait(30)  # the loop is wedged until the probe has timed out
     await thread_done
-    assert outcome != [200]
+    assert outcome == ["timeout", 200]
 
 
 async def test_readyz_follows_readiness(served: Served) -> None:
@@ -221,8 +238,6 @@ async def test_dns_counters_are_read_at_scrape_time(served: Served) -> None:
 
 async def test_dns_counters_of_the_real_dns_service(served: Served) -> None:
     """The DNS service's own stats object (wire numbers, optional extras) is read as it is."""
-    dns_server = pytest.importorskip("nodehosts.adapters.dns_server")
-    upstream = pytest.importorskip("nodehosts.adapters.upstream")
     upstream_stats = upstream.UpstreamStats()
     stats = dns_server.DnsStats(upstream_stats)
     served.metrics.attach_dns(stats)

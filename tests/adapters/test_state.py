@@ -61,8 +61,22 @@ def test_empty_record_set_round_trips(tmp_path: Path) -> None:
 
 
 def test_encoding_is_deterministic_and_versioned() -> None:
-    """Equal states give equal bytes; the file says its format and version."""
-    assert encode_state(STATE) == encode_state(STATE)
+    """Equal states built apart give equal bytes; the file says its format and version. (The
+    file read back by a restarted daemon: tests/integration/test_state_restart.py.)"""
+    worker = ("worker-0.node.internal", "worker-0")
+    rebuilt = SavedState(
+        records=RecordSet(
+            (
+                host("gateway.node.internal", "gateway", addresses=("10.240.0.1",)),
+                host(*worker, addresses=("10.240.0.101", "fd00::101"), node="worker-0"),
+            )
+        ),
+        saved_at=1_700_000_000.25,
+        generation=4,
+        resource_version="812",
+    )
+    assert rebuilt is not STATE and rebuilt == STATE
+    assert encode_state(rebuilt) == encode_state(STATE)
     document = json.loads(encode_state(STATE))
     assert document["format"] == "nodehosts-state"
     assert document["version"] == 1

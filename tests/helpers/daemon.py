@@ -9,6 +9,9 @@ Contract:
   `token` (or takes an existing `kubeconfig=`) and starts a `Daemon` that uses it, with no
   config file, no control socket and no state directory: only what `extra` turns on (a flag in
   `extra` overrides those defaults: the last one given wins).
+- `start_dns_daemon(api, workdir, *extra, ...)` is `start_daemon` with `--dns-listen` on a free
+  loopback port, returned with the port once the daemon has bound it; a port another process
+  took meanwhile (the daemon exits 2 with `dns_listen_failed`) is retried with another.
 - `nodehosts(*args)` runs the real entry point to completion and returns the CompletedProcess
   (text, captured; the exit code is the caller's to check); `nodehosts_dump(*args)` is
   `nodehosts dump --config '' ARGS`.
@@ -25,11 +28,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tests.helpers.net import free_port
+from tests.helpers.polling import wait_until
+
 if TYPE_CHECKING:
     from nodehosts.testing.fake_apiserver import FakeApiServer
 
 # The source backs off up to 30 s between attempts while the API is down.
 RECOVERY_TIMEOUT = 40.0
+# Starting the interpreter and binding, on a loaded 2-core machine.
+START_TIMEOUT = 30.0
+PORT_ATTEMPTS = 5
 
 
 class Daemon:
@@ -111,6 +120,40 @@ def start_daemon(
         workdir=workdir,
         env=env,
     )
+
+
+def start_dns_daemon(
+    api: FakeApiServer,
+    workdir: Path,
+    *extra: str,
+    address: str = "127.0.0.1",
+    token: str | None = None,
+    kubeconfig: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[Daemon, int]:
+    """`start_daemon` serving DNS on a free port of `address`: (the daemon, the port)."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port(address)
+        listen = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        daemon = start_daemon(
+            api,
+            workdir,
+            "--dns-listen",
+            listen,
+            *extra,
+            token=token,
+            kubeconfig=kubeconfig,
+            env=env,
+        )
+        wait_until(
+            lambda d=daemon: d.process.poll() is not None or d.events_named("dns_listening"),
+            timeout=START_TIMEOUT,
+            what=f"the daemon to bind {listen} (log: {daemon.log_path})",
+        )
+        if not daemon.events_named("dns_listen_failed") or attempt == PORT_ATTEMPTS:
+            return daemon, port
+        daemon.__exit__(None, None, None)
+    raise AssertionError("unreachable")
 
 
 def nodehosts(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -104,6 +104,11 @@ class Dnsmasq:
                 raise DnsmasqError(f"dnsmasq did not start: {' '.join(self._command())}\n{log}")
         raise DnsmasqError(f"dnsmasq found no free port after {_PORT_ATTEMPTS} attempts")
 
+    @property
+    def pid(self) -> int | None:
+        """The dnsmasq process's id while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def stop(self) -> None:
         """Stop dnsmasq (SIGTERM, then SIGKILL after 5 s). Safe to call twice."""
         self._reap()

@@ -2,14 +2,24 @@
 
 Contract: `free_port()` returns a port on which both UDP and TCP can bind at that address right
 now (DNS servers need both). Another process may take it before the caller binds, so callers
-that start a server should retry with a new port when the bind fails (`Dnsmasq.start` does).
+that start a server retry with a new port when the bind fails: `with_free_port(start)` does
+that for any `start(port)` that raises OSError(EADDRINUSE) (`Dnsmasq.start` and
+`tests.helpers.daemon.start_dns_daemon` do it their own way). `bound_tcp_socket()` is a
+listening TCP socket on a free port, to make a port that is taken.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import socket
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
-__all__ = ["free_port"]
+__all__ = ["bound_tcp_socket", "free_port", "with_free_port"]
+
+T = TypeVar("T")
+ATTEMPTS = 10
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -26,3 +36,24 @@ def free_port(address: str = "127.0.0.1") -> int:
                     continue
                 return port
     raise RuntimeError(f"no port free for both UDP and TCP on {address}")
+
+
+def with_free_port(start: Callable[[int], T], *, address: str = "127.0.0.1") -> T:
+    """`start(port)` on a free port, again on another while it fails with EADDRINUSE."""
+    for _ in range(ATTEMPTS - 1):
+        try:
+            return start(free_port(address))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+    return start(free_port(address))
+
+
+@contextlib.contextmanager
+def bound_tcp_socket(address: str = "127.0.0.1") -> Iterator[socket.socket]:
+    """A TCP socket listening on a free port of `address` (the port is then taken)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        sock.listen(8)
+        yield sock

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+from tests.helpers.skips import skip_unless_ci
 
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("NODEHOSTS_UPSTREAM_BIN", REPO / ".upstream" / "bin"))
@@ -21,7 +21,4 @@ def upstream_binary(name: str) -> Path:
     path = BIN_DIR / name
     if path.is_file() and os.access(path, os.X_OK):
         return path
-    message = f"{path} is missing: run `make upstream` (scripts/upstream-bin {BIN_DIR})"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_unless_ci(f"{path} is missing", how=f"make upstream (scripts/upstream-bin {BIN_DIR})")

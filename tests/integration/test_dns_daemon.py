@@ -1,12 +1,13 @@
 """`nodehosts run --dns-listen`: Nodes changed through the (fake) API are answered over DNS.
 
 The real CLI process, the real kubernetes client against the fake API server, queried with
-dig and dnspython on loopback; forwarding to a real dnsmasq.
+dig and dnspython on loopback; forwarding to a real dnsmasq. What is asserted is that changes
+arrive, within generous ceilings; how fast (100 ms p99) is bench/dns/change_latency.py's target
+(bench/README.md, "DNS change latency").
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +20,14 @@ import pytest
 from nodehosts.testing.fake_apiserver import FakeApiServer
 from tests.helpers import dig
 from tests.helpers.cluster import fake_api, lab_node
-from tests.helpers.daemon import Daemon, start_daemon
+from tests.helpers.daemon import Daemon, start_dns_daemon
 from tests.helpers.dnsmasq import Dnsmasq
-from tests.helpers.net import free_port
 from tests.helpers.polling import wait_until
 
 TOKEN = "test-token"
 LOCAL = "127.0.0.1"
+# A change reaches DNS in milliseconds; the ceiling only bounds a failing test on a busy machine.
+CHANGE_TIMEOUT = 20.0
 
 
 @pytest.fixture
@@ -34,9 +36,9 @@ def api() -> Iterator[FakeApiServer]:
         yield server
 
 
-def run_daemon(api: FakeApiServer, tmp_path: Path, port: int, *extra: str) -> Daemon:
-    """The daemon answering DNS on `port` (and publishing no hosts file)."""
-    return start_daemon(api, tmp_path, "--dns-listen", f"{LOCAL}:{port}", *extra, token=TOKEN)
+def run_daemon(api: FakeApiServer, tmp_path: Path, *extra: str) -> tuple[Daemon, int]:
+    """The daemon answering DNS on a free port (and publishing no hosts file), and the port."""
+    return start_dns_daemon(api, tmp_path, *extra, address=LOCAL, token=TOKEN)
 
 
 def lookup(port: int, name: str) -> tuple[str, list[str]]:
@@ -49,33 +51,31 @@ def lookup(port: int, name: str) -> tuple[str, list[str]]:
     return dns.rcode.to_text(reply.rcode()), addresses
 
 
-def seconds_until(port: int, name: str, expected: tuple[str, list[str]], *, limit: float) -> float:
-    """Poll every 10 ms until `name` answers `expected`; the seconds that took."""
-    started = time.monotonic()
+def wait_answer(port: int, name: str, expected: tuple[str, list[str]]) -> None:
+    """Poll until `name` answers `expected`."""
     wait_until(
         lambda: lookup(port, name),
         until=lambda got: got == expected,
-        timeout=limit,
-        interval=0.01,
+        timeout=CHANGE_TIMEOUT,
+        interval=0.02,
         what=f"{name} to answer {expected}",
     )
-    return time.monotonic() - started
 
 
 def wait_started(daemon: Daemon, port: int) -> None:
     """Until the daemon answers worker-0 (it has to start, list the Nodes and bind)."""
     try:
-        seconds_until(port, "worker-0", ("NOERROR", ["10.240.0.101"]), limit=20.0)
+        wait_answer(port, "worker-0", ("NOERROR", ["10.240.0.101"]))
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- daemon log ---\n{daemon.log_text()}") from None
 
 
-def test_nodes_changed_through_the_api_are_answered_over_dns_within_a_second(
+def test_nodes_changed_through_the_api_are_answered_over_dns(
     api: FakeApiServer, tmp_path: Path
 ) -> None:
-    """Add worker-1, move it to another address, delete it: each visible over DNS in < 1 s."""
-    port = free_port(LOCAL)
-    with run_daemon(api, tmp_path, port) as daemon:
+    """Add worker-1, move it to another address, delete it: each answered over DNS."""
+    daemon, port = run_daemon(api, tmp_path)
+    with daemon:
         wait_started(daemon, port)
         assert dig.dig(LOCAL, port, "worker-0") == ["10.240.0.101"]
         assert dig.dig(LOCAL, port, dig.reverse_name("10.240.0.101"), "PTR") == [
@@ -83,18 +83,13 @@ def test_nodes_changed_through_the_api_are_answered_over_dns_within_a_second(
         ]
 
         api.add_object("nodes", lab_node("worker-1", "10.240.0.102"))
-        added = seconds_until(
-            port, "worker-1.node.internal", ("NOERROR", ["10.240.0.102"]), limit=1.0
-        )
+        wait_answer(port, "worker-1.node.internal", ("NOERROR", ["10.240.0.102"]))
 
         api.modify_object("nodes", lab_node("worker-1", "10.240.0.150"))
-        moved = seconds_until(
-            port, "worker-1.node.internal", ("NOERROR", ["10.240.0.150"]), limit=1.0
-        )
+        wait_answer(port, "worker-1.node.internal", ("NOERROR", ["10.240.0.150"]))
 
         api.delete_object("nodes", "worker-1")
-        deleted = seconds_until(port, "worker-1.node.internal", ("NXDOMAIN", []), limit=1.0)
-        assert max(added, moved, deleted) < 1.0
+        wait_answer(port, "worker-1.node.internal", ("NXDOMAIN", []))
 
         listening = daemon.events_named("dns_listening")
         assert [event["port"] for event in listening] == [port]
@@ -102,8 +97,8 @@ def test_nodes_changed_through_the_api_are_answered_over_dns_within_a_second(
 
 def test_the_daemon_runs_dns_on_uvloop(api: FakeApiServer, tmp_path: Path) -> None:
     """As installed (uvloop is a dependency on Linux), the DNS server runs on uvloop."""
-    port = free_port(LOCAL)
-    with run_daemon(api, tmp_path, port) as daemon:
+    daemon, port = run_daemon(api, tmp_path)
+    with daemon:
         wait_started(daemon, port)
         (listening,) = daemon.events_named("dns_listening")
         assert listening["loop"] == "uvloop"
@@ -114,8 +109,8 @@ def test_the_daemon_forwards_other_names_to_its_upstream(
 ) -> None:
     """--upstream dnsmasq: upstream.example comes from dnsmasq, worker-0 still from us."""
     with Dnsmasq(args=["--host-record=upstream.example,192.0.2.7"]) as upstream:
-        port = free_port(LOCAL)
-        with run_daemon(api, tmp_path, port, "--upstream", f"{LOCAL}:{upstream.port}") as daemon:
+        daemon, port = run_daemon(api, tmp_path, "--upstream", f"{LOCAL}:{upstream.port}")
+        with daemon:
             wait_started(daemon, port)
             response = dig.query(LOCAL, port, "upstream.example")
             assert response.data() == ["192.0.2.7"]
@@ -125,18 +120,17 @@ def test_the_daemon_forwards_other_names_to_its_upstream(
 
 def test_the_zone_apex_names_come_from_the_config(api: FakeApiServer, tmp_path: Path) -> None:
     """dns.nameserver and dns.hostmaster become the apex NS and the SOA's MNAME and RNAME."""
-    port = free_port(LOCAL)
-    with run_daemon(
+    daemon, port = run_daemon(
         api,
         tmp_path,
-        port,
         "--domain",
         "lab.internal",
         "--dns-nameserver",
         "lb-0.lab.internal",
         "--dns-hostmaster",
         "admin@example.org",
-    ) as daemon:
+    )
+    with daemon:
         wait_until(
             lambda: lookup(port, "worker-0.lab.internal"),
             until=lambda got: got == ("NOERROR", ["10.240.0.101"]),

@@ -15,7 +15,12 @@ import pytest
 
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.helpers.cluster import fake_api, lab_node
-from tests.helpers.daemon import RECOVERY_TIMEOUT, nodehosts_dump, start_daemon
+from tests.helpers.daemon import (
+    RECOVERY_TIMEOUT,
+    nodehosts_dump,
+    start_daemon,
+    start_dns_daemon,
+)
 from tests.helpers.dig import DigError, dig
 from tests.helpers.files import read_text_or_empty, wait_for_line
 from tests.helpers.net import free_port
@@ -64,7 +69,10 @@ def dump_from_daemon(control: Path, *args: str) -> subprocess.CompletedProcess[s
 def test_systemd_hears_ready_after_the_first_write_then_watchdog_pings_and_stopping(
     api: FakeApiServer, tmp_path: Path
 ) -> None:
-    """READY=1 comes once the file is written; WATCHDOG=1 every 0.2 s, even with the API down."""
+    """READY=1 comes once the file is written; WATCHDOG=1 keeps coming, also with the API down.
+
+    (How often is `watchdog_interval`'s, tested in tests/adapters/test_sdnotify.py; counting
+    pings after a fixed sleep would measure the machine's load.)"""
     hosts = tmp_path / "nodes.hosts"
     with NotifySocket(on_ready=lambda: read_text_or_empty(hosts)) as manager:
         env = manager.env(watchdog_usec=400_000)
@@ -77,9 +85,12 @@ def test_systemd_hears_ready_after_the_first_write_then_watchdog_pings_and_stopp
             assert "last sync 20" in (ready.get("STATUS") or "")
             assert manager.statuses()[0] == "waiting for the first list of Nodes"
 
-            time.sleep(2.0)
-            pings = [n for n in manager.with_key("WATCHDOG", "1") if n.at > ready.at]
-            assert 6 <= len(pings) <= 14, f"{len(pings)} pings in 2 s at a 0.2 s interval"
+            wait_until(
+                lambda: [n for n in manager.with_key("WATCHDOG", "1") if n.at > ready.at],
+                until=lambda pings: len(pings) >= 5,
+                timeout=20,
+                what="five WATCHDOG=1 after READY=1",
+            )
 
             api.outage()
             wait_until(
@@ -88,14 +99,17 @@ def test_systemd_hears_ready_after_the_first_write_then_watchdog_pings_and_stopp
                 what="a STATUS line about the API error",
             )
             outage_started = time.monotonic()
-            time.sleep(1.5)
-            during = [n for n in manager.with_key("WATCHDOG", "1") if n.at > outage_started]
-            assert len(during) >= 4, "an API outage must not stop the watchdog pings"
+            wait_until(
+                lambda: [n for n in manager.with_key("WATCHDOG", "1") if n.at > outage_started],
+                until=lambda pings: len(pings) >= 4,
+                timeout=20,
+                what="WATCHDOG=1 during the API outage (it must not stop the pings)",
+            )
             assert not manager.with_key("STOPPING")
 
             code, _ = daemon.stop(signal.SIGTERM)
             assert code == 0, daemon.log_text()
-            stopping = manager.wait_for("STOPPING", "1", timeout=2)
+            stopping = manager.wait_for("STOPPING", "1", timeout=10)
             assert stopping.get("STATUS") == "stopping"
             assert len(manager.with_key("READY")) == 1
 
@@ -136,9 +150,8 @@ def test_without_notify_socket_the_daemon_runs_and_stops_the_same(
         api, tmp_path, "--hosts-file", str(hosts), token=TOKEN, env={"NOTIFY_SOCKET": ""}
     ) as daemon:
         wait_for_line(hosts, WORKER_0)
-        code, seconds = daemon.stop()
+        code, _ = daemon.stop(timeout=30)
     assert code == 0
-    assert seconds < 2.0
     assert not daemon.events_named("sd_notify_failed")
 
 
@@ -198,12 +211,14 @@ def test_metrics_and_health_answer_and_readyz_turns_200_after_the_first_sync(
         api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
         text = wait_until(
             lambda: http_get(f"{base}/metrics")[1],
-            until=lambda t: metric(t, "nodehosts_nodes_published") == 3,
-            timeout=10,
-            what="worker-1 counted",
+            # The publication is counted before the file is written, the generation after:
+            # wait for the write, the end of the change.
+            until=lambda t: metric(t, "nodehosts_hosts_file_writes_total") == 2,
+            timeout=20,
+            what="worker-1 written",
         )
+        assert metric(text, "nodehosts_nodes_published") == 3
         assert metric(text, "nodehosts_records_generation") == 2
-        assert metric(text, "nodehosts_hosts_file_writes_total") == 2
         code, _ = daemon.stop()
     assert code == 0
 
@@ -467,35 +482,26 @@ def test_ready_waits_until_every_sink_has_the_records(api: FakeApiServer, tmp_pa
     directory = tmp_path / "hosts"
     directory.mkdir()
     hosts = directory / "nodes.hosts"
-    dns_port = free_port()
     api.outage()
-    with (
-        NotifySocket() as manager,
-        start_daemon(
-            api,
-            tmp_path,
-            "--hosts-file",
-            str(hosts),
-            "--dns-listen",
-            f"127.0.0.1:{dns_port}",
-            token=TOKEN,
-            env=manager.env(),
-        ) as daemon,
-    ):
-        wait_until(lambda: daemon.events_named("api_error"), timeout=15, what="an api_error")
-        directory.rmdir()
-        api.restore()
-        failed = wait_until(
-            lambda: daemon.events_named("hosts_file_write_failed"),
-            timeout=RECOVERY_TIMEOUT,
-            what="the failed write",
+    with NotifySocket() as manager:
+        daemon, dns_port = start_dns_daemon(
+            api, tmp_path, "--hosts-file", str(hosts), token=TOKEN, env=manager.env()
         )
-        assert failed[0]["retry_in"] == 5.0
-        wait_for_answer(dns_port, "worker-0.node.internal", ["10.240.0.101"])
-        assert not manager.with_key("READY")
-        assert not daemon.events_named("ready")
+        with daemon:
+            wait_until(lambda: daemon.events_named("api_error"), timeout=15, what="an api_error")
+            directory.rmdir()
+            api.restore()
+            failed = wait_until(
+                lambda: daemon.events_named("hosts_file_write_failed"),
+                timeout=RECOVERY_TIMEOUT,
+                what="the failed write",
+            )
+            assert failed[0]["retry_in"] == 5.0
+            wait_for_answer(dns_port, "worker-0.node.internal", ["10.240.0.101"])
+            assert not manager.with_key("READY")
+            assert not daemon.events_named("ready")
 
-        directory.mkdir()
-        manager.wait_for("READY", "1", timeout=15)
-        assert WORKER_0 in read_text_or_empty(hosts).splitlines()
-        assert daemon.stop()[0] == 0
+            directory.mkdir()
+            manager.wait_for("READY", "1", timeout=15)
+            assert WORKER_0 in read_text_or_empty(hosts).splitlines()
+            assert daemon.stop()[0] == 0

@@ -42,13 +42,30 @@ def test_corefile_reads_the_file_nodehosts_writes(rendered: Path) -> None:
     assert zones == ["."]  # FQDNs and bare names alike
 
 
-def test_installed_corefile_and_unit_are_the_repositorys(rendered: Path) -> None:
-    """lb.sh installs coredns/Corefile and coredns/coredns.service unchanged."""
+def test_the_coredns_unit_as_systemd_sees_it(rendered: Path, tmp_path: Path) -> None:
+    """systemd's own reading of the installed coredns.service: it starts CoreDNS on the
+    Corefile lb.sh installed, with port 53 as its only privilege (exposure <= 2.0, like
+    nodehosts' unit). What CoreDNS makes of the Corefile is tests/provisioning/test_lb_e2e.py's
+    and the CoreDNS tests'."""
+    analyze = require_tool("systemd-analyze")
     root = rendered / "nodes/lb-0"
-    assert (root / "etc/coredns/Corefile").read_bytes() == (COREDNS / "Corefile").read_bytes()
-    assert (root / "etc/systemd/system/coredns.service").read_bytes() == (
-        COREDNS / "coredns.service"
-    ).read_bytes()
+    unit = (root / "etc/systemd/system/coredns.service").read_text()
+    (exec_start,) = re.findall(r"(?m)^ExecStart=(\S+) -conf (\S+)$", unit)
+    assert exec_start[0] == "/usr/local/bin/coredns"
+    assert (root / exec_start[1].lstrip("/")).is_file(), f"{exec_start[1]} is not installed"
+    local = tmp_path / "coredns.service"
+    local.write_text(unit.replace(exec_start[0], "/bin/true"))
+    result = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(local)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    match = re.search(r"Overall exposure level for coredns\.service: ([\d.]+)", result.stdout)
+    assert match, result.stdout[-800:] + result.stderr
+    assert float(match.group(1)) <= 2.0, result.stdout
+    # Of the capability checks, only the networking one (port 53) is not passed.
+    failed_caps = re.findall(r"(?m)^✗ (CapabilityBoundingSet=\S+)", result.stdout)
+    assert failed_caps == ["CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RAW)"]
+    assert re.search(r"(?m)^✓ User=/DynamicUser=", result.stdout), "runs as root"
     assert (root / "etc/coredns/upstream.resolv.conf").read_text().splitlines()[1:] == [
         "nameserver 10.0.2.3"
     ]

@@ -304,7 +304,7 @@ def test_a_watch_ends_cleanly_after_timeout_seconds_with_a_final_bookmark(api_se
     )
     add(api_server, "b")
     events = watch.rest()
-    assert 0.9 < time.monotonic() - started < 3
+    assert time.monotonic() - started >= 0.9, "ended before timeoutSeconds"
     assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
     assert events[-1]["object"]["metadata"] == {"resourceVersion": api_server.resource_version}
 
