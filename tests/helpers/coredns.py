@@ -10,7 +10,9 @@ Contract:
      `hosts_file`;
   3. the targets after `forward .` (a resolv.conf or resolver addresses) become `upstream`
      ("127.0.0.1:PORT", a stand-in upstream on loopback);
-  4. `health ADDR` and `ready ADDR` get free loopback ports (the lab's 8080/8181 may be taken).
+  4. `health ADDR` and `ready ADDR` get free loopback ports (the lab's 8080/8181 may be taken);
+  5. `import GLOB` (the lab's /etc/coredns/bind.d/*.conf) reads from the CoreDNS work directory
+     instead, where nothing matches (so no extra `bind`: rule 1's holds).
   A Corefile that has no `hosts` or no `forward` directive, or a server block whose key is
   not a zone, raises ValueError: the rewrite must not silently leave a production path in.
 - `CoreDNS(corefile_text, workdir)` is a context manager that writes the (already rewritten)
@@ -51,7 +53,7 @@ _PORT_ATTEMPTS = 5
 # Margin on top of what the Corefile itself allows, for a machine shared by many jobs.
 _MARGIN = 20.0
 _DNS_PORT = "{dns_port}"
-_PLACEHOLDER = re.compile(r"\{(dns_port|free_port)\}")
+_PLACEHOLDER = re.compile(r"\{(dns_port|free_port|workdir)\}")
 
 
 class CoreDNSError(RuntimeError):
@@ -99,6 +101,9 @@ def loopback_corefile(text: str, *, hosts_file: Path, upstream: str) -> str:
                 raise ValueError(f"forward without a target: {lines[index]!r}")
         elif tokens[0] in ("health", "ready") and len(tokens) > 1 and tokens[1] != "{":
             lines[index] = lines[index].replace(tokens[1], "127.0.0.1:{free_port}", 1)
+        elif tokens[0] == "import" and len(tokens) == 2:
+            glob = Path(tokens[1]).name
+            lines[index] = lines[index].replace(tokens[1], f"{{workdir}}/import.d/{glob}", 1)
     missing = [name for name, count in seen.items() if count == 0]
     if missing:
         raise ValueError(f"the Corefile has no {' and no '.join(missing)} directive")
@@ -229,6 +234,8 @@ class CoreDNS:
     # --- internals
 
     def _fill(self, match: re.Match[str]) -> str:
+        if match[1] == "workdir":
+            return str(self.workdir)
         return str(self.port if match[1] == "dns_port" else free_port(self.address))
 
     def _wait_ready(self) -> bool:
