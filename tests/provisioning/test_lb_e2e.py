@@ -337,5 +337,11 @@ def test_coredns_answers_from_the_file_nodehosts_writes(
     assert lb.dig("upstream.example", server=COREDNS_DNS) == "192.0.2.7"
     assert lb.status("worker-404.node.internal", server=COREDNS_DNS) == "NXDOMAIN"
     assert lb.dig("worker-0", server=COREDNS_DNS, qtype="TXT") == ""
-    # No rcode at all from nodehosts' old address: it stopped serving DNS.
-    assert not re.fullmatch(r"[A-Z]+", lb.status("worker-0", server=DNS))
+    # nodehosts was restarted (without waiting) with a config that serves no DNS: its old
+    # address stops answering. (lb.sh used to miss that its config had changed: //etc paths.)
+    deadline = time.monotonic() + 30
+    while re.fullmatch(r"[A-Z]+", lb.status("worker-0", server=DNS)):
+        assert time.monotonic() < deadline, lb.container.path(
+            "/etc/nodehosts/config.toml"
+        ).read_text()
+        time.sleep(0.5)
