@@ -345,3 +345,65 @@ def test_coredns_answers_from_the_file_nodehosts_writes(
             "/etc/nodehosts/config.toml"
         ).read_text()
         time.sleep(0.5)
+
+
+NODE_BINARIES = (
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "runc",
+    "crictl",
+    "kubelet",
+    "kubectl",
+    "cni/bridge",
+    "cni/host-local",
+    "cni/loopback",
+    "cni/portmap",
+)
+
+
+def test_lab_binaries_installs_a_nodes_runtime_and_kubelet(
+    coredns_lb: tuple[LB, subprocess.CompletedProcess[str]],
+) -> None:
+    """The functions node.sh calls, with LAB_BINARIES: the built binaries land where the units
+    look for them, nothing is downloaded; without one of them the install stops naming it."""
+    from tests.helpers.upstream import upstream_binary
+
+    lb, _ = coredns_lb
+    binaries = lb.container.path("/opt/lab/node-bin")
+    for name in NODE_BINARIES:
+        (binaries / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(upstream_binary(name), binaries / name)
+    install = (
+        "source /opt/lab/provisioning/lib/all.sh && lab_load_env && install_container_runtime"
+        " && install_kube_binary kubelet && install_kube_binary kubectl"
+    )
+    env = {"LAB_BINARIES": "/opt/lab/node-bin"}
+    run = lb.container.run("bash", "-c", install, env=env, check=False, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "downloading" not in run.stderr
+
+    def version(*command: str) -> str:
+        return lb.container.run(*command, check=False).stdout
+
+    containerd = version("/usr/local/bin/containerd", "--version").split()
+    assert f"v{DEFAULTS['CONTAINERD_VERSION']}" in containerd
+    assert DEFAULTS["RUNC_VERSION"] in version("/usr/local/sbin/runc", "--version")
+    assert DEFAULTS["CRICTL_VERSION"] in version("/usr/local/bin/crictl", "--version")
+    assert DEFAULTS["KUBERNETES_VERSION"] in version("/usr/local/bin/kubelet", "--version")
+    for name in ("ctr", "containerd-shim-runc-v2", "kubectl"):
+        assert (
+            lb.container.path(f"/usr/local/bin/{name}").read_bytes()
+            == (binaries / name).read_bytes()
+        )
+    for plugin in ("bridge", "host-local", "loopback", "portmap"):
+        assert (
+            lb.container.path(f"/opt/cni/bin/{plugin}").read_bytes()
+            == (binaries / "cni" / plugin).read_bytes()
+        )
+
+    (binaries / "runc").unlink()
+    run = lb.container.run("bash", "-c", install, env=env, check=False, timeout=300)
+    assert run.returncode != 0
+    assert "LAB_BINARIES=/opt/lab/node-bin has no executable runc" in run.stderr
+    assert "downloading" not in run.stderr
