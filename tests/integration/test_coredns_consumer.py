@@ -134,3 +134,16 @@ def test_join_dhcp_change_and_leave_are_answered(
     assert coredns.query("worker-1.node.internal").status == "NXDOMAIN"
     assert coredns.dig("worker-0") == ["10.240.0.101"]
     assert daemon.process.poll() is None
+
+
+def test_a_burst_of_same_size_rewrites_ends_on_the_last(
+    api: FakeApiServer, coredns: CoreDNS, daemon: Daemon
+) -> None:
+    """CoreDNS re-reads only when mtime or size changed: eight address changes of one node in a
+    row keep the file's size, and the answer still ends on the last one (nodehosts makes every
+    write's mtime increase). An answer cached while waiting is covered by the ceiling."""
+    api.add_object("nodes", lab_node("worker-2", "10.240.0.161"))
+    for last in range(162, 170):
+        api.modify_object("nodes", lab_node("worker-2", f"10.240.0.{last}"))
+    coredns.wait_for_answer("worker-2.node.internal", "A", ["10.240.0.169"], timeout=CEILING)
+    assert coredns.dig("worker-2") == ["10.240.0.169"]
