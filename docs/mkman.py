@@ -263,16 +263,20 @@ nodehosts dump \\-\\-config /etc/nodehosts/config.toml \\-\\-format json
 .EE
 .RE
 .PP
-CoreDNS serving the hosts file with a short TTL, forwarding the rest:
+CoreDNS serving the hosts file with a short TTL, bare names and FQDNs (zone
+\\fB.\\fR: the file holds both), forwarding the rest:
 .PP
 .RS 4
+.\\" corefile: recommended (tests/integration/test_documented_corefiles.py runs it)
 .EX
 \\&. {
-    hosts /var/lib/nodehosts/hosts/nodes.hosts {
+    errors
+    hosts /var/lib/nodehosts/hosts/nodes.hosts . {
         ttl 30
         reload 2s
         fallthrough
     }
+    loop
     forward . /etc/resolv.conf
 }
 .EE

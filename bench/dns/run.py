@@ -1,8 +1,15 @@
-"""dnsperf against nodehosts (uvloop and plain asyncio) and dnsmasq serving the same 1000 names.
+"""dnsperf against nodehosts (uvloop and plain asyncio), dnsmasq and CoreDNS serving the same
+1000 names.
 
 Usage (from the repository root):
 
     .venv-debian/bin/python bench/dns/run.py [--names 1000] [--duration 10] [--servers ...]
+
+CoreDNS is the binary scripts/upstream-bin builds at the pinned version (`--coredns`, default
+$NODEHOSTS_UPSTREAM_BIN/coredns, else .upstream/bin/coredns), reading the names from a hosts
+file with the hosts block the project recommends (`ttl 30`, `reload 2s`, `fallthrough`; zone
+`.`) and nothing else in front of it: no cache, no log, no forward (dnsmasq has no upstream
+either). Go sets GOMAXPROCS from the CPU affinity, so it runs on its one pinned CPU like the rest.
 
 Each server runs alone in its own process on 127.0.0.1, pinned to one CPU while dnsperf runs on
 the other (when there are two), and answers A queries for every name (FQDN and bare, shuffled,
@@ -36,7 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.dns.names import bench_hosts, hosts_file
 
 HERE = Path(__file__).resolve().parent
-SERVERS = ("nodehosts-uvloop", "nodehosts-asyncio", "dnsmasq")
+SERVERS = ("nodehosts-uvloop", "nodehosts-asyncio", "dnsmasq", "coredns")
+REPO = HERE.parents[1]
+DEFAULT_COREDNS = Path(os.environ.get("NODEHOSTS_UPSTREAM_BIN", REPO / ".upstream/bin")) / "coredns"
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,9 @@ class Result:
     # Server CPU time (user + system) per completed query, in microseconds: unlike QPS this
     # hardly moves when other work shares the machine, so it compares implementations.
     cpu_us: float = 0.0
+    # dnsperf's "Response codes" line, e.g. "NOERROR 179626 (100.00%)": a fast SERVFAIL is no
+    # answer, so every run shows what it was answered with.
+    rcodes: str = ""
 
     @property
     def capacity(self) -> float:
@@ -132,6 +144,40 @@ def start_dnsmasq(hosts: Path, cpu: int | None) -> tuple[subprocess.Popen[str], 
         process.kill()
         process.wait()
     raise SystemExit("dnsmasq did not start")
+
+
+def start_coredns(
+    binary: Path, hosts: Path, directory: Path, cpu: int | None
+) -> tuple[subprocess.Popen[str], int]:
+    corefile = directory / "Corefile"
+    for _ in range(5):
+        port = _free_port()
+        corefile.write_text(
+            f".:{port} {{\n"
+            "    bind 127.0.0.1\n"
+            f"    hosts {hosts} . {{\n"
+            "        ttl 30\n"
+            "        reload 2s\n"
+            "        fallthrough\n"
+            "    }\n"
+            "}\n"
+        )
+        process = subprocess.Popen(
+            [*_pin(cpu), str(binary), "-conf", str(corefile), "-quiet"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if _wait_answers(port, process):
+            return process, port
+        process.kill()
+        process.wait()
+    raise SystemExit(f"{binary} did not start")
+
+
+def _coredns_version(binary: Path) -> str:
+    done = subprocess.run([str(binary), "-version"], capture_output=True, text=True, check=False)
+    return done.stdout.split()[0] if done.stdout.split() else "CoreDNS ?"
 
 
 def _dnsmasq_version() -> str:
@@ -226,6 +272,7 @@ def dnsperf(
         completed=int(number("Queries completed")),
         lost=int(number("Queries lost")),
         latency_ms=number("Average Latency \\(s\\)") * 1000,
+        rcodes=rcodes[1].strip() if (rcodes := re.search(r"Response codes:\s+(.*)", out)) else "?",
     )
 
 
@@ -247,6 +294,7 @@ def main() -> None:
     parser.add_argument("--edns", action="store_true", help="send every query with EDNS0")
     parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--coredns", type=Path, default=DEFAULT_COREDNS, help="coredns binary")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--nice", type=int, default=0, help="niceness of servers and dnsperf")
     args = parser.parse_args()
@@ -254,6 +302,11 @@ def main() -> None:
     NICE = args.nice
     if shutil.which("dnsperf") is None:
         raise SystemExit("dnsperf is not installed (apt-get install dnsperf)")
+    if "coredns" in args.servers and not os.access(args.coredns, os.X_OK):
+        raise SystemExit(
+            f"{args.coredns} is missing: make upstream (or --coredns PATH, or leave it out"
+            " with --servers)"
+        )
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = (cpus[-1], cpus[0]) if len(cpus) >= 2 else (None, None)
 
@@ -268,6 +321,8 @@ def main() -> None:
             for server in args.servers:
                 if server == "dnsmasq":
                     process, port = start_dnsmasq(hosts, server_cpu)
+                elif server == "coredns":
+                    process, port = start_coredns(args.coredns, hosts, directory, server_cpu)
                 else:
                     loop = server.split("-", 1)[1]
                     process, port = start_nodehosts(args.python, args.names, loop, server_cpu)
@@ -284,7 +339,7 @@ def main() -> None:
                 print(
                     f"round {round_number} {server:18} {result.qps:9.0f} qps"
                     f"  lost {result.lost}/{result.sent}  avg latency {result.latency_ms:.3f} ms"
-                    f"  server cpu {result.cpu_us:.2f} us/query"
+                    f"  server cpu {result.cpu_us:.2f} us/query  rcodes {result.rcodes}"
                     + (f"  [{tail.strip()}]" if tail.strip() else ""),
                     flush=True,
                 )
@@ -310,7 +365,9 @@ def main() -> None:
     print(
         f"\n{args.names} names, {'EDNS' if args.edns else 'no EDNS'}, {args.rounds} rounds of"
         f" {args.duration:.0f} s; python {python[0]}, uvloop {python[1]}, dnslib {python[2]},"
-        f" {_dnsmasq_version()}\n"
+        f" {_dnsmasq_version()}"
+        + (f", {_coredns_version(args.coredns)}" if "coredns" in args.servers else "")
+        + "\n"
     )
     if args.markdown:
         print(

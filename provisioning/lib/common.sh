@@ -102,6 +102,8 @@ update_file() {
         return 0
     fi
     mv -f "$tmp" "$path"
+    # Normalised: render_* functions write "$root/etc/x", which is "//etc/x" for ROOT=/.
+    while [[ $path == *//* ]]; do path=${path//\/\//\/}; done
     LAB_CHANGED+=("$path")
 }
 
@@ -109,6 +111,7 @@ update_file() {
 was_changed() {
     local want have
     for want in "$@"; do
+        while [[ $want == *//* ]]; do want=${want//\/\//\/}; done
         for have in "${LAB_CHANGED[@]}"; do [[ $have == "$want" ]] && return 0; done
     done
     return 1

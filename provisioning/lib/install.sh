@@ -12,16 +12,44 @@ cni_plugins_url() { echo "https://github.com/containernetworking/plugins/release
 crictl_url()      { echo "https://github.com/kubernetes-sigs/cri-tools/releases/download/$CRICTL_VERSION/crictl-$CRICTL_VERSION-linux-$(lab_arch).tar.gz"; }
 coredns_url()     { echo "https://github.com/coredns/coredns/releases/download/v$COREDNS_VERSION/coredns_${COREDNS_VERSION}_linux_$(lab_arch).tgz"; }
 
+# LAB_BINARIES=DIR: an offline (air-gapped) install. Every install_* function below takes its
+# executables from DIR, laid out as scripts/upstream-bin leaves them (kube-apiserver, kubelet,
+# ..., etcd, etcdctl, coredns, containerd, ctr, containerd-shim-runc-v2, runc, crictl,
+# cni/<plugin>), instead of downloading; nothing is fetched, and a missing file is an error.
+
+# install_lab_binary NAME DEST: LAB_BINARIES/NAME installed as DEST (mode 0755).
+install_lab_binary() {
+    local source=$LAB_BINARIES/$1
+    [[ -f $source && -x $source ]] || die "LAB_BINARIES=$LAB_BINARIES has no executable $1"
+    install -D -m 0755 "$source" "$2"
+}
+
 # install_kube_binary NAME: kubelet, kubectl, ... into /usr/local/bin.
 install_kube_binary() {
     local name=$1 url
+    if [[ -n ${LAB_BINARIES:-} ]]; then
+        install_lab_binary "$name" "/usr/local/bin/$name"
+        return
+    fi
     url=$(kube_binary_url "$name")
     fetch "$url" "$url.sha256" "$LAB_CACHE/$KUBERNETES_VERSION/$name"
     install -m 0755 "$LAB_CACHE/$KUBERNETES_VERSION/$name" "/usr/local/bin/$name"
 }
 
 install_container_runtime() {
-    local url
+    local url plugin
+    if [[ -n ${LAB_BINARIES:-} ]]; then
+        for plugin in containerd ctr containerd-shim-runc-v2 crictl; do
+            install_lab_binary "$plugin" "/usr/local/bin/$plugin"
+        done
+        install_lab_binary runc /usr/local/sbin/runc
+        mkdir -p /opt/cni/bin /etc/cni/net.d
+        [[ -d $LAB_BINARIES/cni ]] || die "LAB_BINARIES=$LAB_BINARIES has no cni/ directory"
+        for plugin in "$LAB_BINARIES"/cni/*; do
+            install_lab_binary "cni/${plugin##*/}" "/opt/cni/bin/${plugin##*/}"
+        done
+        return
+    fi
     url=$(containerd_url)
     fetch "$url" "$url.sha256sum" "$LAB_CACHE/$(basename "$url")"
     tar -xzf "$LAB_CACHE/$(basename "$url")" -C /usr/local      # bin/containerd, bin/ctr, ...
@@ -42,6 +70,10 @@ install_container_runtime() {
 
 install_coredns() {
     local url
+    if [[ -n ${LAB_BINARIES:-} ]]; then
+        install_lab_binary coredns /usr/local/bin/coredns
+        return
+    fi
     url=$(coredns_url)
     fetch "$url" "$url.sha256" "$LAB_CACHE/$(basename "$url")"
     tar -xzf "$LAB_CACHE/$(basename "$url")" -C /usr/local/bin coredns

@@ -5,11 +5,13 @@
 #            approves kubelet serving certificates, and in DNS_MODE=nodehosts answers DNS
 #   CoreDNS  :53 (DNS_MODE=coredns): node names from nodehosts' file, the rest forwarded
 #   keepalived holds LB_VIP when there are two LBs
-# Only Debian packages in DNS_MODE=nodehosts (CoreDNS is a download from its release page).
+# Only Debian packages in DNS_MODE=nodehosts (CoreDNS is a download from its release page,
+# or LAB_BINARIES/coredns: provisioning/README.md, offline installs).
 # Safe to re-run, also to switch DNS_MODE. Run as root:
 #   LAB_NODE=lb-0 LAB_BUNDLE=/tmp/lab/bundle NODEHOSTS_DEB=/tmp/lab/nodehosts.deb bash lb.sh
 # Other settings: UPSTREAM_DNS ("ip ip" or "none"), NODEHOSTS_DNS_LISTEN ("ip:53 ..."),
-# LB_SELF_RESOLVE (yes: this machine's resolver becomes its own DNS server).
+# LB_SELF_RESOLVE (yes: this machine's resolver becomes its own DNS server),
+# COREDNS_LISTEN ("ip ...": CoreDNS binds only these; default every address).
 set -euo pipefail
 # shellcheck source=/dev/null  # the library is checked on its own (tests/provisioning)
 source "$(dirname "$0")/../lib/all.sh"
@@ -32,7 +34,7 @@ update_file /etc/kubernetes-lab/upstream.resolv.conf 0644 < <(
 log "1/6 packages: haproxy, dig, nodehosts from $NODEHOSTS_DEB"
 packages=(haproxy bind9-dnsutils ca-certificates)
 (( LB_COUNT > 1 )) && packages+=(keepalived)
-[[ $DNS_MODE == coredns ]] && packages+=(curl)
+[[ $DNS_MODE == coredns && -z ${LAB_BINARIES:-} ]] && packages+=(curl)
 apt_install "${packages[@]}"
 [[ -f $NODEHOSTS_DEB ]] || die "no nodehosts package at $NODEHOSTS_DEB (provisioning/host.sh builds it)"
 deb_version=$(dpkg-deb -f "$NODEHOSTS_DEB" Version)
@@ -81,8 +83,12 @@ if [[ $DNS_MODE == coredns ]]; then
     esac
     install_coredns
     render_coredns / "${upstreams[@]}"
+    update_file /etc/coredns/bind.d/lab.conf 0644 < <(
+        if [[ -n ${COREDNS_LISTEN:-} ]]; then echo "bind $COREDNS_LISTEN"
+        else echo "# every address (COREDNS_LISTEN unset; provisioning/scripts/lb.sh)"; fi
+    )
     service_up coredns /etc/coredns/Corefile /etc/coredns/upstream.resolv.conf \
-        /etc/systemd/system/coredns.service
+        /etc/coredns/bind.d/lab.conf /etc/systemd/system/coredns.service
 else
     log "5/6 nodehosts answers DNS itself; CoreDNS is not used"
 fi
@@ -92,7 +98,9 @@ if [[ $LB_SELF_RESOLVE == yes ]]; then
     render_resolver / 127.0.0.1
 fi
 dns_server=127.0.0.1
-if [[ $DNS_MODE == nodehosts ]]; then
+if [[ $DNS_MODE == coredns && -n ${COREDNS_LISTEN:-} ]]; then
+    dns_server=${COREDNS_LISTEN%% *}
+elif [[ $DNS_MODE == nodehosts ]]; then
     read -r first_listen _ <<<"$(nodehosts_dns_listen "$LAB_NODE")"
     dns_server=${first_listen%:*}
 fi

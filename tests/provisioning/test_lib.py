@@ -91,6 +91,17 @@ def test_update_file_writes_only_changes(tmp_path: Path) -> None:
     assert not list(target.parent.glob(".tmp.*"))
 
 
+def test_a_file_rendered_under_root_slash_counts_as_changed(tmp_path: Path) -> None:
+    """lb.sh renders into ROOT=/ ("$root/etc/x" is "//etc/x") and asks was_changed /etc/x:
+    the same file, so the service restarts (a DNS_MODE switch must restart nodehosts)."""
+    root = f"{tmp_path}/"
+    out = run_ok(
+        f'update_file "{root}/etc/x.conf" 0644 <<<new; '
+        f'was_changed "{tmp_path}/etc/x.conf" && echo changed || echo unchanged'
+    )
+    assert out.strip() == "changed"
+
+
 def test_update_file_keeps_an_unchanged_file_untouched(tmp_path: Path) -> None:
     """Same content and mode: the file is not replaced (its mtime stays)."""
     target = tmp_path / "same"
