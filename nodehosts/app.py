@@ -2,7 +2,8 @@
 
 Contract: `Daemon(settings).run()` runs until `stop()` (or SIGTERM/SIGINT via `run_daemon`)
 and returns. Nothing is published before the first complete LIST; after that every change
-of the inputs (Nodes, static hosts) is coalesced for a moment, the record set is rebuilt
+of the inputs (Nodes, static hosts) is published at once when the daemon is idle and
+coalesced only while changes keep coming (`_publisher`), the record set is rebuilt
 from scratch, and the sinks are touched only when the record set differs from the last one.
 When the API is unreachable the last published records simply stay.
 
@@ -358,12 +359,20 @@ class Daemon:
         self._dirty.set()
 
     async def _publisher(self) -> None:
+        """Publish a change at once when idle; while changes keep coming (a change within
+        COALESCE_SECONDS of the last publication's end), wait out the rest of that window and
+        publish them together: a burst costs one publication per window, never one per event."""
+        loop = asyncio.get_running_loop()
+        published_at = float("-inf")
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(COALESCE_SECONDS)
+            wait = published_at + COALESCE_SECONDS - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._dirty.clear()
             if self.synced:
                 await self.publish()
+                published_at = loop.time()
 
     async def publish(self) -> None:
         """Rebuild the record set from the current inputs and update every sink that differs."""
