@@ -58,6 +58,7 @@ from typing import Final, NamedTuple
 from nodehosts.core.model import (
     Collision,
     Host,
+    HostChanges,
     IPAddress,
     NodeDecision,
     NodeInfo,
@@ -585,7 +586,7 @@ class RecordIndex:
     Hosts, decisions and collisions are kept in sorted lists, so a `Publication` is three
     tuple copies. A changed policy or static host set rebuilds everything (each node's plan
     depends on them). `changes()` says which hosts differ from the previous `publication()`,
-    so sinks re-render only those (`nodehosts.core.answer.Answerer`'s `changes`).
+    so sinks re-render only those (`Answerer`'s and `HostsRenderer`'s `changes`).
     """
 
     def __init__(self, policy: RecordPolicy | None = None, static: Sequence[Host] = ()) -> None:
@@ -610,8 +611,10 @@ class RecordIndex:
         # since the last publication(): canonical -> host it had then (None: none); None when
         # everything was rebuilt
         self._touched: dict[str, Host | None] | None = {}
-        self._decisions_touched: dict[str, NodeDecision | None] | None = {}
+        self._decisions_touched: dict[str, NodeDecision | None] = {}
         self._publication: Publication | None = None
+        # the record set of the previous changes() call
+        self._changes_base: RecordSet | None = None
         self._rebuild(static)
 
     # --- inputs
@@ -633,6 +636,10 @@ class RecordIndex:
         different = list(
             itertools.compress(keys, map(operator.is_not, map(old.get, keys), nodes.values()))
         )
+        if len(different) > max(64, len(old) // 4):  # a (re)list: one sorted build is cheaper
+            self._nodes = dict(nodes)
+            self._rebuild(self._static)
+            return self.publication()
         for name in different:
             node = nodes[name]
             before = old.get(name)
@@ -666,30 +673,30 @@ class RecordIndex:
             )
         return self._publication
 
-    def changes(self) -> tuple[list[Host], list[Host]] | None:
-        """(hosts gone, hosts new) since the previous call, each sorted by canonical name; None
-        after a rebuild (compare everything). Hosts that stayed equal are in neither."""
+    def changes(self) -> HostChanges | None:
+        """The hosts that differ between the record set of the previous call and the current
+        one; None on the first call and after a rebuild (then compare everything)."""
         touched, self._touched = self._touched, {}
-        if touched is None:
+        before, after = self._changes_base, self.publication().records
+        self._changes_base = after
+        if touched is None or before is None:
             return None
         removed: list[Host] = []
         added: list[Host] = []
         for canonical in sorted(touched):
-            before, now = touched[canonical], self._host_at(canonical)
-            if before is now or before == now:
+            old, new = touched[canonical], self._host_at(canonical)
+            if old is new or old == new:
                 continue
-            if before is not None:
-                removed.append(before)
-            if now is not None:
-                added.append(now)
-        return removed, added
+            if old is not None:
+                removed.append(old)
+            if new is not None:
+                added.append(new)
+        return HostChanges(before, after, tuple(removed), tuple(added))
 
     def decision_changes(self) -> list[tuple[str, NodeDecision | None, NodeDecision | None]]:
         """(node, decision before, decision now) for each node whose decision changed since the
-        previous call, by node name; every node after a rebuild."""
+        previous call (None: no such node then or now), by node name."""
         touched, self._decisions_touched = self._decisions_touched, {}
-        if touched is None:
-            return [(name, None, decision) for name, decision in self.decision_items()]
         out = []
         for name in sorted(touched):
             before, now = touched[name], self._decision_at(name)
@@ -697,13 +704,13 @@ class RecordIndex:
                 out.append((name, before, now))
         return out
 
-    def decision_items(self) -> list[tuple[str, NodeDecision]]:
-        return list(zip(self._decision_names, self._decisions, strict=True))
-
     # --- internals
 
     def _rebuild(self, static: Sequence[Host]) -> None:
         """Everything from scratch (at start, and when the policy or static hosts change)."""
+        # Decisions as of the previous decision_changes(), to report only what differs.
+        decisions_before = dict(zip(self._decision_names, self._decisions, strict=True))
+        decisions_before.update(self._decisions_touched)
         publication, claimants, static_addresses, plans = _build(
             self._nodes.values(), static, self._policy
         )
@@ -728,7 +735,10 @@ class RecordIndex:
         self._decision_names = [decision.node for decision in self._decisions]
         self._collisions = list(publication.collisions)
         self._collision_names = [collision.name for collision in self._collisions]
-        self._touched = self._decisions_touched = None
+        self._touched = None
+        self._decisions_touched = decisions_before
+        for name in self._decision_names:
+            decisions_before.setdefault(name, None)
         self._publication = publication
 
     # Claims: name -> the claimant's label, or a list of labels when contested (rare: a list
@@ -875,7 +885,7 @@ class RecordIndex:
         before = self._decisions[index] if present else None
         if before is decision or (before is not None and before == decision):
             return
-        if self._decisions_touched is not None and node not in self._decisions_touched:
+        if node not in self._decisions_touched:
             self._decisions_touched[node] = before
         if decision is None:
             del self._decision_names[index]

@@ -8,10 +8,13 @@ import ipaddress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nodehosts.core.answer import Answerer, ZoneConfig
+from nodehosts.core.hosts import HostsRenderer, render_hosts
 from nodehosts.core.model import Host, NodeDecision, NodeInfo, Publication
 from nodehosts.core.records import RecordIndex, RecordPolicy, build_publication
 
 POLICY = RecordPolicy()
+ZONE = ZoneConfig(domain="node.internal")
 ip = ipaddress.ip_address
 
 # Small pools, so that names, aliases and addresses collide often.
@@ -47,7 +50,9 @@ _steps = st.one_of(
 )
 
 
-def _apply(hosts: tuple[Host, ...], removed: list[Host], added: list[Host]) -> tuple[Host, ...]:
+def _apply(
+    hosts: tuple[Host, ...], removed: tuple[Host, ...], added: tuple[Host, ...]
+) -> tuple[Host, ...]:
     gone = {id(host) for host in removed}
     kept = [host for host in hosts if id(host) not in gone]
     return tuple(sorted([*kept, *added], key=lambda host: host.canonical))
@@ -63,15 +68,19 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
 ) -> None:
     """Adds, address moves, renames via Hostname, deletes, name and address collisions with
     nodes and static hosts, skipped nodes, static host and policy edits: after every batch the
-    publication is exactly the full build's, and the reported host changes turn the previous
-    record set into the new one."""
+    publication is exactly the full build's, the reported host changes turn the previous
+    record set into the new one, and the hosts text and DNS answers built from those changes
+    are exactly the ones built from scratch."""
     nodes = {node.name: node for node in start}
     static: list[Host] = []
     policy = POLICY
     index = RecordIndex(policy, static)
     previous = index.update(nodes, static, policy)
     assert previous == build_publication(nodes.values(), static, policy)
-    index.changes()
+    assert [name for name, _, _ in index.decision_changes()] == sorted(nodes)
+    renderer = HostsRenderer()
+    renderer.render(previous.records, index.changes())
+    answerer = Answerer(previous.records, ZONE, serial=1)
     for batch in steps:
         nodes = dict(nodes)  # a new snapshot per batch, as the inventory hands over
         for kind, value in batch:
@@ -88,9 +97,26 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
         assert got == build_publication(nodes.values(), static, policy)
         changes = index.changes()
         if changes is not None:
-            removed, added = changes
-            assert _apply(previous.records.hosts, removed, added) == got.records.hosts
-            assert all(host in previous.records.hosts for host in removed)
+            assert changes.before is previous.records and changes.after is got.records
+            assert (
+                _apply(previous.records.hosts, changes.removed, changes.added) == got.records.hosts
+            )
+            assert all(host in previous.records.hosts for host in changes.removed)
+        old = {d.node: d for d in previous.decisions}
+        new = {d.node: d for d in got.decisions}
+        assert index.decision_changes() == [
+            (name, old.get(name), new.get(name))
+            for name in sorted(old.keys() | new.keys())
+            if old.get(name) != new.get(name)
+        ]
+        # The sinks fed with the changes give what they give from scratch.
+        assert renderer.render(got.records, changes) == render_hosts(got.records)
+        assert renderer.addresses == got.records.address_count()
+        serial = answerer.serial + 1
+        answerer = Answerer(got.records, ZONE, serial=serial, previous=answerer, changes=changes)
+        fresh = Answerer(got.records, ZONE, serial=serial)
+        assert answerer._answers == fresh._answers
+        assert answerer._existing == fresh._existing
         previous = got
 
 
@@ -105,15 +131,18 @@ def test_a_node_change_reports_only_the_hosts_it_touches() -> None:
     assert len(index.decision_changes()) == 99
     nodes = {**nodes, "worker-7": _node("worker-7", None, ["10.0.2.7"], True)}
     after = index.update(nodes, [], POLICY)
-    removed, added = index.changes() or ([], [])
-    assert [h.addresses for h in removed] == [(ip("10.0.1.7"),)]
-    assert [h.addresses for h in added] == [(ip("10.0.2.7"),)]
+    changes = index.changes()
+    assert changes is not None
+    assert [h.addresses for h in changes.removed] == [(ip("10.0.1.7"),)]
+    assert [h.addresses for h in changes.added] == [(ip("10.0.2.7"),)]
     unchanged = [h for h in after.records.hosts if h.node != "worker-7"]
     assert all(any(h is b for b in before.records.hosts) for h in unchanged)
     assert index.decision_changes() == [
         ("worker-7", _decision_of(before, "worker-7"), _decision_of(after, "worker-7"))
     ]
-    assert index.changes() == ([], []) and index.decision_changes() == []
+    unchanged_since = index.changes()
+    assert unchanged_since is not None and not unchanged_since.removed + unchanged_since.added
+    assert index.decision_changes() == []
 
 
 def _decision_of(publication: Publication, node: str) -> NodeDecision:
