@@ -62,11 +62,13 @@ def _apply(
 @given(
     start=st.lists(_nodes, max_size=5),
     steps=st.lists(st.lists(_steps, min_size=1, max_size=3), min_size=1, max_size=12),
+    hints=st.booleans(),
 )
 def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
-    start: list[NodeInfo], steps: list[list[tuple[str, object]]]
+    start: list[NodeInfo], steps: list[list[tuple[str, object]]], hints: bool
 ) -> None:
-    """Adds, address moves, renames via Hostname, deletes, name and address collisions with
+    """Adds, address moves, renames via Hostname, deletes (and re-adds, which reorder the
+    mapping), with or without the caller naming the changed nodes, name and address collisions with
     nodes and static hosts, skipped nodes, static host and policy edits: after every batch the
     publication is exactly the full build's, the reported host changes turn the previous
     record set into the new one, and the hosts text and DNS answers built from those changes
@@ -83,17 +85,20 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
     answerer = Answerer(previous.records, ZONE, serial=1)
     for batch in steps:
         nodes = dict(nodes)  # a new snapshot per batch, as the inventory hands over
+        touched: list[str] = []  # what a source that knows would say changed
         for kind, value in batch:
             if kind == "set":
                 assert isinstance(value, NodeInfo)
                 nodes[value.name] = value
+                touched.append(value.name)
             elif kind == "delete":
                 nodes.pop(str(value), None)
+                touched.append(str(value))
             elif kind == "static":
                 static = list(value)  # type: ignore[call-overload]
             else:
                 policy = RecordPolicy(exclude_not_ready=bool(value))
-        got = index.update(nodes, static, policy)
+        got = index.update(nodes, static, policy, touched if hints else None)
         assert got == build_publication(nodes.values(), static, policy)
         changes = index.changes()
         if changes is not None:
@@ -165,3 +170,28 @@ def test_a_hostname_alias_takes_a_free_name_and_gives_it_back_to_its_owner() -> 
     del nodes["lb-0"]
     third = index.update(nodes, [], POLICY)
     assert third == first
+
+
+def test_deleting_and_re_adding_a_node_in_a_large_cluster_stays_incremental() -> None:
+    """A deletion (or a node deleted and re-added, which moves it to the end of the mapping)
+    in a 400-node cluster is one host out (and in), not a rebuild of everything."""
+    nodes = {
+        f"w-{i:03}": _node(f"w-{i:03}", None, [f"10.0.{i // 200}.{i % 200 + 1}"], True)
+        for i in range(400)
+    }
+    index = RecordIndex(POLICY)
+    index.update(nodes, [], POLICY)
+    index.changes()
+    for step in range(3):
+        nodes = dict(nodes)
+        if step == 0:
+            del nodes["w-001"]
+        elif step == 1:
+            nodes["w-001"] = _node("w-001", None, ["10.1.0.1"], True)
+        else:
+            nodes["w-002"] = _node("w-002", None, ["10.1.0.2"], True)
+        got = index.update(nodes, [], POLICY)
+        assert got == build_publication(nodes.values(), [], POLICY)
+        changes = index.changes()
+        assert changes is not None
+        assert len(changes.removed) + len(changes.added) == [1, 1, 2][step]  # out; in; out+in
