@@ -1,11 +1,13 @@
 """The record policy: nodes and static hosts -> what is published, and why.
 
 Contract: `build_publication` is a pure function of its inputs (no I/O, no clock); equal inputs
-in any order give an equal `Publication`. It runs on every change, so it is O(n log n) and
-memoises the pure per-node work (keyed by the immutable NodeInfo and policy), address parsing
-and name validation in bounded LRU caches: a rebuild after one change recomputes one node. The
-caches hold about 1.5 KB per node (~7 MB for 5000 nodes) and are sized for 5000 nodes plus
-churn; a bigger cluster stays correct, it only loses the speed-up.
+in any order give an equal `Publication`. It is O(n log n) and memoises the pure per-node work
+(keyed by the immutable NodeInfo and policy), address parsing and name validation in bounded
+LRU caches. The caches hold about 1.5 KB per node (~7 MB for 5000 nodes) and are sized for 5000
+nodes plus churn; a bigger cluster stays correct, it only loses the speed-up.
+`RecordIndex` is what the daemon runs on every change: the same result (a property test
+checks it against `build_publication` over random change sequences), kept up to date per
+changed node, with the hosts that changed (`HostChanges`) for the sinks.
 
 Names. A node's names are its metadata.name plus its first `Hostname` address when that differs.
 Everything is lower-cased (ASCII only: a non-ASCII name is invalid, never folded). A name without
