@@ -239,10 +239,16 @@ class Resolver:
                 sock=self.sock,
                 ignore_unexpected=True,
             )
-        except (dns.exception.Timeout, dns.query.BadResponse):
-            # BadResponse: a late reply to an earlier, timed-out query on this socket (seen
-            # while a busy daemon starts); that query was lost.
+        except dns.exception.Timeout:
             self.lost += 1
+            return None
+        except dns.query.BadResponse:
+            # A late reply to an earlier, timed-out query (a busy daemon starting): drop every
+            # queued reply, or each later query would read its predecessor's and fail too.
+            self.lost += 1
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    self.sock.recv(65535)
             return None
         addresses = frozenset(rd.to_text() for rrset in reply.answer for rd in rrset)
         return dns.rcode.to_text(reply.rcode()), addresses
