@@ -202,6 +202,7 @@ class DnsService:
             counts=self.stats.answers,
             previous=self.answerer,
             changes=changes,
+            adopt=True,  # the previous Answerer is replaced below, before any query
         )
         self.answerer, self._records, self._serial = answerer, records, serial
         self.stats.zone_updates += 1
