@@ -2,7 +2,8 @@
 
 Contract: `Daemon(settings).run()` runs until `stop()` (or SIGTERM/SIGINT via `run_daemon`)
 and returns. Nothing is published before the first complete LIST; after that every change
-of the inputs (Nodes, static hosts) is coalesced for a moment, the record set is rebuilt
+of the inputs (Nodes, static hosts) is published at once when the daemon is idle and
+coalesced only while changes keep coming (`_publisher`), the record set is rebuilt
 from scratch, and the sinks are touched only when the record set differs from the last one.
 When the API is unreachable the last published records simply stay.
 
@@ -48,9 +49,22 @@ import structlog
 from nodehosts.adapters.hostsfile import HostsFileError, HostsFileWriter
 from nodehosts.adapters.sdnotify import Notifier, run_watchdog, watchdog_interval
 from nodehosts.config import ConfigError, Settings, file_key
-from nodehosts.core.hosts import parse_hosts, read_generation, render_file, render_hosts
-from nodehosts.core.model import Host, NodeDecision, NodeInfo, Publication, RecordSet
-from nodehosts.core.records import build_publication
+from nodehosts.core.hosts import (
+    HostsRenderer,
+    parse_hosts,
+    read_generation,
+    render_file,
+    render_hosts,
+)
+from nodehosts.core.model import (
+    Host,
+    HostChanges,
+    NodeDecision,
+    NodeInfo,
+    Publication,
+    RecordSet,
+)
+from nodehosts.core.records import RecordIndex
 from nodehosts.core.report import publication_report
 
 if TYPE_CHECKING:
@@ -203,7 +217,10 @@ class Daemon:
         self.metrics: Any = _NoMetrics()
         self._stop = asyncio.Event()
         self._dirty = asyncio.Event()
-        self._decisions: dict[str, NodeDecision] = {}
+        # The record set, updated per changed node; what changed feeds the sinks and the logs.
+        self._index: RecordIndex | None = None
+        self._renderer = HostsRenderer()
+        self._decisions_logged = False
         self._hosts_writer = HostsFileWriter(settings.hosts_file) if settings.hosts_file else None
         self._hosts_body: str | None = None
         self._dns: Any = None
@@ -366,19 +383,29 @@ class Daemon:
         self._dirty.set()
 
     async def _publisher(self) -> None:
+        """Publish a change at once when idle; while changes keep coming (a change within
+        COALESCE_SECONDS of the last publication's end), wait out the rest of that window and
+        publish them together: a burst costs one publication per window, never one per event."""
+        loop = asyncio.get_running_loop()
+        published_at = float("-inf")
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(COALESCE_SECONDS)
+            wait = published_at + COALESCE_SECONDS - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._dirty.clear()
             if self.synced:
                 await self.publish()
+                published_at = loop.time()
 
     async def publish(self) -> None:
         """Rebuild the record set from the current inputs and update every sink that differs."""
-        publication = build_publication(
-            self.nodes.values(), self.static_hosts, self.settings.record_policy
-        )
-        self._log_decisions(publication)
+        policy = self.settings.record_policy
+        if self._index is None:
+            self._index = RecordIndex(policy, self.static_hosts)
+        publication = self._index.update(self.nodes, self.static_hosts, policy)
+        changes = self._index.changes()
+        self._log_decisions(publication, self._index.decision_changes())
         self.publication = publication
         self.metrics.observe_publication(publication)
         records = publication.records
@@ -391,8 +418,8 @@ class Daemon:
             self._update_status()
             return
         if self._dns is not None:
-            self._dns.update(records)
-        if not await self._write_hosts(records):
+            self._dns.update(records, changes)
+        if not await self._write_hosts(records, changes):
             return
         if self._hosts_writer is None and records != self._served:
             self.generation += 1  # without a hosts file, the generation counts DNS zones
@@ -417,15 +444,16 @@ class Daemon:
             self._update_status()
         await self._save_state(records)
 
-    async def _write_hosts(self, records: RecordSet) -> bool:
+    async def _write_hosts(self, records: RecordSet, changes: HostChanges | None = None) -> bool:
         """Bring the hosts file up to `records`; False if that failed (retried soon)."""
         if self._hosts_writer is None:
             return True
-        body = render_hosts(records)
+        renderer = self._renderer
+        body = renderer.render(records, changes)
         if body == self._hosts_body:
             return True
         generation = self.generation + 1
-        text = render_file(records, generation=generation, body=body)
+        text = render_file(records, generation=generation, body=body, addresses=renderer.addresses)
         try:
             written = await asyncio.to_thread(self._hosts_writer.write, text)
         except HostsFileError as error:
@@ -441,21 +469,24 @@ class Daemon:
             path=str(self.settings.hosts_file),
             generation=generation,
             hosts=len(records),
-            addresses=records.address_count(),
+            addresses=renderer.addresses,
         )
         return True
 
-    def _log_decisions(self, publication: Publication) -> None:
-        """One line per node whose decision changed, not per rebuild.
+    def _log_decisions(
+        self,
+        publication: Publication,
+        changed: list[tuple[str, NodeDecision | None, NodeDecision | None]],
+    ) -> None:
+        """One line per node whose decision changed (`changed`: RecordIndex.decision_changes).
 
         The first publication logs skipped and noted nodes one by one but the published
         ones as a single count: 5000 `node_published` lines at start help nobody.
         """
-        first = not self._decisions
-        decisions = {decision.node: decision for decision in publication.decisions}
-        for name, decision in decisions.items():
-            before = self._decisions.get(name)
-            if before is decision or before == decision:
+        first = not self._decisions_logged and bool(publication.decisions)
+        for name, before, decision in changed:
+            if decision is None:
+                log.info("node_removed", node=name)
                 continue
             if not decision.published:
                 log.warning("node_skipped", node=name, reason=decision.reason)
@@ -467,15 +498,13 @@ class Daemon:
                     node=name,
                     addresses=[str(a) for a in decision.addresses],
                 )
-        if first and decisions:
+        if first:
+            self._decisions_logged = True
             log.info(
                 "nodes_published",
                 published=sum(1 for d in publication.decisions if d.published),
                 skipped=sum(1 for d in publication.decisions if not d.published),
             )
-        for name in self._decisions.keys() - decisions.keys():
-            log.info("node_removed", node=name)
-        self._decisions = decisions
 
     # --- saved state
 

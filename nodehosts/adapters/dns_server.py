@@ -43,7 +43,7 @@ import structlog
 from nodehosts.adapters.eventloop import loop_name
 from nodehosts.adapters.upstream import Upstreams, UpstreamStats
 from nodehosts.core.answer import AnswerCounts, Answerer, Forward, ZoneConfig, next_serial
-from nodehosts.core.model import RecordSet
+from nodehosts.core.model import HostChanges, RecordSet
 
 log = structlog.get_logger(__name__)
 
@@ -197,8 +197,11 @@ class DnsService:
             log.info("dns_stopped", addresses=[f"{h}:{p}" for h, p in self._addresses])
         self._servers, self._udp, self._addresses = [], [], []
 
-    def update(self, records: RecordSet) -> bool:
-        """Serve `records` from now on; False (and nothing rebuilt) if they are unchanged."""
+    def update(self, records: RecordSet, changes: HostChanges | None = None) -> bool:
+        """Serve `records` from now on; False (and nothing rebuilt) if they are unchanged.
+
+        `changes` (from `RecordIndex.changes`) spares the comparison of every host when it
+        leads from the records served now to `records`."""
         if records == self._records:
             return False
         started = time.perf_counter()
@@ -209,6 +212,8 @@ class DnsService:
             serial=serial,
             counts=self.stats.answers,
             previous=self.answerer,
+            changes=changes,
+            adopt=True,  # the previous Answerer is replaced below, before any query
         )
         self.answerer, self._records, self._serial = answerer, records, serial
         self.stats.zone_updates += 1

@@ -112,3 +112,15 @@ class Publication:
     records: RecordSet
     decisions: tuple[NodeDecision, ...] = ()
     collisions: tuple[Collision, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class HostChanges:
+    """What turned the record set `before` into `after`: the hosts only in `before` and the
+    hosts only in `after`, each sorted by canonical name. Sinks that hold `before` re-render
+    only these instead of comparing every host (`nodehosts.core.records.RecordIndex`)."""
+
+    before: RecordSet
+    after: RecordSet
+    removed: tuple[Host, ...]
+    added: tuple[Host, ...]

@@ -1,11 +1,13 @@
 """The record policy: nodes and static hosts -> what is published, and why.
 
 Contract: `build_publication` is a pure function of its inputs (no I/O, no clock); equal inputs
-in any order give an equal `Publication`. It runs on every change, so it is O(n log n) and
-memoises the pure per-node work (keyed by the immutable NodeInfo and policy), address parsing
-and name validation in bounded LRU caches: a rebuild after one change recomputes one node. The
-caches hold about 1.5 KB per node (~7 MB for 5000 nodes) and are sized for 5000 nodes plus
-churn; a bigger cluster stays correct, it only loses the speed-up.
+in any order give an equal `Publication`. It is O(n log n) and memoises the pure per-node work
+(keyed by the immutable NodeInfo and policy), address parsing and name validation in bounded
+LRU caches. The caches hold about 1.5 KB per node (~7 MB for 5000 nodes) and are sized for 5000
+nodes plus churn; a bigger cluster stays correct, it only loses the speed-up.
+`RecordIndex` is what the daemon runs on every change: the same result (a property test
+checks it against `build_publication` over random change sequences), kept up to date per
+changed node, with the hosts that changed (`HostChanges`) for the sinks.
 
 Names. A node's names are its metadata.name plus its first `Hostname` address when that differs.
 Everything is lower-cased (ASCII only: a non-ASCII name is invalid, never folded). A name without
@@ -45,10 +47,12 @@ note in each losing node's decision.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import itertools
+import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from functools import lru_cache
 from typing import Final, NamedTuple
@@ -56,6 +60,7 @@ from typing import Final, NamedTuple
 from nodehosts.core.model import (
     Collision,
     Host,
+    HostChanges,
     IPAddress,
     NodeDecision,
     NodeInfo,
@@ -504,6 +509,14 @@ def build_publication(
     deterministic result. Static hosts must hold valid names and usable addresses, as
     `parse_hosts` returns them; anything else is a caller bug and raises `ValueError`.
     """
+    return _build(nodes, static, policy)[0]
+
+
+def _build(
+    nodes: Iterable[NodeInfo], static: Sequence[Host], policy: RecordPolicy
+) -> tuple[Publication, list[_Claimant], frozenset[tuple[IPAddress, str]], list[_NodePlan]]:
+    """`build_publication`, with what `RecordIndex` starts from: the claimants (nodes by name,
+    then static hosts), the static addresses and each node's plan (in node name order)."""
     ordered = sorted(nodes, key=_node_name)
     if any(a.name == b.name for a, b in itertools.pairwise(ordered)):
         ordered.sort(key=_node_sort_key)  # duplicate names: order them by content too
@@ -520,8 +533,10 @@ def build_publication(
     decisions: list[NodeDecision] = []
     claimants: list[_Claimant] = []
     decision_of: list[int] = []  # claimant index -> index of its decision
+    plans: list[_NodePlan] = []
     for node in ordered:
         plan = _plan_node(node, policy, static_addresses)
+        plans.append(plan)
         if plan.claimant is not None:
             claimants.append(plan.claimant)
             decision_of.append(len(decisions))
@@ -555,8 +570,377 @@ def build_publication(
                 claimant.node, names, claimant.host.addresses, reasons, published=bool(names)
             )
     hosts.sort(key=_canonical)
-    return Publication(
+    publication = Publication(
         records=RecordSet(tuple(hosts)),
         decisions=tuple(decisions),
         collisions=tuple(collisions),
     )
+    return publication, claimants, static_addresses, plans
+
+
+class RecordIndex:
+    """The record policy kept up to date one node at a time: `build_publication`'s exact result
+    for the current inputs, at a cost per changed node that does not grow with the cluster.
+
+    Per name it keeps who claims it; a changed node re-ranks only the names it claimed before
+    or claims now, and recomputes only the hosts and decisions of those names' claimants (a
+    node that wins or loses a name changes the others' hosts, decisions and the `Collision`).
+    Hosts, decisions and collisions are kept in sorted lists, so a `Publication` is three
+    tuple copies. A changed policy or static host set rebuilds everything (each node's plan
+    depends on them). `changes()` says which hosts differ from the previous `publication()`,
+    so sinks re-render only those (`Answerer`'s and `HostsRenderer`'s `changes`).
+    """
+
+    def __init__(self, policy: RecordPolicy | None = None, static: Sequence[Host] = ()) -> None:
+        self._policy = policy if policy is not None else RecordPolicy()
+        self._static: tuple[Host, ...] = ()
+        self._nodes: dict[str, NodeInfo] = {}
+        self._static_addresses: frozenset[tuple[IPAddress, str]] = frozenset()
+        # label -> claimant; name -> {label: (rank, owner)} of everyone claiming it
+        self._claimants: dict[str, _Claimant] = {}
+        self._claims: dict[str, str | list[str]] = {}
+        # node name -> its plan's decision before collisions, and its claimant's label
+        self._plans: dict[str, _NodePlan] = {}
+        # label -> the host it publishes now (None: lost every name)
+        self._host_of: dict[str, Host | None] = {}
+        # sorted parallel lists: canonical/host, node/decision, name/collision
+        self._canonicals: list[str] = []
+        self._hosts: list[Host] = []
+        self._decision_names: list[str] = []
+        self._decisions: list[NodeDecision] = []
+        self._collision_names: list[str] = []
+        self._collisions: list[Collision] = []
+        # since the last publication(): canonical -> host it had then (None: none); None when
+        # everything was rebuilt
+        self._touched: dict[str, Host | None] | None = {}
+        self._decisions_touched: dict[str, NodeDecision | None] = {}
+        self._publication: Publication | None = None
+        # the record set of the previous changes() call
+        self._changes_base: RecordSet | None = None
+        self._rebuild(static)
+
+    # --- inputs
+
+    def update(
+        self,
+        nodes: Mapping[str, NodeInfo],
+        static: Sequence[Host],
+        policy: RecordPolicy,
+        changed: Iterable[str] | None = None,
+    ) -> Publication:
+        """Bring the index to these inputs and return the result.
+
+        `nodes` maps each node's name to it (as the inventory does). `changed`, when the caller
+        knows it, names every node added, changed or removed since the previous call; without
+        it the nodes are compared by identity (the inventory keeps an unchanged node's
+        object; a new equal object is no change)."""
+        if policy != self._policy or tuple(static) != self._static:
+            self._policy = policy
+            self._nodes = dict(nodes)
+            self._rebuild(static)
+            return self.publication()
+        old = self._nodes
+        limit = max(64, len(old) // 4)  # more changed nodes: one sorted build is cheaper
+        realign = False
+        if changed is not None:
+            candidates = list(dict.fromkeys(changed))
+        else:
+            candidates = []
+            if len(old) <= len(nodes):
+                # `old` mirrors the previous mapping's order, and a dict keeps a changed key
+                # in place and appends new ones: walk both side by side, by identity, without
+                # hashing (C-level; ~3x faster than looking every key up). Every changed or
+                # new node is a candidate; a reordering adds spurious ones, dropped below.
+                values = map(operator.is_not, old.values(), nodes.values())
+                candidates = list(itertools.compress(nodes, values))
+                candidates += itertools.islice(nodes, len(old), None)
+            if len(old) > len(nodes) or len(candidates) > limit:  # deleted or reordered
+                keys = list(nodes)
+                values = map(operator.is_not, map(old.get, keys), nodes.values())
+                candidates = list(itertools.compress(keys, values))
+                realign = True
+        if len(candidates) > limit:
+            self._nodes = dict(nodes)
+            self._rebuild(self._static)
+            return self.publication()
+        for name in candidates:
+            node = nodes.get(name)
+            before = old.get(name)
+            if node is None:
+                if before is not None:
+                    self.remove_node(name)
+            elif before is node:
+                realign = True
+            elif before is not None and before == node:
+                old[name] = node
+            else:
+                self.set_node(node)
+        if len(old) != len(nodes):  # every key of `nodes` is in `old` now: some were deleted
+            for name in old.keys() - nodes.keys():
+                self.remove_node(name)
+            realign = True
+        if realign and changed is None:
+            self._nodes = dict(nodes)
+        return self.publication()
+
+    def set_node(self, node: NodeInfo) -> None:
+        """Add or replace the node named `node.name`."""
+        self._nodes[node.name] = node
+        self._replace_plan(node.name, _plan_node(node, self._policy, self._static_addresses))
+
+    def remove_node(self, name: str) -> None:
+        if self._nodes.pop(name, None) is not None:
+            self._replace_plan(name, None)
+
+    # --- results
+
+    def publication(self) -> Publication:
+        """The result for the current inputs; equal to `build_publication` of them."""
+        if self._publication is None:
+            self._publication = Publication(
+                records=RecordSet(tuple(self._hosts)),
+                decisions=tuple(self._decisions),
+                collisions=tuple(self._collisions),
+            )
+        return self._publication
+
+    def changes(self) -> HostChanges | None:
+        """The hosts that differ between the record set of the previous call and the current
+        one; None on the first call and after a rebuild (then compare everything)."""
+        touched, self._touched = self._touched, {}
+        before, after = self._changes_base, self.publication().records
+        self._changes_base = after
+        if touched is None or before is None:
+            return None
+        removed: list[Host] = []
+        added: list[Host] = []
+        for canonical in sorted(touched):
+            old, new = touched[canonical], self._host_at(canonical)
+            if old is new or old == new:
+                continue
+            if old is not None:
+                removed.append(old)
+            if new is not None:
+                added.append(new)
+        return HostChanges(before, after, tuple(removed), tuple(added))
+
+    def decision_changes(self) -> list[tuple[str, NodeDecision | None, NodeDecision | None]]:
+        """(node, decision before, decision now) for each node whose decision changed since the
+        previous call (None: no such node then or now), by node name."""
+        touched, self._decisions_touched = self._decisions_touched, {}
+        out = []
+        for name in sorted(touched):
+            before, now = touched[name], self._decision_at(name)
+            if before is not now and before != now:
+                out.append((name, before, now))
+        return out
+
+    # --- internals
+
+    def _rebuild(self, static: Sequence[Host]) -> None:
+        """Everything from scratch (at start, and when the policy or static hosts change)."""
+        # Decisions as of the previous decision_changes(), to report only what differs.
+        decisions_before = dict(zip(self._decision_names, self._decisions, strict=True))
+        decisions_before.update(self._decisions_touched)
+        publication, claimants, static_addresses, plans = _build(
+            self._nodes.values(), static, self._policy
+        )
+        self._static = tuple(static)
+        self._static_addresses = static_addresses
+        self._plans = {plan.decision.node: plan for plan in plans}
+        self._claimants = {claimant.label: claimant for claimant in claimants}
+        self._claims = {}
+        for claimant in claimants:
+            for name, _ in claimant.claims:
+                self._add_claim(name, claimant.label)
+        hosts = {host.canonical: host for host in publication.records.hosts}
+        self._host_of = {}
+        for claimant in claimants:
+            for name, _ in claimant.claims:
+                if name in hosts and self._winner(name) == claimant.label:
+                    self._host_of[claimant.label] = hosts[name]
+                    break
+        self._hosts = list(publication.records.hosts)
+        self._canonicals = [host.canonical for host in self._hosts]
+        self._decisions = list(publication.decisions)
+        self._decision_names = [decision.node for decision in self._decisions]
+        self._collisions = list(publication.collisions)
+        self._collision_names = [collision.name for collision in self._collisions]
+        self._touched = None
+        self._decisions_touched = decisions_before
+        for name in self._decision_names:
+            decisions_before.setdefault(name, None)
+        self._publication = publication
+
+    # Claims: name -> the claimant's label, or a list of labels when contested (rare: a list
+    # per name would cost ~3 MB for 5000 nodes).
+
+    def _add_claim(self, name: str, label: str) -> None:
+        current = self._claims.get(name)
+        if current is None:
+            self._claims[name] = label
+        elif isinstance(current, str):
+            self._claims[name] = [current, label]
+        else:
+            current.append(label)
+
+    def _drop_claim(self, name: str, label: str) -> None:
+        current = self._claims[name]
+        if isinstance(current, str):
+            del self._claims[name]
+            return
+        current.remove(label)
+        if len(current) == 1:
+            self._claims[name] = current[0]
+
+    def _contenders(self, name: str) -> list[str]:
+        current = self._claims.get(name)
+        if current is None:
+            return []
+        return [current] if isinstance(current, str) else current
+
+    def _rank(self, name: str) -> Callable[[str], tuple[int, str]]:
+        """Sort key of a claimant (by label) for `name`: rank, then owner."""
+
+        def key(label: str) -> tuple[int, str]:
+            claimant = self._claimants[label]
+            return (dict(claimant.claims)[name], claimant.owner)
+
+        return key
+
+    def _winner(self, name: str) -> str:
+        current = self._claims[name]
+        return current if isinstance(current, str) else min(current, key=self._rank(name))
+
+    def _replace_plan(self, node: str, plan: _NodePlan | None) -> None:
+        self._publication = None
+        before = self._plans.pop(node, None)
+        if plan is not None:
+            self._plans[node] = plan
+        old = before.claimant if before is not None else None
+        new = plan.claimant if plan is not None else None
+        names: dict[str, None] = {}
+        dirty: dict[str, None] = {}
+        if old is not None:
+            del self._claimants[old.label]
+            for name, _ in old.claims:
+                names[name] = None
+                self._drop_claim(name, old.label)
+            self._set_host(old.label, None)
+        if new is not None:
+            self._claimants[new.label] = new
+            for name, _ in new.claims:
+                names[name] = None
+                self._add_claim(name, new.label)
+            dirty[new.label] = None
+        for name in names:
+            for label in self._contenders(name):
+                dirty[label] = None
+            self._set_collision(name)
+        for label in dirty:
+            self._refresh(self._claimants[label])
+        if new is None:
+            self._set_decision(node, plan.decision if plan is not None else None)
+
+    def _refresh(self, claimant: _Claimant) -> None:
+        """Recompute one claimant's host and (for a node) decision from the current claims."""
+        lost: list[tuple[str, str]] = []
+        for name, _ in claimant.claims:
+            winner = self._winner(name)
+            if winner != claimant.label:
+                lost.append((name, self._claimants[winner].description))
+        if not lost:
+            self._set_host(claimant.label, claimant.host)
+            if claimant.node is not None:
+                self._set_decision(claimant.node.name, self._plans[claimant.node.name].decision)
+            return
+        lost.sort()
+        gone = {name for name, _ in lost}
+        names = tuple(n for n in claimant.host.names if n not in gone)
+        host = claimant.host
+        self._set_host(
+            claimant.label,
+            Host(names, host.addresses, host.origin, host.node) if names else None,
+        )
+        if claimant.node is not None:
+            reasons = [] if names else ["lost every name"]
+            reasons += claimant.notes
+            reasons += [f"lost name {name!r} to {winner}" for name, winner in lost]
+            self._set_decision(
+                claimant.node.name,
+                _decision(claimant.node, names, host.addresses, reasons, published=bool(names)),
+            )
+
+    def _set_host(self, label: str, host: Host | None) -> None:
+        before = self._host_of.get(label)
+        if before is host or (before is not None and before == host):
+            return
+        if host is None:
+            self._host_of.pop(label, None)
+        else:
+            self._host_of[label] = host
+        if before is not None:
+            self._touch(before.canonical)
+            # While one change is applied two hosts may briefly share a canonical name (the
+            # winner is placed before the loser gives it up): remove this very host.
+            index = bisect.bisect_left(self._canonicals, before.canonical)
+            while self._hosts[index] is not before:
+                index += 1
+            del self._canonicals[index]
+            del self._hosts[index]
+        if host is not None:
+            self._touch(host.canonical)
+            index = bisect.bisect_left(self._canonicals, host.canonical)
+            self._canonicals.insert(index, host.canonical)
+            self._hosts.insert(index, host)
+
+    def _touch(self, canonical: str) -> None:
+        if self._touched is not None and canonical not in self._touched:
+            self._touched[canonical] = self._host_at(canonical)
+
+    def _host_at(self, canonical: str) -> Host | None:
+        index = bisect.bisect_left(self._canonicals, canonical)
+        if index < len(self._canonicals) and self._canonicals[index] == canonical:
+            return self._hosts[index]
+        return None
+
+    def _decision_at(self, node: str) -> NodeDecision | None:
+        index = bisect.bisect_left(self._decision_names, node)
+        if index < len(self._decision_names) and self._decision_names[index] == node:
+            return self._decisions[index]
+        return None
+
+    def _set_decision(self, node: str, decision: NodeDecision | None) -> None:
+        index = bisect.bisect_left(self._decision_names, node)
+        present = index < len(self._decision_names) and self._decision_names[index] == node
+        before = self._decisions[index] if present else None
+        if before is decision or (before is not None and before == decision):
+            return
+        if node not in self._decisions_touched:
+            self._decisions_touched[node] = before
+        if decision is None:
+            del self._decision_names[index]
+            del self._decisions[index]
+        elif present:
+            self._decisions[index] = decision
+        else:
+            self._decision_names.insert(index, node)
+            self._decisions.insert(index, decision)
+
+    def _set_collision(self, name: str) -> None:
+        contenders = self._contenders(name)
+        collision = None
+        if len(contenders) > 1:
+            ranked = sorted(contenders, key=self._rank(name))
+            collision = Collision(name, ranked[0], tuple(ranked[1:]))
+        index = bisect.bisect_left(self._collision_names, name)
+        present = index < len(self._collision_names) and self._collision_names[index] == name
+        if collision is None:
+            if present:
+                del self._collision_names[index]
+                del self._collisions[index]
+        elif present:
+            self._collisions[index] = collision
+        else:
+            self._collision_names.insert(index, name)
+            self._collisions.insert(index, collision)
