@@ -14,7 +14,12 @@ Contract:
 - "No other Node reports this IP" must see the whole cluster: while the daemon's Nodes are
   label-selected, the approver runs its own Node list/watch without a selector (a `NodeSource`)
   and evaluates nothing until that view is synced; without a selector the daemon's Nodes are
-  the whole cluster and no second watch runs.
+  the whole cluster and no second watch runs. The Nodes must come with the selector they were
+  LISTed with (after a reload, the old one until the new LIST): selected Nodes passed without
+  a selector would be taken for the whole cluster.
+- If that watch's task crashes (a bug: it retries API errors itself), the approver drops its
+  cluster view and index, records `cluster_error`, approves nothing more, and `run()` raises
+  `ClusterWatchCrashed` so the daemon's supervision ends the process (systemd restarts it).
 - Every undecided kubelet-serving CSR is evaluated (`NodeIndex.evaluate`) whenever the CSRs or
   the Node state change: a CSR that arrived before its Node is approved once the Node appears.
 - Approval is a PUT of the CSR, at the version evaluated (409 if it changed meanwhile), to
@@ -73,6 +78,7 @@ __all__ = [
     "APPROVAL_REASON",
     "CSR_PATH",
     "SIGNER_FIELD_SELECTOR",
+    "ClusterWatchCrashed",
     "CsrApprover",
     "CsrMetrics",
     "PendingCsr",
@@ -85,6 +91,10 @@ CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 SIGNER_FIELD_SELECTOR = f"spec.signerName={KUBELET_SERVING_SIGNER}"
 APPROVAL_REASON = "NodehostsApproved"
 _DEFAULT_TUNING = Tuning()
+
+
+class ClusterWatchCrashed(RuntimeError):
+    """The approver's own whole-cluster Node watch died; the approver approves nothing more."""
 
 
 class CsrMetrics(Protocol):
@@ -181,6 +191,9 @@ class CsrApprover:
         self._cluster_view: _ClusterView | None = None
         self._cluster_task: asyncio.Task[None] | None = None
         self.cluster_error: dict[str, str] | None = None
+        # Set when the cluster watch's task died: terminal, run() raises it.
+        self._crash: BaseException | None = None
+        self._crashed = asyncio.Event()
         self._pending: dict[str, PendingCsr] = {}
         # name -> reasons already logged and counted for it (pruned when the CSR goes).
         self._reported: dict[str, set[str]] = {}
@@ -201,10 +214,21 @@ class CsrApprover:
     # ------------------------------------------------------------------ daemon interface
 
     async def run(self) -> None:
-        """List/watch CSRs and approve until cancelled."""
+        """List/watch CSRs and approve until cancelled; raise `ClusterWatchCrashed` when the
+        whole-cluster Node watch dies."""
+        source = asyncio.create_task(self._source.run(), name="csr_source")
+        crashed = asyncio.create_task(self._crashed.wait(), name="csr_cluster_crash_wait")
         try:
-            await self._source.run()
+            await asyncio.wait({source, crashed}, return_when=asyncio.FIRST_COMPLETED)
+            if self._crash is not None:
+                raise ClusterWatchCrashed(
+                    f"the CSR approver's cluster Node watch crashed: {_describe(self._crash)}"
+                ) from self._crash
+            source.result()
         finally:
+            for task in (source, crashed):
+                task.cancel()
+            await asyncio.gather(source, crashed, return_exceptions=True)
             if self._retry is not None:
                 self._retry.cancel()
             await self._stop_cluster_watch()
@@ -224,12 +248,12 @@ class CsrApprover:
         changed: re-evaluate if needed."""
         self._selected, self._records = nodes, records
         if label_selector is None:
-            if self._cluster_task is not None:
+            if self._cluster_task is not None and not self._cluster_task.done():
                 self._cluster_task.cancel()  # its run() cleans up as it ends
                 log.info("csr_cluster_watch_stopped", reason="no label_selector")
             self._cluster_task, self._cluster_source, self._cluster = None, None, None
             self._cluster_view = None
-        elif self._cluster_task is None:
+        elif self._cluster_task is None and self._crash is None:
             self._start_cluster_watch()
         self._rebuild_index()
 
@@ -253,7 +277,7 @@ class CsrApprover:
             "synced": self._csrs is not None,
             "nodes_known": self._index is not None,
             # Its own unselected Node watch, while the daemon's Nodes are label-selected.
-            "cluster_watch": self._cluster_task is not None,
+            "cluster_watch": self._cluster_task is not None and not self._cluster_task.done(),
             "cluster_error": self.cluster_error,
             "pending": [entry.to_json() for entry in self.pending()],
             # Passed every rule; the approval failed and is retried (see the logs for why).
@@ -285,7 +309,7 @@ class CsrApprover:
         self._cluster_task = asyncio.get_running_loop().create_task(
             self._cluster_source.run(), name="csr_cluster_nodes"
         )
-        self._cluster_task.add_done_callback(_cluster_watch_done)
+        self._cluster_task.add_done_callback(self._cluster_watch_done)
         log.info("csr_cluster_watch_started", reason="label_selector")
 
     async def _stop_cluster_watch(self) -> None:
@@ -303,8 +327,25 @@ class CsrApprover:
         self.cluster_error = None
         self._rebuild_index()
 
+    def _cluster_watch_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task is not self._cluster_task:
+            return  # stopped on purpose (selector cleared, approver stopping)
+        error = task.exception() or RuntimeError("the cluster Node watch ended by itself")
+        # A frozen copy of the cluster would let a Node take an address another Node got since:
+        # forget it, approve nothing, and let run() end the approver (and the daemon).
+        self._crash = error
+        self._cluster, self._cluster_view, self._index = None, None, None
+        self.cluster_error = {"reason": "crashed", "message": _describe(error)}
+        log.error(
+            "csr_cluster_watch_crashed", error=_describe(error), approving="nothing", exc_info=error
+        )
+        self._crashed.set()
+
     def _rebuild_index(self) -> None:
         if self._selected is None:
+            return
+        if self._crash is not None:
+            self._index = None  # terminal: see _cluster_watch_done
             return
         if self._cluster_task is not None and self._cluster is None:
             # Selected Nodes only: "no other Node has this IP" would be blind. Wait.
@@ -469,11 +510,8 @@ class CsrApprover:
             transport.close()
 
 
-def _cluster_watch_done(task: asyncio.Task[None]) -> None:
-    # Until it runs again (a restart), no CSR is evaluated: safe, but it must be seen.
-    if not task.cancelled() and task.exception() is not None:
-        error = task.exception()
-        log.error("csr_cluster_watch_failed", error=f"{type(error).__name__}: {error}")
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 class _ClusterView:

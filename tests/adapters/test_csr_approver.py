@@ -436,3 +436,79 @@ async def test_the_cluster_watch_follows_the_label_selector(
     finally:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
+
+
+class CrashingNodeSource(NodeSource):
+    """The real Node source (it lists and watches for real) with a bug that kills its task once
+    `crash` is set: what the approver must not live on after."""
+
+    crash: asyncio.Event
+
+    async def run(self) -> None:
+        watching = asyncio.create_task(super().run())
+        try:
+            await type(self).crash.wait()
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+        raise RuntimeError("bug in the cluster watch")
+
+
+async def test_a_crashed_cluster_watch_stops_approving_and_ends_the_approver(
+    api_server: FakeApiServer, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No frozen copy of the cluster: the index is dropped, nothing more is approved, the error
+    is in the report and the log, and run() raises so the daemon's supervision sees it."""
+    from nodehosts.adapters import csr_approver
+
+    CrashingNodeSource.crash = asyncio.Event()
+    monkeypatch.setattr(csr_approver, "NodeSource", CrashingNodeSource)
+    fake_csr.install(api_server)
+    api_server.add_object(
+        "nodes", make_node("controller-0", addresses=["10.240.0.10"], labels={"role": "controller"})
+    )
+    api_server.add_object(
+        "nodes",
+        make_node("worker-1", addresses=["10.240.0.101", "10.240.0.11"], labels={"role": "worker"}),
+    )
+
+    def configure() -> Any:
+        return load_client_configuration(kubeconfig)
+
+    approver = CsrApprover(configure, policy=CsrPolicy(), tuning=FAST)
+    wiring = SelectedWiring(approver)
+    nodes = NodeSource(configure, wiring, label_selector="role=worker", tuning=FAST)
+    run = asyncio.create_task(approver.run())
+    source = asyncio.create_task(nodes.run())
+    try:
+        api_server.add_object(fake_csr.CSRS.plural, worker_1("csr-own"))
+        await eventually(lambda: approved(api_server, "csr-own"), what="worker-1's own CSR")
+        with structlog.testing.capture_logs() as logs:
+            CrashingNodeSource.crash.set()
+            await eventually(run.done, what="approver.run() to end")
+        with pytest.raises(RuntimeError, match="cluster Node watch crashed"):
+            run.result()
+        report = approver.report()
+        assert report["nodes_known"] is False
+        assert report["cluster_watch"] is False
+        assert "bug in the cluster watch" in report["cluster_error"]["message"]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+            "csr_cluster_watch_crashed"
+        ]
+        # The daemon's next publish does not bring the frozen view back.
+        published = {
+            "worker-1": NodeInfo(
+                "worker-1",
+                (("InternalIP", "10.240.0.101"), ("InternalIP", "10.240.0.11")),
+                True,
+                False,
+            )
+        }
+        records = build_publication(published.values(), (), wiring.policy).records
+        approver.update_nodes(published, records, label_selector="role=worker")
+        assert approver.report()["nodes_known"] is False
+        assert approver.report()["cluster_watch"] is False
+    finally:
+        for task in (run, source):
+            task.cancel()
+        await asyncio.gather(run, source, return_exceptions=True)
