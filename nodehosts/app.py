@@ -392,7 +392,13 @@ class Daemon:
             # A CSR is judged against what is published now; a no-op when nothing it uses changed.
             # With the selector the Nodes were listed with: after a reload that clears it, the
             # old selected Nodes are not the whole cluster.
-            self.approver.update_nodes(self.nodes, records, label_selector=self.nodes_selector)
+            self.approver.update_nodes(
+                self.nodes,
+                records,
+                label_selector=self.nodes_selector,
+                domain=self.settings.record_policy.domain,
+                static_hosts=self.static_hosts,
+            )
         if records == self._published and self.ready.is_set():
             self._update_status()
             return

@@ -7,8 +7,10 @@ Contract:
   relist on 410, backoff, credentials reloaded on 401/403) until cancelled. Other signers are
   dropped at parsing (the fake API server has no ``spec.signerName`` field selector; pass
   `field_selector` to use the real apiserver's).
-- The daemon feeds the Node state with `update_nodes(nodes, records, label_selector=...)` (the
-  Nodes and the record set published from them, and the selector they were listed with).
+- The daemon feeds the Node state with `update_nodes(nodes, records, label_selector=...,
+  domain=..., static_hosts=...)` (the Nodes and the record set published from them, the
+  selector they were listed with, the record policy's domain and the static hosts as read:
+  a static host that lost all its names is in no record, but its address is still the admin's).
   Nothing is evaluated before the first call, so no CSR is reported as "node not found" merely
   because the Nodes were not listed yet.
 - "No other Node reports this IP" must see the whole cluster: while the daemon's Nodes are
@@ -44,7 +46,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,6 +62,7 @@ from nodehosts.adapters.kube import (
     object_path,
 )
 from nodehosts.core.csr import (
+    DEFAULT_DOMAIN,
     KUBELET_SERVING_SIGNER,
     CsrObject,
     CsrPolicy,
@@ -69,7 +72,7 @@ from nodehosts.core.csr import (
     csr_from_json,
 )
 from nodehosts.core.inventory import Inventory
-from nodehosts.core.model import NodeInfo, RecordSet
+from nodehosts.core.model import Host, NodeInfo, RecordSet
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
@@ -186,6 +189,8 @@ class CsrApprover:
         # What the daemon publishes from, and (while it is label-selected) every Node.
         self._selected: Mapping[str, NodeInfo] | None = None
         self._records = RecordSet()
+        self._domain = DEFAULT_DOMAIN
+        self._static_hosts: tuple[Host, ...] = ()
         self._cluster: Mapping[str, NodeInfo] | None = None
         self._cluster_source: NodeSource | None = None
         self._cluster_view: _ClusterView | None = None
@@ -243,10 +248,13 @@ class CsrApprover:
         records: RecordSet,
         *,
         label_selector: str | None = None,
+        domain: str = DEFAULT_DOMAIN,
+        static_hosts: Sequence[Host] = (),
     ) -> None:
-        """The Nodes (listed with `label_selector`) and the record set published from them
-        changed: re-evaluate if needed."""
+        """The Nodes (listed with `label_selector`), the record set published from them (under
+        `domain`) or the static hosts changed: re-evaluate if needed."""
         self._selected, self._records = nodes, records
+        self._domain, self._static_hosts = domain, tuple(static_hosts)
         if label_selector is None:
             if self._cluster_task is not None and not self._cluster_task.done():
                 self._cluster_task.cancel()  # its run() cleans up as it ends
@@ -354,7 +362,13 @@ class CsrApprover:
         cluster = None
         if self._cluster_task is not None and self._cluster is not None:
             cluster = self._cluster.values()
-        index = NodeIndex.build(self._selected.values(), self._records, cluster)
+        index = NodeIndex.build(
+            self._selected.values(),
+            self._records,
+            cluster,
+            domain=self._domain,
+            static_hosts=self._static_hosts,
+        )
         if index == self._index:
             return
         self._index = index

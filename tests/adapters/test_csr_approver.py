@@ -17,7 +17,7 @@ import yaml
 from nodehosts.adapters.csr_approver import APPROVAL_REASON, CSR_PATH, CsrApprover
 from nodehosts.adapters.kube import NodeSource, Tuning, load_client_configuration
 from nodehosts.core.csr import CsrPolicy, Reason
-from nodehosts.core.model import NodeInfo
+from nodehosts.core.model import Host, NodeInfo
 from nodehosts.core.records import RecordPolicy, build_publication
 from nodehosts.testing import fake_csr
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
@@ -33,16 +33,19 @@ T = TypeVar("T")
 class Wiring:
     """What the daemon does: Nodes -> record set -> approver.update_nodes."""
 
-    def __init__(self, approver: CsrApprover) -> None:
+    def __init__(self, approver: CsrApprover, statics: tuple[Host, ...] = ()) -> None:
         self.approver = approver
         self.policy = RecordPolicy(domain=DOMAIN)
+        self.statics = statics
 
     def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
         self.nodes_changed(nodes, resource_version)
 
     def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
-        publication = build_publication(nodes.values(), (), self.policy)
-        self.approver.update_nodes(nodes, publication.records)
+        publication = build_publication(nodes.values(), self.statics, self.policy)
+        self.approver.update_nodes(
+            nodes, publication.records, domain=self.policy.domain, static_hosts=self.statics
+        )
 
     def source_error(self, reason: str, message: str) -> None:
         pass
@@ -355,8 +358,14 @@ class SelectedWiring(Wiring):
     """The daemon publishing only `role=worker` Nodes, as with --label-selector."""
 
     def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
-        publication = build_publication(nodes.values(), (), self.policy)
-        self.approver.update_nodes(nodes, publication.records, label_selector="role=worker")
+        publication = build_publication(nodes.values(), self.statics, self.policy)
+        self.approver.update_nodes(
+            nodes,
+            publication.records,
+            label_selector="role=worker",
+            domain=self.policy.domain,
+            static_hosts=self.statics,
+        )
 
 
 async def test_a_selected_worker_claiming_an_unselected_controllers_ip_is_refused(
@@ -512,3 +521,44 @@ async def test_a_crashed_cluster_watch_stops_approving_and_ends_the_approver(
         for task in (run, source):
             task.cancel()
         await asyncio.gather(run, source, return_exceptions=True)
+
+
+async def test_the_approver_judges_with_the_domain_and_the_static_hosts_it_is_fed(
+    api: FakeApiServer, kubeconfig: Path
+) -> None:
+    """`kubernetes.<domain>` is reserved under the configured domain, and a static host's
+    address counts even when that static host lost all its names (it publishes nothing)."""
+    import ipaddress
+
+    statics = (
+        Host(("lb-0", "lb"), (ipaddress.ip_address("10.240.0.40"),), "static"),
+        Host(("lb",), (ipaddress.ip_address("10.240.0.41"),), "static"),
+    )
+    api.add_object(
+        "nodes",
+        make_node(
+            "worker-7", addresses=[("InternalIP", "10.240.0.107"), ("InternalIP", "10.240.0.41")]
+        ),
+    )
+
+    def configure() -> Any:
+        return load_client_configuration(kubeconfig)
+
+    approver = CsrApprover(configure, policy=CsrPolicy(), tuning=FAST)
+    nodes = NodeSource(configure, Wiring(approver, statics), tuning=FAST)
+    tasks = [asyncio.create_task(approver.run()), asyncio.create_task(nodes.run())]
+    try:
+        for name, dns, ips in (
+            ("csr-lb", ["worker-7"], ["10.240.0.41"]),
+            ("csr-kubernetes", [f"kubernetes.{DOMAIN}"], ["10.240.0.107"]),
+            ("csr-own", ["worker-7", f"worker-7.{DOMAIN}"], ["10.240.0.107"]),
+        ):
+            api.add_object(fake_csr.CSRS.plural, make_csr("worker-7", name=name, dns=dns, ips=ips))
+        await eventually(lambda: approved(api, "csr-own"), what="worker-7's own CSR")
+        assert await pending_reason(approver, "csr-lb") == Reason.IP_SAN_STATIC_HOST
+        assert await pending_reason(approver, "csr-kubernetes") == Reason.DNS_SAN_RESERVED
+        assert conditions(api, "csr-lb") == conditions(api, "csr-kubernetes") == []
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
