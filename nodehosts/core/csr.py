@@ -357,12 +357,13 @@ class NodeIndex:
     static_addresses: Mapping[IPAddress, str]
     # Names of the Nodes of the whole cluster that are not in `nodes`.
     unselected: frozenset[str] = frozenset()
-    # Every form (bare and FQDN) of every Node's metadata.name in the whole cluster -> those
-    # Nodes; `hostname_claims` the same for the Hostname addresses they report.
-    name_claims: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    hostname_claims: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    # The domain bare names are published under (for the reserved names' FQDN forms).
+    # Every Node of the whole cluster (a Node in both views once when they agree), for the
+    # name claims, and the domain bare names are published under.
+    everyone: tuple[NodeInfo, ...] = ()
     domain: str = DEFAULT_DOMAIN
+    # The name claims, built on the first evaluation: most rebuilds evaluate nothing (no
+    # undecided CSR), and the claims would double the cost of every rebuild.
+    _claims: list[tuple[_Claims, _Claims]] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -394,26 +395,20 @@ class NodeIndex:
         owners: dict[IPAddress, str] = {}
         shared: dict[IPAddress, set[str]] = {}
         unselected: set[str] = set()
-        name_claims: dict[str, set[str]] = {}
-        hostname_claims: dict[str, set[str]] = {}
-        views: list[Iterable[NodeInfo]] = [by_name.values()]
+        everyone = list(by_name.values())
         if cluster is not None:
-            views.append(cluster)
-        for view in views:
-            for node in view:
-                name = node.name
-                if name not in by_name:
-                    unselected.add(name)
-                for address in node_ip_addresses(node):
-                    owner = owners.setdefault(address, name)
-                    if owner != name:
-                        shared.setdefault(address, {owner}).add(name)
-                for form in _name_forms(name, domain):
-                    name_claims.setdefault(form, set()).add(name)
-                for kind, value in node.addresses:
-                    if kind == "Hostname":
-                        for form in _name_forms(value, domain):
-                            hostname_claims.setdefault(form, set()).add(name)
+            for node in cluster:
+                selected = by_name.get(node.name)
+                if selected is None:
+                    unselected.add(node.name)
+                if selected is None or selected != node:
+                    everyone.append(node)
+        for node in everyone:
+            name = node.name
+            for address in node_ip_addresses(node):
+                owner = owners.setdefault(address, name)
+                if owner != name:
+                    shared.setdefault(address, {owner}).add(name)
         return cls(
             nodes=by_name,
             published_names={name: frozenset(values) for name, values in names.items()},
@@ -421,10 +416,43 @@ class NodeIndex:
             shared={address: frozenset(names) for address, names in shared.items()},
             static_addresses=static,
             unselected=frozenset(unselected),
-            name_claims={form: frozenset(owners) for form, owners in name_claims.items()},
-            hostname_claims={form: frozenset(owners) for form, owners in hostname_claims.items()},
+            everyone=tuple(everyone),
             domain=domain,
         )
+
+    @property
+    def name_claims(self) -> _Claims:
+        """Every form (bare and FQDN) of every Node's metadata.name -> the Nodes claiming it."""
+        return self._built_claims()[0]
+
+    @property
+    def hostname_claims(self) -> _Claims:
+        """Every form of every Hostname address a Node reports -> the Nodes reporting it."""
+        return self._built_claims()[1]
+
+    def _built_claims(self) -> tuple[_Claims, _Claims]:
+        if not self._claims:
+            # Form -> its first claimer, plus every claimer of the few forms claimed twice (a
+            # set per form would cost more than the rest of the index).
+            name_owner: dict[str, str] = {}
+            name_shared: dict[str, set[str]] = {}
+            hostname_owner: dict[str, str] = {}
+            hostname_shared: dict[str, set[str]] = {}
+            for node in self.everyone:
+                name = node.name
+                name_forms, hostname_forms = _node_claims(node, self.domain)
+                for form in name_forms:
+                    owner = name_owner.setdefault(form, name)
+                    if owner != name:
+                        name_shared.setdefault(form, {owner}).add(name)
+                for form in hostname_forms:
+                    owner = hostname_owner.setdefault(form, name)
+                    if owner != name:
+                        hostname_shared.setdefault(form, {owner}).add(name)
+            self._claims.append(
+                (_Claims(name_owner, name_shared), _Claims(hostname_owner, hostname_shared))
+            )
+        return self._claims[0]
 
     def evaluate(self, csr: Mapping[str, Any], policy: CsrPolicy) -> Verdict:
         """`evaluate` for the Node the CSR's spec.username names, as this index knows it."""
@@ -455,8 +483,8 @@ def evaluate(
     shared: Mapping[IPAddress, frozenset[str]] | None = None,
     static_addresses: Mapping[IPAddress, str] | None = None,
     unselected: bool = False,
-    name_claims: Mapping[str, frozenset[str]] | None = None,
-    hostname_claims: Mapping[str, frozenset[str]] | None = None,
+    name_claims: _Claims | None = None,
+    hostname_claims: _Claims | None = None,
     domain: str = DEFAULT_DOMAIN,
 ) -> Verdict:
     """Apply the rules (module docstring) to one CSR.
@@ -551,8 +579,8 @@ def evaluate(
             name,
             published_names,
             reserved=reserved,
-            name_claims=name_claims or {},
-            hostname_claims=hostname_claims or {},
+            name_claims=name_claims or _NO_CLAIMS,
+            hostname_claims=hostname_claims or _NO_CLAIMS,
         )
         if verdict is not None:
             return verdict
@@ -611,6 +639,37 @@ def _decided(status: Any) -> Verdict | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Claims:
+    """Name form -> the Nodes claiming it: the first claimer, plus all of them when several."""
+
+    first: Mapping[str, str]
+    several: Mapping[str, set[str]]
+
+    def claimers(self, form: str) -> set[str] | frozenset[str]:
+        several = self.several.get(form)
+        if several is not None:
+            return several
+        first = self.first.get(form)
+        return frozenset() if first is None else frozenset((first,))
+
+
+_NO_CLAIMS = _Claims({}, {})
+
+
+# Memoised like _ip_addresses: the index is rebuilt from every Node on every publish.
+@functools.lru_cache(maxsize=16384)
+def _node_claims(node: NodeInfo, domain: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The forms of `node`'s name, and of the Hostname addresses it reports."""
+    hostnames = tuple(
+        form
+        for kind, value in node.addresses
+        if kind == "Hostname"
+        for form in _name_forms(value, domain)
+    )
+    return _name_forms(node.name, domain), hostnames
+
+
 def _name_forms(name: str, domain: str) -> tuple[str, ...]:
     """The forms a Node name or Hostname is published (or certified) under: as given with a
     dot, else bare and under `domain` (the record policy's expansion)."""
@@ -626,8 +685,8 @@ def _check_dns(
     published_names: frozenset[str],
     *,
     reserved: set[str],
-    name_claims: Mapping[str, frozenset[str]],
-    hostname_claims: Mapping[str, frozenset[str]],
+    name_claims: _Claims,
+    hostname_claims: _Claims,
 ) -> Verdict | None:
     if dns_name in reserved:
         return _pending(
@@ -640,7 +699,7 @@ def _check_dns(
             f" (published: {_show(sorted(published_names))})",
             name,
         )
-    others = sorted(name_claims.get(dns_name, frozenset()) - {name})
+    others = sorted(name_claims.claimers(dns_name) - {name})
     if others:
         return _pending(
             Reason.DNS_SAN_OTHER_NODE,
@@ -649,8 +708,8 @@ def _check_dns(
         )
     # A Node's own name is its own (names are unique; another Node's Hostname cannot take it,
     # as in the records); any other name must be claimed by no other Node.
-    own = name in name_claims.get(dns_name, frozenset())
-    others = [] if own else sorted(hostname_claims.get(dns_name, frozenset()) - {name})
+    own = name in name_claims.claimers(dns_name)
+    others = [] if own else sorted(hostname_claims.claimers(dns_name) - {name})
     if others:
         return _pending(
             Reason.DNS_SAN_SHARED,
