@@ -203,6 +203,10 @@ class Daemon:
         # settings never change (no config file to reload).
         self._reload_settings = reload_settings
         self.nodes: Mapping[str, NodeInfo] = {}
+        # The label selector `nodes` were LISTed with (not the configured one: after a reload
+        # that changes it, they are the old selector's until the new source's first LIST).
+        self.nodes_selector: str | None = settings.label_selector
+        self._source_selector: str | None = settings.label_selector
         self.static_hosts: list[Host] = []
         self.synced = False
         self.resource_version: str | None = None
@@ -250,6 +254,7 @@ class Daemon:
     def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
         first = not self.synced
         self.nodes, self.resource_version = nodes, resource_version
+        self.nodes_selector = self._source_selector
         self.synced, self.last_sync, self.last_error = True, self._clock(), None
         log.info("nodes_synced", nodes=len(nodes), resource_version=resource_version, first=first)
         self.metrics.synced(self.last_sync)
@@ -352,6 +357,7 @@ class Daemon:
     async def _run_source(self) -> None:
         while True:
             self._replace_source.clear()
+            self._source_selector = self.settings.label_selector
             self.source = self._source_factory(self)
             run = asyncio.create_task(self.source.run(), name="node_source_run")
             replace_wait = asyncio.create_task(self._replace_source.wait(), name="source_replace")
@@ -411,8 +417,14 @@ class Daemon:
         records = publication.records
         if self.approver is not None:
             # A CSR is judged against what is published now; a no-op when nothing it uses changed.
+            # With the selector the Nodes were listed with: after a reload that clears it, the
+            # old selected Nodes are not the whole cluster.
             self.approver.update_nodes(
-                self.nodes, records, label_selector=self.settings.label_selector
+                self.nodes,
+                records,
+                label_selector=self.nodes_selector,
+                domain=self.settings.record_policy.domain,
+                static_hosts=self.static_hosts,
             )
         if records == self._published and self.ready.is_set():
             self._update_status()

@@ -7,14 +7,21 @@ Contract:
   relist on 410, backoff, credentials reloaded on 401/403) until cancelled. Other signers are
   dropped at parsing (the fake API server has no ``spec.signerName`` field selector; pass
   `field_selector` to use the real apiserver's).
-- The daemon feeds the Node state with `update_nodes(nodes, records, label_selector=...)` (the
-  Nodes and the record set published from them, and the selector they were listed with).
+- The daemon feeds the Node state with `update_nodes(nodes, records, label_selector=...,
+  domain=..., static_hosts=...)` (the Nodes and the record set published from them, the
+  selector they were listed with, the record policy's domain and the static hosts as read:
+  a static host that lost all its names is in no record, but its address is still the admin's).
   Nothing is evaluated before the first call, so no CSR is reported as "node not found" merely
   because the Nodes were not listed yet.
 - "No other Node reports this IP" must see the whole cluster: while the daemon's Nodes are
   label-selected, the approver runs its own Node list/watch without a selector (a `NodeSource`)
   and evaluates nothing until that view is synced; without a selector the daemon's Nodes are
-  the whole cluster and no second watch runs.
+  the whole cluster and no second watch runs. The Nodes must come with the selector they were
+  LISTed with (after a reload, the old one until the new LIST): selected Nodes passed without
+  a selector would be taken for the whole cluster.
+- If that watch's task crashes (a bug: it retries API errors itself), the approver drops its
+  cluster view and index, records `cluster_error`, approves nothing more, and `run()` raises
+  `ClusterWatchCrashed` so the daemon's supervision ends the process (systemd restarts it).
 - Every undecided kubelet-serving CSR is evaluated (`NodeIndex.evaluate`) whenever the CSRs or
   the Node state change: a CSR that arrived before its Node is approved once the Node appears.
 - Approval is a PUT of the CSR, at the version evaluated (409 if it changed meanwhile), to
@@ -39,7 +46,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,6 +62,7 @@ from nodehosts.adapters.kube import (
     object_path,
 )
 from nodehosts.core.csr import (
+    DEFAULT_DOMAIN,
     KUBELET_SERVING_SIGNER,
     CsrObject,
     CsrPolicy,
@@ -64,7 +72,7 @@ from nodehosts.core.csr import (
     csr_from_json,
 )
 from nodehosts.core.inventory import Inventory
-from nodehosts.core.model import NodeInfo, RecordSet
+from nodehosts.core.model import Host, NodeInfo, RecordSet
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
@@ -73,6 +81,7 @@ __all__ = [
     "APPROVAL_REASON",
     "CSR_PATH",
     "SIGNER_FIELD_SELECTOR",
+    "ClusterWatchCrashed",
     "CsrApprover",
     "CsrMetrics",
     "PendingCsr",
@@ -85,6 +94,10 @@ CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 SIGNER_FIELD_SELECTOR = f"spec.signerName={KUBELET_SERVING_SIGNER}"
 APPROVAL_REASON = "NodehostsApproved"
 _DEFAULT_TUNING = Tuning()
+
+
+class ClusterWatchCrashed(RuntimeError):
+    """The approver's own whole-cluster Node watch died; the approver approves nothing more."""
 
 
 class CsrMetrics(Protocol):
@@ -176,11 +189,16 @@ class CsrApprover:
         # What the daemon publishes from, and (while it is label-selected) every Node.
         self._selected: Mapping[str, NodeInfo] | None = None
         self._records = RecordSet()
+        self._domain = DEFAULT_DOMAIN
+        self._static_hosts: tuple[Host, ...] = ()
         self._cluster: Mapping[str, NodeInfo] | None = None
         self._cluster_source: NodeSource | None = None
         self._cluster_view: _ClusterView | None = None
         self._cluster_task: asyncio.Task[None] | None = None
         self.cluster_error: dict[str, str] | None = None
+        # Set when the cluster watch's task died: terminal, run() raises it.
+        self._crash: BaseException | None = None
+        self._crashed = asyncio.Event()
         self._pending: dict[str, PendingCsr] = {}
         # name -> reasons already logged and counted for it (pruned when the CSR goes).
         self._reported: dict[str, set[str]] = {}
@@ -201,10 +219,21 @@ class CsrApprover:
     # ------------------------------------------------------------------ daemon interface
 
     async def run(self) -> None:
-        """List/watch CSRs and approve until cancelled."""
+        """List/watch CSRs and approve until cancelled; raise `ClusterWatchCrashed` when the
+        whole-cluster Node watch dies."""
+        source = asyncio.create_task(self._source.run(), name="csr_source")
+        crashed = asyncio.create_task(self._crashed.wait(), name="csr_cluster_crash_wait")
         try:
-            await self._source.run()
+            await asyncio.wait({source, crashed}, return_when=asyncio.FIRST_COMPLETED)
+            if self._crash is not None:
+                raise ClusterWatchCrashed(
+                    f"the CSR approver's cluster Node watch crashed: {_describe(self._crash)}"
+                ) from self._crash
+            source.result()
         finally:
+            for task in (source, crashed):
+                task.cancel()
+            await asyncio.gather(source, crashed, return_exceptions=True)
             if self._retry is not None:
                 self._retry.cancel()
             await self._stop_cluster_watch()
@@ -219,17 +248,20 @@ class CsrApprover:
         records: RecordSet,
         *,
         label_selector: str | None = None,
+        domain: str = DEFAULT_DOMAIN,
+        static_hosts: Sequence[Host] = (),
     ) -> None:
-        """The Nodes (listed with `label_selector`) and the record set published from them
-        changed: re-evaluate if needed."""
+        """The Nodes (listed with `label_selector`), the record set published from them (under
+        `domain`) or the static hosts changed: re-evaluate if needed."""
         self._selected, self._records = nodes, records
+        self._domain, self._static_hosts = domain, tuple(static_hosts)
         if label_selector is None:
-            if self._cluster_task is not None:
+            if self._cluster_task is not None and not self._cluster_task.done():
                 self._cluster_task.cancel()  # its run() cleans up as it ends
                 log.info("csr_cluster_watch_stopped", reason="no label_selector")
             self._cluster_task, self._cluster_source, self._cluster = None, None, None
             self._cluster_view = None
-        elif self._cluster_task is None:
+        elif self._cluster_task is None and self._crash is None:
             self._start_cluster_watch()
         self._rebuild_index()
 
@@ -253,7 +285,7 @@ class CsrApprover:
             "synced": self._csrs is not None,
             "nodes_known": self._index is not None,
             # Its own unselected Node watch, while the daemon's Nodes are label-selected.
-            "cluster_watch": self._cluster_task is not None,
+            "cluster_watch": self._cluster_task is not None and not self._cluster_task.done(),
             "cluster_error": self.cluster_error,
             "pending": [entry.to_json() for entry in self.pending()],
             # Passed every rule; the approval failed and is retried (see the logs for why).
@@ -285,7 +317,7 @@ class CsrApprover:
         self._cluster_task = asyncio.get_running_loop().create_task(
             self._cluster_source.run(), name="csr_cluster_nodes"
         )
-        self._cluster_task.add_done_callback(_cluster_watch_done)
+        self._cluster_task.add_done_callback(self._cluster_watch_done)
         log.info("csr_cluster_watch_started", reason="label_selector")
 
     async def _stop_cluster_watch(self) -> None:
@@ -303,8 +335,25 @@ class CsrApprover:
         self.cluster_error = None
         self._rebuild_index()
 
+    def _cluster_watch_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task is not self._cluster_task:
+            return  # stopped on purpose (selector cleared, approver stopping)
+        error = task.exception() or RuntimeError("the cluster Node watch ended by itself")
+        # A frozen copy of the cluster would let a Node take an address another Node got since:
+        # forget it, approve nothing, and let run() end the approver (and the daemon).
+        self._crash = error
+        self._cluster, self._cluster_view, self._index = None, None, None
+        self.cluster_error = {"reason": "crashed", "message": _describe(error)}
+        log.error(
+            "csr_cluster_watch_crashed", error=_describe(error), approving="nothing", exc_info=error
+        )
+        self._crashed.set()
+
     def _rebuild_index(self) -> None:
         if self._selected is None:
+            return
+        if self._crash is not None:
+            self._index = None  # terminal: see _cluster_watch_done
             return
         if self._cluster_task is not None and self._cluster is None:
             # Selected Nodes only: "no other Node has this IP" would be blind. Wait.
@@ -313,7 +362,13 @@ class CsrApprover:
         cluster = None
         if self._cluster_task is not None and self._cluster is not None:
             cluster = self._cluster.values()
-        index = NodeIndex.build(self._selected.values(), self._records, cluster)
+        index = NodeIndex.build(
+            self._selected.values(),
+            self._records,
+            cluster,
+            domain=self._domain,
+            static_hosts=self._static_hosts,
+        )
         if index == self._index:
             return
         self._index = index
@@ -469,11 +524,8 @@ class CsrApprover:
             transport.close()
 
 
-def _cluster_watch_done(task: asyncio.Task[None]) -> None:
-    # Until it runs again (a restart), no CSR is evaluated: safe, but it must be seen.
-    if not task.cancelled() and task.exception() is not None:
-        error = task.exception()
-        log.error("csr_cluster_watch_failed", error=f"{type(error).__name__}: {error}")
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 class _ClusterView:

@@ -21,18 +21,26 @@ The rules, checked in this order (../shared/notes/csr.md):
 6. spec.usages is exactly {digital signature, server auth} or {digital signature, key
    encipherment, server auth};
 7. no Email, URI or other SAN kinds; at least one DNS or IP SAN;
-8. every DNS SAN (case-insensitive) is one of the names the record policy publishes for that
-   Node under its own name: an exact match, so ``worker-10`` or ``worker-1.evil.example`` never
-   pass for ``worker-1``, and a name the Node lost to a static host or another Node, a dotted
-   name outside the allowed suffixes or a reserved name (all refused by the record policy) never
-   passes either;
+8. every DNS SAN (case-insensitive) is not a reserved name (`CsrPolicy.reserved_names`,
+   default ``kubernetes``: bare or under the domain; it is on the API server's certificate),
+   is one of the names the record policy publishes for that Node under its own name (an exact
+   match, so ``worker-10`` or ``worker-1.evil.example`` never pass for ``worker-1``, and a name
+   the Node lost to a static host or another Node, a dotted name outside the allowed suffixes
+   or a reserved name, all refused by the record policy, never passes either), and is no form
+   (bare, or FQDN under the domain) of the name or a Hostname of any other Node of the whole
+   cluster (`NodeIndex.build`'s `cluster`), published or not: the record policy only sees the
+   Nodes it publishes from, so a selected Node could otherwise take an unselected, NotReady,
+   cordoned or address-less Node's name, or a Hostname another Node also reports (a name
+   claimed as Hostname by two Nodes is neither's; a Node's own name stays its own);
 9. every IP SAN (IPv4-mapped IPv6 normalised to IPv4) is never loopback, unspecified,
    link-local or multicast, is outside the denied CIDRs (the cluster's service and pod ranges),
    is inside one of the allowed CIDRs when any are configured, is not a static host's address
    (the LB), is one of the Node's addresses of the types in `CsrPolicy.address_types` (default
    InternalIP), and no other Node in the whole cluster reports it (`NodeIndex.build`'s `cluster`:
    every Node, whatever label selector limits publishing; the VirtualBox NAT address 10.0.2.15
-   is on every lab VM);
+   is on every lab VM). Static hosts' addresses come from the static hosts themselves
+   (`NodeIndex.build`'s `static_hosts`), not from the records: a static host that lost all its
+   names to another is not published, but its address is still the admin's;
 10. spec.expirationSeconds, when the CSR sets it, is at most the configured maximum. A CSR
     without it gets the signer's own duration (kube-controller-manager
     --cluster-signing-duration), which the cluster admin already bounds.
@@ -54,10 +62,10 @@ import enum
 import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nodehosts.core.model import IPAddress, NodeInfo, RecordSet
+from nodehosts.core.model import Host, IPAddress, NodeInfo, RecordSet
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -74,6 +82,11 @@ SERVING_USAGES: tuple[frozenset[str], ...] = (
 NODE_IP_ADDRESS_TYPES = frozenset({"InternalIP", "ExternalIP"})
 # An ExternalIP is as much the kubelet's own claim as its name: only InternalIP by default.
 DEFAULT_CSR_ADDRESS_TYPES = ("InternalIP",)
+
+# RecordPolicy's default domain, for callers that do not say which.
+DEFAULT_DOMAIN = "node.internal"
+# On the API server's certificate (the lab signs `kubernetes` and `kubernetes.<domain>` forms).
+DEFAULT_RESERVED_NAMES = ("kubernetes",)
 
 # The lab's service and pod ranges (../shared/notes/cluster.md); configure the real ones.
 DEFAULT_DENIED_CIDRS: tuple[IPNetwork, ...] = (
@@ -107,7 +120,10 @@ class Reason(enum.StrEnum):
     URI_SAN = "uri_san"
     UNSUPPORTED_SAN = "unsupported_san"
     NO_SAN = "no_san"
+    DNS_SAN_RESERVED = "dns_san_reserved"
     DNS_SAN_NOT_PUBLISHED = "dns_san_not_published"
+    DNS_SAN_OTHER_NODE = "dns_san_other_node"
+    DNS_SAN_SHARED = "dns_san_shared"
     IP_SAN_FORBIDDEN = "ip_san_forbidden"
     IP_SAN_IN_DENIED_CIDR = "ip_san_in_denied_cidr"
     IP_SAN_NOT_ALLOWED = "ip_san_not_allowed"
@@ -144,6 +160,8 @@ class CsrPolicy:
     max_expiration_seconds: int | None = None
     # The Node address types an IP SAN may be.
     address_types: tuple[str, ...] = DEFAULT_CSR_ADDRESS_TYPES
+    # Never a DNS SAN, bare or under the domain (lower-case names without a dot).
+    reserved_names: tuple[str, ...] = DEFAULT_RESERVED_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +357,13 @@ class NodeIndex:
     static_addresses: Mapping[IPAddress, str]
     # Names of the Nodes of the whole cluster that are not in `nodes`.
     unselected: frozenset[str] = frozenset()
+    # Every Node of the whole cluster (a Node in both views once when they agree), for the
+    # name claims, and the domain bare names are published under.
+    everyone: tuple[NodeInfo, ...] = ()
+    domain: str = DEFAULT_DOMAIN
+    # The name claims, built on the first evaluation: most rebuilds evaluate nothing (no
+    # undecided CSR), and the claims would double the cost of every rebuild.
+    _claims: list[tuple[_Claims, _Claims]] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -346,34 +371,44 @@ class NodeIndex:
         nodes: Iterable[NodeInfo],
         records: RecordSet,
         cluster: Iterable[NodeInfo] | None = None,
+        *,
+        domain: str = DEFAULT_DOMAIN,
+        static_hosts: Iterable[Host] | None = None,
     ) -> NodeIndex:
         """Index the published-from Nodes, the records published from them (`Host.node` says
-        whose; static hosts have none) and, when publishing is label-selected, every Node of
-        the cluster (`cluster`; None: `nodes` are the whole cluster)."""
+        whose), when publishing is label-selected every Node of the cluster (`cluster`; None:
+        `nodes` are the whole cluster), the record policy's `domain`, and the static hosts as
+        read (`static_hosts`; None: the static hosts published in `records`)."""
         by_name = {node.name: node for node in nodes}
+        domain = domain.lower().removesuffix(".")
         names: dict[str, set[str]] = {}
         static: dict[IPAddress, str] = {}
         for host in records.hosts:
             if host.node is not None:
                 names.setdefault(host.node, set()).update(host.names)
-            elif host.origin == "static":
+            elif host.origin == "static" and static_hosts is None:
                 for address in host.addresses:
                     static.setdefault(normalise_ip(address), host.canonical)
+        for host in static_hosts or ():
+            for address in host.addresses:
+                static.setdefault(normalise_ip(address), host.canonical)
         owners: dict[IPAddress, str] = {}
         shared: dict[IPAddress, set[str]] = {}
         unselected: set[str] = set()
-        views: list[Iterable[NodeInfo]] = [by_name.values()]
+        everyone = list(by_name.values())
         if cluster is not None:
-            views.append(cluster)
-        for view in views:
-            for node in view:
-                name = node.name
-                if name not in by_name:
-                    unselected.add(name)
-                for address in node_ip_addresses(node):
-                    owner = owners.setdefault(address, name)
-                    if owner != name:
-                        shared.setdefault(address, {owner}).add(name)
+            for node in cluster:
+                selected = by_name.get(node.name)
+                if selected is None:
+                    unselected.add(node.name)
+                if selected is None or selected != node:
+                    everyone.append(node)
+        for node in everyone:
+            name = node.name
+            for address in node_ip_addresses(node):
+                owner = owners.setdefault(address, name)
+                if owner != name:
+                    shared.setdefault(address, {owner}).add(name)
         return cls(
             nodes=by_name,
             published_names={name: frozenset(values) for name, values in names.items()},
@@ -381,7 +416,43 @@ class NodeIndex:
             shared={address: frozenset(names) for address, names in shared.items()},
             static_addresses=static,
             unselected=frozenset(unselected),
+            everyone=tuple(everyone),
+            domain=domain,
         )
+
+    @property
+    def name_claims(self) -> _Claims:
+        """Every form (bare and FQDN) of every Node's metadata.name -> the Nodes claiming it."""
+        return self._built_claims()[0]
+
+    @property
+    def hostname_claims(self) -> _Claims:
+        """Every form of every Hostname address a Node reports -> the Nodes reporting it."""
+        return self._built_claims()[1]
+
+    def _built_claims(self) -> tuple[_Claims, _Claims]:
+        if not self._claims:
+            # Form -> its first claimer, plus every claimer of the few forms claimed twice (a
+            # set per form would cost more than the rest of the index).
+            name_owner: dict[str, str] = {}
+            name_shared: dict[str, set[str]] = {}
+            hostname_owner: dict[str, str] = {}
+            hostname_shared: dict[str, set[str]] = {}
+            for node in self.everyone:
+                name = node.name
+                name_forms, hostname_forms = _node_claims(node, self.domain)
+                for form in name_forms:
+                    owner = name_owner.setdefault(form, name)
+                    if owner != name:
+                        name_shared.setdefault(form, {owner}).add(name)
+                for form in hostname_forms:
+                    owner = hostname_owner.setdefault(form, name)
+                    if owner != name:
+                        hostname_shared.setdefault(form, {owner}).add(name)
+            self._claims.append(
+                (_Claims(name_owner, name_shared), _Claims(hostname_owner, hostname_shared))
+            )
+        return self._claims[0]
 
     def evaluate(self, csr: Mapping[str, Any], policy: CsrPolicy) -> Verdict:
         """`evaluate` for the Node the CSR's spec.username names, as this index knows it."""
@@ -396,6 +467,9 @@ class NodeIndex:
             shared=self.shared,
             static_addresses=self.static_addresses,
             unselected=name is not None and name in self.unselected,
+            name_claims=self.name_claims,
+            hostname_claims=self.hostname_claims,
+            domain=self.domain,
         )
 
 
@@ -409,6 +483,9 @@ def evaluate(
     shared: Mapping[IPAddress, frozenset[str]] | None = None,
     static_addresses: Mapping[IPAddress, str] | None = None,
     unselected: bool = False,
+    name_claims: _Claims | None = None,
+    hostname_claims: _Claims | None = None,
+    domain: str = DEFAULT_DOMAIN,
 ) -> Verdict:
     """Apply the rules (module docstring) to one CSR.
 
@@ -417,7 +494,8 @@ def evaluate(
     lower-case names the record policy publishes for it (bare and FQDN), `owners` every Node
     address of the whole cluster -> a Node reporting it (`shared`: all of them, for the
     addresses more than one Node reports), `static_addresses` every static host address -> its
-    canonical name.
+    canonical name, `name_claims` / `hostname_claims` every form of every Node's name / Hostname
+    in the whole cluster -> the Nodes claiming it, `domain` the record policy's domain.
     """
     spec = csr.get("spec")
     status = csr.get("status") or {}
@@ -494,14 +572,18 @@ def evaluate(
     if not request.dns_names and not request.ip_addresses:
         return _pending(Reason.NO_SAN, "request has no DNS or IP SAN", name)
 
+    reserved = {form for r in policy.reserved_names for form in (r, *_name_forms(r, domain))}
     for dns_name in request.dns_names:
-        if dns_name.lower() not in published_names:
-            return _pending(
-                Reason.DNS_SAN_NOT_PUBLISHED,
-                f"DNS SAN {dns_name} is not a name published for node {name}"
-                f" (published: {_show(sorted(published_names))})",
-                name,
-            )
+        verdict = _check_dns(
+            dns_name.lower(),
+            name,
+            published_names,
+            reserved=reserved,
+            name_claims=name_claims or _NO_CLAIMS,
+            hostname_claims=hostname_claims or _NO_CLAIMS,
+        )
+        if verdict is not None:
+            return verdict
 
     for raw_ip in request.ip_addresses:
         verdict = _check_ip(
@@ -555,6 +637,90 @@ def _decided(status: Any) -> Verdict | None:
     if status.get("certificate"):
         return Verdict("ignore", Reason.HAS_CERTIFICATE, "CSR already has a certificate")
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Claims:
+    """Name form -> the Nodes claiming it: the first claimer, plus all of them when several."""
+
+    first: Mapping[str, str]
+    several: Mapping[str, set[str]]
+
+    def claimers(self, form: str) -> set[str] | frozenset[str]:
+        several = self.several.get(form)
+        if several is not None:
+            return several
+        first = self.first.get(form)
+        return frozenset() if first is None else frozenset((first,))
+
+
+_NO_CLAIMS = _Claims({}, {})
+
+
+# Memoised like _ip_addresses: the index is rebuilt from every Node on every publish.
+@functools.lru_cache(maxsize=16384)
+def _node_claims(node: NodeInfo, domain: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The forms of `node`'s name, and of the Hostname addresses it reports."""
+    hostnames = tuple(
+        form
+        for kind, value in node.addresses
+        if kind == "Hostname"
+        for form in _name_forms(value, domain)
+    )
+    return _name_forms(node.name, domain), hostnames
+
+
+def _name_forms(name: str, domain: str) -> tuple[str, ...]:
+    """The forms a Node name or Hostname is published (or certified) under: as given with a
+    dot, else bare and under `domain` (the record policy's expansion)."""
+    name = name.lower().removesuffix(".")
+    if "." in name or not domain:
+        return (name,)
+    return (name, f"{name}.{domain}")
+
+
+def _check_dns(
+    dns_name: str,
+    name: str,
+    published_names: frozenset[str],
+    *,
+    reserved: set[str],
+    name_claims: _Claims,
+    hostname_claims: _Claims,
+) -> Verdict | None:
+    if dns_name in reserved:
+        return _pending(
+            Reason.DNS_SAN_RESERVED, f"DNS SAN {dns_name} is reserved (the API server's)", name
+        )
+    if dns_name not in published_names:
+        return _pending(
+            Reason.DNS_SAN_NOT_PUBLISHED,
+            f"DNS SAN {dns_name} is not a name published for node {name}"
+            f" (published: {_show(sorted(published_names))})",
+            name,
+        )
+    others = sorted(name_claims.claimers(dns_name) - {name})
+    if others:
+        return _pending(
+            Reason.DNS_SAN_OTHER_NODE,
+            f"DNS SAN {dns_name} is the name of node {_few(others)}",
+            name,
+        )
+    # A Node's own name is its own (names are unique; another Node's Hostname cannot take it,
+    # as in the records); any other name must be claimed by no other Node.
+    own = name in name_claims.claimers(dns_name)
+    others = [] if own else sorted(hostname_claims.claimers(dns_name) - {name})
+    if others:
+        return _pending(
+            Reason.DNS_SAN_SHARED,
+            f"DNS SAN {dns_name} is also claimed as Hostname by node {_few(others)}",
+            name,
+        )
+    return None
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _check_ip(
@@ -615,9 +781,10 @@ def _check_ip(
     known = shared.get(address) or ({owner} if owner is not None else set())
     others = sorted(known - {name})
     if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         return _pending(
-            Reason.IP_SAN_SHARED, f"IP SAN {address} is also an address of node {shown}", name
+            Reason.IP_SAN_SHARED,
+            f"IP SAN {address} is also an address of node {_few(others)}",
+            name,
         )
     return None
 

@@ -17,7 +17,7 @@ import yaml
 from nodehosts.adapters.csr_approver import APPROVAL_REASON, CSR_PATH, CsrApprover
 from nodehosts.adapters.kube import NodeSource, Tuning, load_client_configuration
 from nodehosts.core.csr import CsrPolicy, Reason
-from nodehosts.core.model import NodeInfo
+from nodehosts.core.model import Host, NodeInfo
 from nodehosts.core.records import RecordPolicy, build_publication
 from nodehosts.testing import fake_csr
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
@@ -33,16 +33,19 @@ T = TypeVar("T")
 class Wiring:
     """What the daemon does: Nodes -> record set -> approver.update_nodes."""
 
-    def __init__(self, approver: CsrApprover) -> None:
+    def __init__(self, approver: CsrApprover, statics: tuple[Host, ...] = ()) -> None:
         self.approver = approver
         self.policy = RecordPolicy(domain=DOMAIN)
+        self.statics = statics
 
     def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
         self.nodes_changed(nodes, resource_version)
 
     def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
-        publication = build_publication(nodes.values(), (), self.policy)
-        self.approver.update_nodes(nodes, publication.records)
+        publication = build_publication(nodes.values(), self.statics, self.policy)
+        self.approver.update_nodes(
+            nodes, publication.records, domain=self.policy.domain, static_hosts=self.statics
+        )
 
     def source_error(self, reason: str, message: str) -> None:
         pass
@@ -355,8 +358,14 @@ class SelectedWiring(Wiring):
     """The daemon publishing only `role=worker` Nodes, as with --label-selector."""
 
     def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
-        publication = build_publication(nodes.values(), (), self.policy)
-        self.approver.update_nodes(nodes, publication.records, label_selector="role=worker")
+        publication = build_publication(nodes.values(), self.statics, self.policy)
+        self.approver.update_nodes(
+            nodes,
+            publication.records,
+            label_selector="role=worker",
+            domain=self.policy.domain,
+            static_hosts=self.statics,
+        )
 
 
 async def test_a_selected_worker_claiming_an_unselected_controllers_ip_is_refused(
@@ -436,3 +445,120 @@ async def test_the_cluster_watch_follows_the_label_selector(
     finally:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
+
+
+class CrashingNodeSource(NodeSource):
+    """The real Node source (it lists and watches for real) with a bug that kills its task once
+    `crash` is set: what the approver must not live on after."""
+
+    crash: asyncio.Event
+
+    async def run(self) -> None:
+        watching = asyncio.create_task(super().run())
+        try:
+            await type(self).crash.wait()
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+        raise RuntimeError("bug in the cluster watch")
+
+
+async def test_a_crashed_cluster_watch_stops_approving_and_ends_the_approver(
+    api_server: FakeApiServer, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No frozen copy of the cluster: the index is dropped, nothing more is approved, the error
+    is in the report and the log, and run() raises so the daemon's supervision sees it."""
+    from nodehosts.adapters import csr_approver
+
+    CrashingNodeSource.crash = asyncio.Event()
+    monkeypatch.setattr(csr_approver, "NodeSource", CrashingNodeSource)
+    fake_csr.install(api_server)
+    api_server.add_object(
+        "nodes", make_node("controller-0", addresses=["10.240.0.10"], labels={"role": "controller"})
+    )
+    api_server.add_object(
+        "nodes",
+        make_node("worker-1", addresses=["10.240.0.101", "10.240.0.11"], labels={"role": "worker"}),
+    )
+
+    def configure() -> Any:
+        return load_client_configuration(kubeconfig)
+
+    approver = CsrApprover(configure, policy=CsrPolicy(), tuning=FAST)
+    wiring = SelectedWiring(approver)
+    nodes = NodeSource(configure, wiring, label_selector="role=worker", tuning=FAST)
+    run = asyncio.create_task(approver.run())
+    source = asyncio.create_task(nodes.run())
+    try:
+        api_server.add_object(fake_csr.CSRS.plural, worker_1("csr-own"))
+        await eventually(lambda: approved(api_server, "csr-own"), what="worker-1's own CSR")
+        with structlog.testing.capture_logs() as logs:
+            CrashingNodeSource.crash.set()
+            await eventually(run.done, what="approver.run() to end")
+        with pytest.raises(RuntimeError, match="cluster Node watch crashed"):
+            run.result()
+        report = approver.report()
+        assert report["nodes_known"] is False
+        assert report["cluster_watch"] is False
+        assert "bug in the cluster watch" in report["cluster_error"]["message"]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+            "csr_cluster_watch_crashed"
+        ]
+        # The daemon's next publish does not bring the frozen view back.
+        published = {
+            "worker-1": NodeInfo(
+                "worker-1",
+                (("InternalIP", "10.240.0.101"), ("InternalIP", "10.240.0.11")),
+                True,
+                False,
+            )
+        }
+        records = build_publication(published.values(), (), wiring.policy).records
+        approver.update_nodes(published, records, label_selector="role=worker")
+        assert approver.report()["nodes_known"] is False
+        assert approver.report()["cluster_watch"] is False
+    finally:
+        for task in (run, source):
+            task.cancel()
+        await asyncio.gather(run, source, return_exceptions=True)
+
+
+async def test_the_approver_judges_with_the_domain_and_the_static_hosts_it_is_fed(
+    api: FakeApiServer, kubeconfig: Path
+) -> None:
+    """`kubernetes.<domain>` is reserved under the configured domain, and a static host's
+    address counts even when that static host lost all its names (it publishes nothing)."""
+    import ipaddress
+
+    statics = (
+        Host(("lb-0", "lb"), (ipaddress.ip_address("10.240.0.40"),), "static"),
+        Host(("lb",), (ipaddress.ip_address("10.240.0.41"),), "static"),
+    )
+    api.add_object(
+        "nodes",
+        make_node(
+            "worker-7", addresses=[("InternalIP", "10.240.0.107"), ("InternalIP", "10.240.0.41")]
+        ),
+    )
+
+    def configure() -> Any:
+        return load_client_configuration(kubeconfig)
+
+    approver = CsrApprover(configure, policy=CsrPolicy(), tuning=FAST)
+    nodes = NodeSource(configure, Wiring(approver, statics), tuning=FAST)
+    tasks = [asyncio.create_task(approver.run()), asyncio.create_task(nodes.run())]
+    try:
+        for name, dns, ips in (
+            ("csr-lb", ["worker-7"], ["10.240.0.41"]),
+            ("csr-kubernetes", [f"kubernetes.{DOMAIN}"], ["10.240.0.107"]),
+            ("csr-own", ["worker-7", f"worker-7.{DOMAIN}"], ["10.240.0.107"]),
+        ):
+            api.add_object(fake_csr.CSRS.plural, make_csr("worker-7", name=name, dns=dns, ips=ips))
+        await eventually(lambda: approved(api, "csr-own"), what="worker-7's own CSR")
+        assert await pending_reason(approver, "csr-lb") == Reason.IP_SAN_STATIC_HOST
+        assert await pending_reason(approver, "csr-kubernetes") == Reason.DNS_SAN_RESERVED
+        assert conditions(api, "csr-lb") == conditions(api, "csr-kubernetes") == []
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -165,7 +165,6 @@ def test_ip_inside_allowed_cidrs_is_approved():
         "worker-1.",
         "kubernetes.default.svc",
         "kubernetes.default.svc.cluster.local",
-        "kubernetes",
         "localhost",
         "lb-0",
     ],

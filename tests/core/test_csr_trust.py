@@ -47,8 +47,11 @@ def judge(
     policy: CsrPolicy | None = None,
 ) -> Verdict:
     """As the daemon does: publish `nodes` with the record policy, then judge the CSR."""
-    records = build_publication(nodes, statics, records_policy or RecordPolicy()).records
-    index = NodeIndex.build(nodes, records, cluster)
+    records_policy = records_policy or RecordPolicy()
+    records = build_publication(nodes, statics, records_policy).records
+    index = NodeIndex.build(
+        nodes, records, cluster, domain=records_policy.domain, static_hosts=statics
+    )
     return index.evaluate(csr, policy or CsrPolicy())
 
 
@@ -146,10 +149,111 @@ def test_a_node_outside_the_selector_is_not_approved() -> None:
     assert_pending(judge(csr, WORKER_1), Reason.NODE_NOT_FOUND)
 
 
+# --- review of issue 12: a name is the requester's alone, in the whole cluster ---------------
+
+
+def test_an_alias_naming_an_unselected_node_is_refused() -> None:
+    """worker-9 says its Hostname is controller-0; publishing only workers, the record policy
+    gives it the name, but controller-0 is a Node of the cluster: never worker-9's SAN."""
+    evil = node("worker-9", ("InternalIP", "10.240.0.109"), ("Hostname", "controller-0"))
+    cluster = (evil, WORKER_1, CONTROLLER_0)
+    for dns in (["controller-0"], ["worker-9", "controller-0.node.internal"]):
+        csr = make_csr("worker-9", dns=dns, ips=["10.240.0.109"])
+        verdict = judge(csr, evil, WORKER_1, cluster=cluster)
+        assert_pending(verdict, Reason.DNS_SAN_OTHER_NODE)
+        assert "controller-0" in verdict.message
+    own = make_csr("worker-9", dns=["worker-9"], ips=["10.240.0.109"])
+    assert judge(own, evil, WORKER_1, cluster=cluster).approved
+
+
+@pytest.mark.parametrize(
+    ("victim", "records_policy"),
+    [
+        (NodeInfo("worker-2", (("InternalIP", "10.240.0.102"),), False, False),
+         RecordPolicy(exclude_not_ready=True)),
+        (NodeInfo("worker-2", (("InternalIP", "10.240.0.102"),), True, True),
+         RecordPolicy(exclude_unschedulable=True)),
+        (NodeInfo("worker-2", (("Hostname", "worker-2"),), True, False), RecordPolicy()),
+    ],
+    ids=["not-ready", "cordoned", "no-address"],
+)  # fmt: skip
+def test_the_name_of_a_node_left_unpublished_is_still_not_anyone_elses(
+    victim: NodeInfo, records_policy: RecordPolicy
+) -> None:
+    """worker-2 rebooting (or cordoned, or between addresses) publishes nothing; worker-9's
+    Hostname then wins worker-2 in the records, but worker-2 is still a Node: refused."""
+    evil = node("worker-9", ("InternalIP", "10.240.0.109"), ("Hostname", "worker-2"))
+    csr = make_csr("worker-9", dns=["worker-2", "worker-2.node.internal"], ips=["10.240.0.109"])
+    verdict = judge(csr, victim, evil, records_policy=records_policy)
+    assert_pending(verdict, Reason.DNS_SAN_OTHER_NODE)
+    assert "worker-2" in verdict.message
+
+
+def test_a_dotted_node_name_is_not_the_fqdn_of_another_node() -> None:
+    """Registered as controller-0.node.internal, a Node would get the FQDN of controller-0."""
+    evil = node("controller-0.node.internal", ("InternalIP", "10.240.0.109"))
+    csr = make_csr("controller-0.node.internal", dns=["controller-0.node.internal"], ips=[])
+    verdict = judge(csr, evil, cluster=(evil, CONTROLLER_0))
+    assert_pending(verdict, Reason.DNS_SAN_OTHER_NODE)
+    # Either Node could mean that name, so neither gets it; controller-0 keeps its bare name.
+    honest = make_csr("controller-0", dns=["controller-0.node.internal"], ips=[])
+    assert_pending(judge(honest, evil, CONTROLLER_0), Reason.DNS_SAN_OTHER_NODE)
+    assert judge(
+        make_csr("controller-0", dns=["controller-0"], ips=[]), evil, CONTROLLER_0
+    ).approved
+
+
+@pytest.mark.parametrize("evil_name", ["aaa", "zzz"])
+def test_a_hostname_two_nodes_claim_is_refused_to_both(evil_name: str) -> None:
+    """Two Nodes report Hostname worker-1 (none is named so): whichever wins it in the records
+    (the lexically smaller), the name belongs to neither alone, so it is a SAN of neither."""
+    victim = node("ip-10-240-0-101", ("InternalIP", "10.240.0.101"), ("Hostname", "worker-1"))
+    evil = node(evil_name, ("InternalIP", "10.240.0.109"), ("Hostname", "worker-1"))
+    for requester, ip in ((evil_name, "10.240.0.109"), ("ip-10-240-0-101", "10.240.0.101")):
+        for dns in (["worker-1"], ["worker-1.node.internal"]):
+            verdict = judge(make_csr(requester, dns=dns, ips=[ip]), victim, evil)
+            winner = min(evil_name, "ip-10-240-0-101")
+            reason = Reason.DNS_SAN_SHARED if requester == winner else Reason.DNS_SAN_NOT_PUBLISHED
+            assert_pending(verdict, reason)
+    own = make_csr(evil_name, dns=[evil_name], ips=["10.240.0.109"])
+    assert judge(own, victim, evil).approved
+
+
+def test_a_static_hosts_address_counts_even_when_it_lost_all_its_names() -> None:
+    """`10.240.0.41 lb` loses lb to `10.240.0.40 lb-0 lb` and publishes nothing; 10.240.0.41
+    is still the admin's, so a node that reports it gets no IP SAN for it."""
+    statics = (
+        Host(("lb-0", "lb"), (ipaddress.ip_address(LB),), "static"),
+        Host(("lb",), (ipaddress.ip_address("10.240.0.41"),), "static"),
+    )
+    evil = node("worker-9", ("InternalIP", "10.240.0.109"), ("InternalIP", "10.240.0.41"))
+    csr = make_csr("worker-9", dns=["worker-9"], ips=["10.240.0.41"])
+    verdict = judge(csr, evil, statics=statics)
+    assert_pending(verdict, Reason.IP_SAN_STATIC_HOST)
+    assert "lb" in verdict.message
+
+
+@pytest.mark.parametrize("domain", ["node.internal", "k8s.lab"])
+@pytest.mark.parametrize("claim", ["name", "hostname"])
+def test_kubernetes_is_reserved(domain: str, claim: str) -> None:
+    """`kubernetes` is on the API server's certificate: never a node's SAN, bare or FQDN."""
+    if claim == "name":
+        requester = node("kubernetes", ("InternalIP", "10.240.0.109"))
+    else:
+        requester = node("worker-9", ("InternalIP", "10.240.0.109"), ("Hostname", "kubernetes"))
+    records_policy = RecordPolicy(domain=domain)
+    for dns in ("kubernetes", f"kubernetes.{domain}", "KUBERNETES"):
+        csr = make_csr(requester.name, dns=[dns], ips=[])
+        verdict = judge(csr, requester, records_policy=records_policy)
+        assert_pending(verdict, Reason.DNS_SAN_RESERVED)
+        assert "kubernetes" in verdict.message
+
+
 # --- property: nothing that is not the node's own passes ------------------------------------
 
 NAMES = ["worker-1", "worker-10", "lb-0", "ns", "localhost", "api.example.com",
-         "x.cluster.local", "a.node.internal", "evilnode.internal"]  # fmt: skip
+         "x.cluster.local", "a.node.internal", "evilnode.internal", "kubernetes",
+         "worker-1.node.internal"]  # fmt: skip
 ADDRESSES = ["10.240.0.101", "10.240.0.110", LB, "10.240.0.10", "203.0.113.7"]
 NODE = st.builds(
     lambda name, hostname, addresses: node(name, ("Hostname", hostname), *addresses),
@@ -196,6 +300,20 @@ def test_an_approved_csr_holds_only_what_is_the_nodes_alone(
     for name in dns:
         assert name != "localhost" and not name.endswith("cluster.local")
         assert "." not in name or name.endswith(".node.internal")
+        assert name not in ("kubernetes", "kubernetes.node.internal")
+
+    # No DNS SAN is a form of another Node's name, published or not, nor (unless it is a form of
+    # the requester's own name) of another Node's Hostname.
+    def forms(names: set[str]) -> set[str]:
+        return {f for c in names for f in ((c,) if "." in c else (c, f"{c}.node.internal"))}
+
+    requested = {d.lower() for d in dns}
+    for other in cluster:
+        if other is requester:
+            continue
+        assert not forms({other.name}) & requested, (other, dns)
+        hostnames = forms({v for k, v in other.addresses if k == "Hostname"})
+        assert not hostnames & (requested - forms({requester.name})), (other, dns)
     for text in ips:
         assert text != LB
         assert any((t, text) in requester.addresses for t in types)
