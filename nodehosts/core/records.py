@@ -307,7 +307,7 @@ class _Claimant(NamedTuple):
     label: str  # how a `Collision` names it
     description: str  # how a decision reason names it
     claims: tuple[tuple[str, int], ...]  # (name, rank) in publication order, canonical first
-    host: Host
+    host: Host | None  # None: a skipped node, holding its names and publishing nothing
     node: NodeInfo | None
     notes: tuple[str, ...]
 
@@ -395,13 +395,30 @@ def _plan_node(
 
     names = tuple([n for n, _ in claims])
     if skip:
-        return _NodePlan(None, _decision(node, names, addresses, skip + notes, published=False))
+        # Its names stay its own while it is skipped (rebooting, cordoned, address-less):
+        # else another node's Hostname or dotted name would take them meanwhile.
+        holder = None
+        if claims:
+            holder = _Claimant(
+                node.name, node.name, f"node {node.name!r}", tuple(claims), None, node, ()
+            )
+        return _NodePlan(holder, _decision(node, names, addresses, skip + notes, published=False))
     decision = _decision(node, names, addresses, notes, published=True)
     host = Host(names, addresses, "node", node.name)
     claimant = _Claimant(
         node.name, node.name, f"node {node.name!r}", tuple(claims), host, node, tuple(notes)
     )
     return _NodePlan(claimant, decision)
+
+
+def _static_forms(name: str, domain: str) -> tuple[str, ...]:
+    """A static name's forms: as a node name's, plus the bare `x` of an `x.<domain>` (the admin
+    wrote one host either way; a node must not take the other form)."""
+    if domain and _under(name, domain):
+        bare = name[: -len(domain) - 1]
+        if "." not in bare:
+            return (name, bare)
+    return expand_name(name, domain)
 
 
 def _static_claimant(host: Host, domain: str) -> _Claimant:
@@ -413,7 +430,7 @@ def _static_claimant(host: Host, domain: str) -> _Claimant:
         problem = name_problem(name)
         if problem is not None:
             raise ValueError(f"static host name {raw!r}: {problem} (use parse_hosts)")
-        for expanded in expand_name(name, domain):
+        for expanded in _static_forms(name, domain):
             if expanded not in seen:
                 seen.add(expanded)
                 claims.append((expanded, _RANK_STATIC))
@@ -463,7 +480,7 @@ def _static_claimants(static: Iterable[Host], domain: str) -> list[_Claimant]:
 def _resolve_collisions(
     claimants: Sequence[_Claimant],
 ) -> tuple[list[Collision], dict[int, list[tuple[str, str]]]]:
-    """The collisions, and for each losing claimant (by index) each name lost and to whom."""
+    """The collisions, and for each losing claimant (by index) each name lost and why."""
     # Claimants are in a total deterministic order, so the index breaks exact ties.
     first: dict[str, tuple[int, str, int]] = {}
     contested: dict[str, list[tuple[int, str, int]]] = {}
@@ -477,14 +494,27 @@ def _resolve_collisions(
     lost: dict[int, list[tuple[str, str]]] = {}
     for name in sorted(contested):
         ranked = sorted(contested[name])
+        if ranked[0][0] == _RANK_ALIAS:  # only Hostname aliases: nobody's own name
+            note = _shared_alias_note(name, [claimants[index].description for *_, index in ranked])
+            for _, _, index in ranked:
+                lost.setdefault(index, []).append((name, note))
+            collisions.append(
+                Collision(name, None, tuple(claimants[index].label for _, _, index in ranked))
+            )
+            continue
         winner = claimants[ranked[0][2]]
         losers = [index for _, _, index in ranked[1:]]
         for index in losers:
-            lost.setdefault(index, []).append((name, winner.description))
+            lost.setdefault(index, []).append((name, f"lost name {name!r} to {winner.description}"))
         collisions.append(
             Collision(name, winner.label, tuple(claimants[index].label for index in losers))
         )
     return collisions, lost
+
+
+def _shared_alias_note(name: str, descriptions: Iterable[str]) -> str:
+    # Whoever got it, the others could not tell it from a take-over: nobody does.
+    return f"dropped name {name!r}: the Hostname of more than one node ({', '.join(descriptions)})"
 
 
 def _node_name(node: NodeInfo) -> str:
@@ -547,6 +577,8 @@ def _build(
 
     hosts: list[Host] = []
     for index, claimant in enumerate(claimants):
+        if claimant.host is None:  # a skipped node: its decision stays the plan's
+            continue
         lost_names = lost.get(index)
         if lost_names is None:
             hosts.append(claimant.host)
@@ -565,7 +597,7 @@ def _build(
         if claimant.node is not None:
             reasons = [] if names else ["lost every name"]
             reasons += claimant.notes
-            reasons += [f"lost name {name!r} to {winner}" for name, winner in lost_names]
+            reasons += [note for _, note in lost_names]
             decisions[decision_of[index]] = _decision(
                 claimant.node, names, claimant.host.addresses, reasons, published=bool(names)
             )
@@ -756,6 +788,8 @@ class RecordIndex:
         hosts = {host.canonical: host for host in publication.records.hosts}
         self._host_of = {}
         for claimant in claimants:
+            if claimant.host is None:
+                continue
             for name, _ in claimant.claims:
                 if name in hosts and self._winner(name) == claimant.label:
                     self._host_of[claimant.label] = hosts[name]
@@ -808,9 +842,19 @@ class RecordIndex:
 
         return key
 
-    def _winner(self, name: str) -> str:
+    def _ranked(self, name: str) -> tuple[list[str], bool]:
+        """The claimants of a contested `name`, best first, and whether nobody gets it (even the
+        best claim is a Hostname alias: it is nobody's own name)."""
+        key = self._rank(name)
+        ranked = sorted(self._contenders(name), key=key)
+        return ranked, key(ranked[0])[0] == _RANK_ALIAS
+
+    def _winner(self, name: str) -> str | None:
         current = self._claims[name]
-        return current if isinstance(current, str) else min(current, key=self._rank(name))
+        if isinstance(current, str):
+            return current
+        ranked, nobody = self._ranked(name)
+        return None if nobody else ranked[0]
 
     def _replace_plan(self, node: str, plan: _NodePlan | None) -> None:
         self._publication = None
@@ -844,11 +888,21 @@ class RecordIndex:
 
     def _refresh(self, claimant: _Claimant) -> None:
         """Recompute one claimant's host and (for a node) decision from the current claims."""
+        if claimant.host is None:  # a skipped node: holds its names, publishes nothing
+            assert claimant.node is not None
+            self._set_decision(claimant.node.name, self._plans[claimant.node.name].decision)
+            return
         lost: list[tuple[str, str]] = []
         for name, _ in claimant.claims:
             winner = self._winner(name)
-            if winner != claimant.label:
-                lost.append((name, self._claimants[winner].description))
+            if winner is None:
+                descriptions = [
+                    self._claimants[label].description for label in self._ranked(name)[0]
+                ]
+                lost.append((name, _shared_alias_note(name, descriptions)))
+            elif winner != claimant.label:
+                description = self._claimants[winner].description
+                lost.append((name, f"lost name {name!r} to {description}"))
         if not lost:
             self._set_host(claimant.label, claimant.host)
             if claimant.node is not None:
@@ -865,7 +919,7 @@ class RecordIndex:
         if claimant.node is not None:
             reasons = [] if names else ["lost every name"]
             reasons += claimant.notes
-            reasons += [f"lost name {name!r} to {winner}" for name, winner in lost]
+            reasons += [note for _, note in lost]
             self._set_decision(
                 claimant.node.name,
                 _decision(claimant.node, names, host.addresses, reasons, published=bool(names)),
@@ -931,8 +985,11 @@ class RecordIndex:
         contenders = self._contenders(name)
         collision = None
         if len(contenders) > 1:
-            ranked = sorted(contenders, key=self._rank(name))
-            collision = Collision(name, ranked[0], tuple(ranked[1:]))
+            ranked, nobody = self._ranked(name)
+            if nobody:
+                collision = Collision(name, None, tuple(ranked))
+            else:
+                collision = Collision(name, ranked[0], tuple(ranked[1:]))
         index = bisect.bisect_left(self._collision_names, name)
         present = index < len(self._collision_names) and self._collision_names[index] == name
         if collision is None:

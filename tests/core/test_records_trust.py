@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodehosts.core.model import Host, NodeInfo, Publication
-from nodehosts.core.records import RecordPolicy, build_publication
+from nodehosts.core.records import RecordPolicy, build_publication, expand_name, refusal
 
 ip = ipaddress.ip_address
 LB = "10.240.0.40"
@@ -319,7 +319,9 @@ def test_a_nodes_own_name_still_beats_every_other_nodes_hostname() -> None:
     )
     assert publication.records.by_name()["worker-1"].node == "worker-1"
     assert publication.records.by_name()["worker-1.node.internal"].node == "worker-1"
-    assert "lost name 'worker-1' to node 'worker-1'" in (decision_of(publication, "aaa").reason or "")
+    assert "lost name 'worker-1' to node 'worker-1'" in (
+        decision_of(publication, "aaa").reason or ""
+    )
 
 
 WORKER_2 = (internal("10.240.0.102"),)
@@ -395,8 +397,9 @@ NAMES = st.one_of(
 )
 ADDRESSES = st.sampled_from(["10.0.0.1", "10.0.0.2", LB, "10.0.0.9", "2001:db8::9"])
 NODES = st.builds(
-    node,
+    lambda name, ready, *addresses: NodeInfo(name, addresses, ready, False),
     NAMES,
+    st.booleans(),
     st.tuples(st.sampled_from(["InternalIP", "ExternalIP"]), ADDRESSES),
     st.one_of(st.tuples(st.just("Hostname"), NAMES), st.tuples(st.just("InternalIP"), ADDRESSES)),
 )
@@ -412,6 +415,7 @@ POLICIES = st.builds(
     address_types=st.sampled_from([("InternalIP", "ExternalIP"), ("ExternalIP",)]),
     allowed_suffixes=st.sampled_from([(), ("example.com",), ("lab.example", "cluster.local")]),
     reserved_suffixes=st.sampled_from([("cluster.local",), ("cluster.local", "lab.example")]),
+    exclude_not_ready=st.booleans(),
 )
 
 
@@ -429,14 +433,27 @@ def test_no_node_ever_publishes_a_reserved_foreign_or_static_name_or_address(
     nodes: list[NodeInfo], statics: list[Host], policy: RecordPolicy
 ) -> None:
     """Whatever Nodes report: every node record is under an allowed suffix (or bare/under the
-    domain), never reserved, and never a static host's name or address."""
+    domain), never reserved, never a static host's name (in either form) or address, never
+    another node's own name (skipped or not), and never a Hostname another node reports too."""
     publication = build_publication(nodes, statics, policy)
+    domain = policy.domain
     static_claims = {
         expanded
         for host in statics
         for raw in host.names
-        for expanded in ((raw, f"{raw}.{policy.domain}") if policy.domain else (raw,))
+        for expanded in ((raw, f"{raw}.{domain}") if domain else (raw,))
     }
+    static_claims |= {
+        name.removesuffix(f".{domain}") for name in static_claims if domain and _under(name, domain)
+    }
+    own: dict[str, set[str]] = {}  # a form of a node's metadata.name -> those nodes
+    aliases: dict[str, set[str]] = {}  # a form of a node's Hostname -> the nodes reporting it
+    for n in nodes:
+        for form in expand_name(n.name, domain):
+            own.setdefault(form, set()).add(n.name)
+        if n.hostname is not None and n.hostname != n.name and refusal(n.name, policy) is None:
+            for form in expand_name(n.hostname, domain):
+                aliases.setdefault(form, set()).add(n.name)
     static_addresses = {a for host in statics for a in host.addresses}
     nameserver = f"ns.{policy.domain}" if policy.domain else None
     allowed = [s for s in (policy.domain, *policy.allowed_suffixes) if s]
@@ -446,6 +463,9 @@ def test_no_node_ever_publishes_a_reserved_foreign_or_static_name_or_address(
         assert not static_addresses.intersection(host.addresses)
         for name in host.names:
             assert name not in static_claims
+            assert host.node in own.get(name, aliases.get(name))
+            if name not in own:
+                assert aliases[name] == {host.node}
             assert name not in ("localhost", policy.domain, nameserver)
             assert not name.endswith(".localhost")
             for reserved in policy.reserved_suffixes:
