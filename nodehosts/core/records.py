@@ -16,7 +16,8 @@ bare only. A name with a dot is published as given. Names must be RFC 1123 host 
 1-63 characters from a-z, 0-9 and '-', not starting or ending with '-', at most 253 in all; no
 trailing dot). A node with an invalid metadata.name is skipped; an invalid Hostname only drops
 the alias. Static hosts (from `nodehosts.core.hosts.parse_hosts`, which keeps names as written)
-get the same domain expansion here, so the parser needs no policy.
+get the same domain expansion here, so the parser needs no policy; a static `x.<domain>` (x one
+label) also gets bare `x`, so a Node named x cannot take the half the admin did not write.
 
 Addresses. Only the policy's address types are looked at. Per IP family independently, the
 first type in the policy's order with a usable address of that family gives all of its usable
@@ -37,12 +38,16 @@ static host's address is dropped from the node (a node left with none is skipped
 is in the node's decision, saying which setting would allow it. Static hosts are the admin's
 and are not checked against these rules.
 
-Collisions. Every published name belongs to exactly one host. Claims rank: static host names,
+Collisions. Every published name belongs to at most one host. Claims rank: static host names,
 then names derived from a node's metadata.name, then names derived from a Hostname alias; ties go
-to the lexically smaller owner (the node's name; for a static host its canonical name). The
-loser drops only the colliding name; a host left with no names is not published. Each collision
-is one `Collision` (owners labelled by node name, static hosts as ``static:<canonical>``) and a
-note in each losing node's decision.
+to the lexically smaller owner (the node's name; for a static host its canonical name), except
+that a name only Hostname aliases claim goes to nobody when two or more nodes claim it (whoever
+got it, the others could not tell it from a take-over). A node skipped by the policy (not ready,
+cordoned, no usable address) still claims its names and Hostname at their ranks and publishes
+nothing, so no other node takes them meanwhile. The loser drops only the colliding name; a host
+left with no names is not published. Each collision is one `Collision` (owners labelled by node
+name, static hosts as ``static:<canonical>``; winner None when nobody gets it) and a note in each
+losing published node's decision.
 """
 
 from __future__ import annotations
