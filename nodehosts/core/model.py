@@ -98,10 +98,11 @@ class NodeDecision:
 
 @dataclass(frozen=True, slots=True)
 class Collision:
-    """A name claimed by more than one host; `winner` keeps it, the others lose it."""
+    """A name claimed by more than one host; `winner` keeps it, the others lose it (no winner:
+    a Hostname alias of several nodes and nobody's own name, published for none of them)."""
 
     name: str
-    winner: str
+    winner: str | None
     losers: tuple[str, ...]
 
 

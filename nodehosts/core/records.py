@@ -16,7 +16,8 @@ bare only. A name with a dot is published as given. Names must be RFC 1123 host 
 1-63 characters from a-z, 0-9 and '-', not starting or ending with '-', at most 253 in all; no
 trailing dot). A node with an invalid metadata.name is skipped; an invalid Hostname only drops
 the alias. Static hosts (from `nodehosts.core.hosts.parse_hosts`, which keeps names as written)
-get the same domain expansion here, so the parser needs no policy.
+get the same domain expansion here, so the parser needs no policy; a static `x.<domain>` (x one
+label) also gets bare `x`, so a Node named x cannot take the half the admin did not write.
 
 Addresses. Only the policy's address types are looked at. Per IP family independently, the
 first type in the policy's order with a usable address of that family gives all of its usable
@@ -37,12 +38,16 @@ static host's address is dropped from the node (a node left with none is skipped
 is in the node's decision, saying which setting would allow it. Static hosts are the admin's
 and are not checked against these rules.
 
-Collisions. Every published name belongs to exactly one host. Claims rank: static host names,
+Collisions. Every published name belongs to at most one host. Claims rank: static host names,
 then names derived from a node's metadata.name, then names derived from a Hostname alias; ties go
-to the lexically smaller owner (the node's name; for a static host its canonical name). The
-loser drops only the colliding name; a host left with no names is not published. Each collision
-is one `Collision` (owners labelled by node name, static hosts as ``static:<canonical>``) and a
-note in each losing node's decision.
+to the lexically smaller owner (the node's name; for a static host its canonical name), except
+that a name only Hostname aliases claim goes to nobody when two or more nodes claim it (whoever
+got it, the others could not tell it from a take-over). A node skipped by the policy (not ready,
+cordoned, no usable address) still claims its names and Hostname at their ranks and publishes
+nothing, so no other node takes them meanwhile. The loser drops only the colliding name; a host
+left with no names is not published. Each collision is one `Collision` (owners labelled by node
+name, static hosts as ``static:<canonical>``; winner None when nobody gets it) and a note in each
+losing published node's decision.
 """
 
 from __future__ import annotations
@@ -307,7 +312,7 @@ class _Claimant(NamedTuple):
     label: str  # how a `Collision` names it
     description: str  # how a decision reason names it
     claims: tuple[tuple[str, int], ...]  # (name, rank) in publication order, canonical first
-    host: Host
+    host: Host | None  # None: a skipped node, holding its names and publishing nothing
     node: NodeInfo | None
     notes: tuple[str, ...]
 
@@ -395,13 +400,30 @@ def _plan_node(
 
     names = tuple([n for n, _ in claims])
     if skip:
-        return _NodePlan(None, _decision(node, names, addresses, skip + notes, published=False))
+        # Its names stay its own while it is skipped (rebooting, cordoned, address-less):
+        # else another node's Hostname or dotted name would take them meanwhile.
+        holder = None
+        if claims:
+            holder = _Claimant(
+                node.name, node.name, f"node {node.name!r}", tuple(claims), None, node, ()
+            )
+        return _NodePlan(holder, _decision(node, names, addresses, skip + notes, published=False))
     decision = _decision(node, names, addresses, notes, published=True)
     host = Host(names, addresses, "node", node.name)
     claimant = _Claimant(
         node.name, node.name, f"node {node.name!r}", tuple(claims), host, node, tuple(notes)
     )
     return _NodePlan(claimant, decision)
+
+
+def _static_forms(name: str, domain: str) -> tuple[str, ...]:
+    """A static name's forms: as a node name's, plus the bare `x` of an `x.<domain>` (the admin
+    wrote one host either way; a node must not take the other form)."""
+    if domain and _under(name, domain):
+        bare = name[: -len(domain) - 1]
+        if "." not in bare:
+            return (name, bare)
+    return expand_name(name, domain)
 
 
 def _static_claimant(host: Host, domain: str) -> _Claimant:
@@ -413,7 +435,7 @@ def _static_claimant(host: Host, domain: str) -> _Claimant:
         problem = name_problem(name)
         if problem is not None:
             raise ValueError(f"static host name {raw!r}: {problem} (use parse_hosts)")
-        for expanded in expand_name(name, domain):
+        for expanded in _static_forms(name, domain):
             if expanded not in seen:
                 seen.add(expanded)
                 claims.append((expanded, _RANK_STATIC))
@@ -463,7 +485,7 @@ def _static_claimants(static: Iterable[Host], domain: str) -> list[_Claimant]:
 def _resolve_collisions(
     claimants: Sequence[_Claimant],
 ) -> tuple[list[Collision], dict[int, list[tuple[str, str]]]]:
-    """The collisions, and for each losing claimant (by index) each name lost and to whom."""
+    """The collisions, and for each losing claimant (by index) each name lost and why."""
     # Claimants are in a total deterministic order, so the index breaks exact ties.
     first: dict[str, tuple[int, str, int]] = {}
     contested: dict[str, list[tuple[int, str, int]]] = {}
@@ -477,14 +499,27 @@ def _resolve_collisions(
     lost: dict[int, list[tuple[str, str]]] = {}
     for name in sorted(contested):
         ranked = sorted(contested[name])
+        if ranked[0][0] == _RANK_ALIAS:  # only Hostname aliases: nobody's own name
+            note = _shared_alias_note(name, [claimants[index].description for *_, index in ranked])
+            for _, _, index in ranked:
+                lost.setdefault(index, []).append((name, note))
+            collisions.append(
+                Collision(name, None, tuple(claimants[index].label for _, _, index in ranked))
+            )
+            continue
         winner = claimants[ranked[0][2]]
         losers = [index for _, _, index in ranked[1:]]
         for index in losers:
-            lost.setdefault(index, []).append((name, winner.description))
+            lost.setdefault(index, []).append((name, f"lost name {name!r} to {winner.description}"))
         collisions.append(
             Collision(name, winner.label, tuple(claimants[index].label for index in losers))
         )
     return collisions, lost
+
+
+def _shared_alias_note(name: str, descriptions: Iterable[str]) -> str:
+    # Whoever got it, the others could not tell it from a take-over: nobody does.
+    return f"dropped name {name!r}: the Hostname of more than one node ({', '.join(descriptions)})"
 
 
 def _node_name(node: NodeInfo) -> str:
@@ -547,6 +582,8 @@ def _build(
 
     hosts: list[Host] = []
     for index, claimant in enumerate(claimants):
+        if claimant.host is None:  # a skipped node: its decision stays the plan's
+            continue
         lost_names = lost.get(index)
         if lost_names is None:
             hosts.append(claimant.host)
@@ -565,7 +602,7 @@ def _build(
         if claimant.node is not None:
             reasons = [] if names else ["lost every name"]
             reasons += claimant.notes
-            reasons += [f"lost name {name!r} to {winner}" for name, winner in lost_names]
+            reasons += [note for _, note in lost_names]
             decisions[decision_of[index]] = _decision(
                 claimant.node, names, claimant.host.addresses, reasons, published=bool(names)
             )
@@ -756,6 +793,8 @@ class RecordIndex:
         hosts = {host.canonical: host for host in publication.records.hosts}
         self._host_of = {}
         for claimant in claimants:
+            if claimant.host is None:
+                continue
             for name, _ in claimant.claims:
                 if name in hosts and self._winner(name) == claimant.label:
                     self._host_of[claimant.label] = hosts[name]
@@ -808,9 +847,19 @@ class RecordIndex:
 
         return key
 
-    def _winner(self, name: str) -> str:
+    def _ranked(self, name: str) -> tuple[list[str], bool]:
+        """The claimants of a contested `name`, best first, and whether nobody gets it (even the
+        best claim is a Hostname alias: it is nobody's own name)."""
+        key = self._rank(name)
+        ranked = sorted(self._contenders(name), key=key)
+        return ranked, key(ranked[0])[0] == _RANK_ALIAS
+
+    def _winner(self, name: str) -> str | None:
         current = self._claims[name]
-        return current if isinstance(current, str) else min(current, key=self._rank(name))
+        if isinstance(current, str):
+            return current
+        ranked, nobody = self._ranked(name)
+        return None if nobody else ranked[0]
 
     def _replace_plan(self, node: str, plan: _NodePlan | None) -> None:
         self._publication = None
@@ -844,11 +893,21 @@ class RecordIndex:
 
     def _refresh(self, claimant: _Claimant) -> None:
         """Recompute one claimant's host and (for a node) decision from the current claims."""
+        if claimant.host is None:  # a skipped node: holds its names, publishes nothing
+            assert claimant.node is not None
+            self._set_decision(claimant.node.name, self._plans[claimant.node.name].decision)
+            return
         lost: list[tuple[str, str]] = []
         for name, _ in claimant.claims:
             winner = self._winner(name)
-            if winner != claimant.label:
-                lost.append((name, self._claimants[winner].description))
+            if winner is None:
+                descriptions = [
+                    self._claimants[label].description for label in self._ranked(name)[0]
+                ]
+                lost.append((name, _shared_alias_note(name, descriptions)))
+            elif winner != claimant.label:
+                description = self._claimants[winner].description
+                lost.append((name, f"lost name {name!r} to {description}"))
         if not lost:
             self._set_host(claimant.label, claimant.host)
             if claimant.node is not None:
@@ -865,7 +924,7 @@ class RecordIndex:
         if claimant.node is not None:
             reasons = [] if names else ["lost every name"]
             reasons += claimant.notes
-            reasons += [f"lost name {name!r} to {winner}" for name, winner in lost]
+            reasons += [note for _, note in lost]
             self._set_decision(
                 claimant.node.name,
                 _decision(claimant.node, names, host.addresses, reasons, published=bool(names)),
@@ -931,8 +990,11 @@ class RecordIndex:
         contenders = self._contenders(name)
         collision = None
         if len(contenders) > 1:
-            ranked = sorted(contenders, key=self._rank(name))
-            collision = Collision(name, ranked[0], tuple(ranked[1:]))
+            ranked, nobody = self._ranked(name)
+            if nobody:
+                collision = Collision(name, None, tuple(ranked))
+            else:
+                collision = Collision(name, ranked[0], tuple(ranked[1:]))
         index = bisect.bisect_left(self._collision_names, name)
         present = index < len(self._collision_names) and self._collision_names[index] == name
         if collision is None:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodehosts.core.csr import CsrPolicy, NodeIndex, Reason, Verdict
-from nodehosts.core.model import Host, NodeInfo
+from nodehosts.core.model import Host, NodeInfo, RecordSet
 from nodehosts.core.records import RecordPolicy, build_publication
 from tests.helpers.csrs import make_csr
 
@@ -53,6 +53,17 @@ def judge(
         nodes, records, cluster, domain=records_policy.domain, static_hosts=statics
     )
     return index.evaluate(csr, policy or CsrPolicy())
+
+
+def judge_against(csr: dict[str, Any], records: RecordSet, *nodes: NodeInfo) -> Verdict:
+    """The approver alone, against a record set that gave away what the record policy now keeps
+    (its own rules must still refuse it: defence in depth)."""
+    index = NodeIndex.build(nodes, records, None, static_hosts=(LB_0,))
+    return index.evaluate(csr, CsrPolicy())
+
+
+def gave(node: str, address: str, *names: str) -> RecordSet:
+    return RecordSet((Host(names, (ipaddress.ip_address(address),), "node", node),))
 
 
 def assert_pending(verdict: Verdict, reason: Reason) -> None:
@@ -180,11 +191,15 @@ def test_an_alias_naming_an_unselected_node_is_refused() -> None:
 def test_the_name_of_a_node_left_unpublished_is_still_not_anyone_elses(
     victim: NodeInfo, records_policy: RecordPolicy
 ) -> None:
-    """worker-2 rebooting (or cordoned, or between addresses) publishes nothing; worker-9's
-    Hostname then wins worker-2 in the records, but worker-2 is still a Node: refused."""
+    """worker-2 rebooting (or cordoned, or between addresses) publishes nothing but keeps its
+    names in the records, so worker-9's Hostname does not get them; and were they published for
+    worker-9, worker-2 is still a Node: refused either way."""
     evil = node("worker-9", ("InternalIP", "10.240.0.109"), ("Hostname", "worker-2"))
     csr = make_csr("worker-9", dns=["worker-2", "worker-2.node.internal"], ips=["10.240.0.109"])
     verdict = judge(csr, victim, evil, records_policy=records_policy)
+    assert_pending(verdict, Reason.DNS_SAN_NOT_PUBLISHED)
+    names = ("worker-9.node.internal", "worker-9", "worker-2.node.internal", "worker-2")
+    verdict = judge_against(csr, gave("worker-9", "10.240.0.109", *names), victim, evil)
     assert_pending(verdict, Reason.DNS_SAN_OTHER_NODE)
     assert "worker-2" in verdict.message
 
@@ -205,16 +220,16 @@ def test_a_dotted_node_name_is_not_the_fqdn_of_another_node() -> None:
 
 @pytest.mark.parametrize("evil_name", ["aaa", "zzz"])
 def test_a_hostname_two_nodes_claim_is_refused_to_both(evil_name: str) -> None:
-    """Two Nodes report Hostname worker-1 (none is named so): whichever wins it in the records
-    (the lexically smaller), the name belongs to neither alone, so it is a SAN of neither."""
+    """Two Nodes report Hostname worker-1 (none is named so): the records publish it for
+    neither, and were it published for one, it belongs to neither alone: a SAN of neither."""
     victim = node("ip-10-240-0-101", ("InternalIP", "10.240.0.101"), ("Hostname", "worker-1"))
     evil = node(evil_name, ("InternalIP", "10.240.0.109"), ("Hostname", "worker-1"))
     for requester, ip in ((evil_name, "10.240.0.109"), ("ip-10-240-0-101", "10.240.0.101")):
         for dns in (["worker-1"], ["worker-1.node.internal"]):
-            verdict = judge(make_csr(requester, dns=dns, ips=[ip]), victim, evil)
-            winner = min(evil_name, "ip-10-240-0-101")
-            reason = Reason.DNS_SAN_SHARED if requester == winner else Reason.DNS_SAN_NOT_PUBLISHED
-            assert_pending(verdict, reason)
+            csr = make_csr(requester, dns=dns, ips=[ip])
+            assert_pending(judge(csr, victim, evil), Reason.DNS_SAN_NOT_PUBLISHED)
+            records = gave(requester, ip, "worker-1.node.internal", "worker-1")
+            assert_pending(judge_against(csr, records, victim, evil), Reason.DNS_SAN_SHARED)
     own = make_csr(evil_name, dns=[evil_name], ips=["10.240.0.109"])
     assert judge(own, victim, evil).approved
 

@@ -485,15 +485,21 @@ def test_a_skipped_node_reports_every_reason_and_what_it_would_publish() -> None
     assert decision.unschedulable is True
 
 
-def test_an_excluded_node_frees_its_names_for_others() -> None:
-    """A skipped node claims nothing, so no collision is reported against it."""
+def test_an_excluded_node_keeps_its_names_from_others() -> None:
+    """A skipped node publishes nothing but still holds its names: another node's Hostname
+    does not take them while it is NotReady (issue 12 review), and the collision says so."""
     publication = publish(
         node("a", internal("10.0.0.1"), ready=False),
         node("b", internal("10.0.0.2"), hostname("a")),
         policy=RecordPolicy(exclude_not_ready=True),
     )
-    assert names_of(publication)["b"] == ("b.node.internal", "b", "a.node.internal", "a")
-    assert publication.collisions == ()
+    assert names_of(publication)["b"] == ("b.node.internal", "b")
+    assert "a" not in publication.records.by_name()
+    assert publication.collisions == (
+        Collision("a", "a", ("b",)),
+        Collision("a.node.internal", "a", ("b",)),
+    )
+    assert "lost name 'a' to node 'a'" in (decision_of(publication, "b").reason or "")
 
 
 # --- static hosts -------------------------------------------------------------------------
@@ -612,20 +618,39 @@ def test_a_node_name_beats_another_nodes_hostname_alias_whatever_the_order() -> 
     assert [c.losers for c in publication.collisions] == [("alpha",), ("alpha",)]
 
 
-def test_equal_ranks_go_to_the_lexically_smaller_owner() -> None:
-    """Two aliases for one name: the node that sorts first keeps it."""
+def test_an_alias_of_several_nodes_goes_to_none_of_them() -> None:
+    """Three Hostname aliases for one name: no node keeps it (whichever sorts first could be
+    the one that took it over); each collision lists them all, each decision says so."""
     publication = publish(
         node("w-2", internal("10.0.0.2"), hostname("shared")),
         node("w-10", internal("10.0.0.10"), hostname("shared")),
         node("w-1", internal("10.0.0.1"), hostname("shared")),
     )
-    assert publication.records.by_name()["shared"].node == "w-1"
+    assert "shared" not in publication.records.by_name()
     assert publication.collisions == (
-        Collision("shared", "w-1", ("w-10", "w-2")),
-        Collision("shared.node.internal", "w-1", ("w-10", "w-2")),
+        Collision("shared", None, ("w-1", "w-10", "w-2")),
+        Collision("shared.node.internal", None, ("w-1", "w-10", "w-2")),
     )
-    for loser in ("w-10", "w-2"):
-        assert "lost name 'shared' to node 'w-1'" in (decision_of(publication, loser).reason or "")
+    for name in ("w-1", "w-10", "w-2"):
+        assert names_of(publication)[name] == (f"{name}.node.internal", name)
+        assert (
+            "dropped name 'shared': the Hostname of more than one node"
+            " (node 'w-1', node 'w-10', node 'w-2')"
+        ) in (decision_of(publication, name).reason or "")
+
+
+def test_equal_node_ranks_go_to_the_lexically_smaller_owner() -> None:
+    """A node named w-1.node.internal and a node w-1 both claim w-1.node.internal as their
+    own name: w-1 (which sorts first, as a bare name always does) keeps it."""
+    publication = publish(
+        node("w-1.node.internal", internal("10.0.0.9")),
+        node("w-1", internal("10.0.0.1")),
+    )
+    assert publication.records.by_name()["w-1.node.internal"].node == "w-1"
+    assert publication.collisions == (
+        Collision("w-1.node.internal", "w-1", ("w-1.node.internal",)),
+    )
+    assert not decision_of(publication, "w-1.node.internal").published
 
 
 def test_static_hosts_with_the_same_canonical_name_are_merged() -> None:
@@ -832,6 +857,13 @@ def test_every_publication_keeps_the_invariants_consumers_rely_on(
             assert decision.addresses == published[decision.node].addresses
         else:
             assert decision.reason
+    by_name = publication.records.by_name()
     for collision in publication.collisions:
         assert collision.winner not in collision.losers
-        assert publication.records.by_name()[collision.name].node in (collision.winner, None)
+        host = by_name.get(collision.name)
+        if collision.winner is None:  # a contested alias: nobody's
+            assert host is None
+        elif collision.winner.startswith("static:"):
+            assert host is not None and host.origin == "static"
+        else:  # the winning node publishes it, or holds it while skipped
+            assert host is None or host.node == collision.winner

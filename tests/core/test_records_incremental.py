@@ -17,22 +17,35 @@ POLICY = RecordPolicy()
 ZONE = ZoneConfig(domain="node.internal")
 ip = ipaddress.ip_address
 
-# Small pools, so that names, aliases and addresses collide often.
-_NAMES = ["worker-0", "worker-1", "worker-2", "lb-0", "db.node.internal", "evil.example", "Bad_"]
+# Small pools, so that names, aliases and addresses collide often: a dotted name that is
+# another node's FQDN, Hostnames several nodes report, static hosts written bare or as a FQDN.
+_NAMES = [
+    "worker-0",
+    "worker-1",
+    "worker-2",
+    "lb-0",
+    "db.node.internal",
+    "worker-1.node.internal",
+    "evil.example",
+    "Bad_",
+]
 _ALIASES = [None, "worker-0", "worker-1", "lb-0", "db", "db.node.internal", "localhost", "x"]
 _ADDRESSES = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.40", "fd00::1", "127.0.0.1", "junk"]
 _STATIC = [
     Host(("lb-0",), (ip("10.0.0.40"),), "static"),
     Host(("db", "worker-2"), (ip("10.0.0.3"),), "static"),
     Host(("lb-0.node.internal",), (ip("10.0.0.41"),), "static"),
+    Host(("worker-0.node.internal",), (ip("10.0.0.42"),), "static"),
 ]
 
 
-def _node(name: str, alias: str | None, addresses: list[str], ready: bool) -> NodeInfo:
+def _node(
+    name: str, alias: str | None, addresses: list[str], ready: bool, cordoned: bool = False
+) -> NodeInfo:
     pairs = [("InternalIP", a) for a in addresses]
     if alias is not None:
         pairs.append(("Hostname", alias))
-    return NodeInfo(name, tuple(pairs), ready, False)
+    return NodeInfo(name, tuple(pairs), ready, cordoned)
 
 
 _nodes = st.builds(
@@ -41,12 +54,13 @@ _nodes = st.builds(
     st.sampled_from(_ALIASES),
     st.lists(st.sampled_from(_ADDRESSES), max_size=2),
     st.booleans(),
+    st.booleans(),
 )
 _steps = st.one_of(
     st.tuples(st.just("set"), _nodes),
     st.tuples(st.just("delete"), st.sampled_from(_NAMES)),
     st.tuples(st.just("static"), st.lists(st.sampled_from(_STATIC), max_size=2, unique=True)),
-    st.tuples(st.just("policy"), st.booleans()),
+    st.tuples(st.just("policy"), st.tuples(st.booleans(), st.booleans())),
 )
 
 
@@ -69,7 +83,8 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
 ) -> None:
     """Adds, address moves, renames via Hostname, deletes (and re-adds, which reorder the
     mapping), with or without the caller naming the changed nodes, name and address collisions with
-    nodes and static hosts, skipped nodes, static host and policy edits: after every batch the
+    nodes and static hosts, Hostnames several nodes report (nobody's), skipped nodes holding
+    their names, static host and policy edits: after every batch the
     publication is exactly the full build's, the reported host changes turn the previous
     record set into the new one, and the hosts text and DNS answers built from those changes
     are exactly the ones built from scratch."""
@@ -97,7 +112,8 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
             elif kind == "static":
                 static = list(value)  # type: ignore[call-overload]
             else:
-                policy = RecordPolicy(exclude_not_ready=bool(value))
+                not_ready, cordoned = value  # type: ignore[misc]
+                policy = RecordPolicy(exclude_not_ready=not_ready, exclude_unschedulable=cordoned)
         got = index.update(nodes, static, policy, touched if hints else None)
         assert got == build_publication(nodes.values(), static, policy)
         changes = index.changes()

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodehosts.core.model import Host, NodeInfo, Publication
-from nodehosts.core.records import RecordPolicy, build_publication
+from nodehosts.core.records import RecordPolicy, build_publication, expand_name, refusal
 
 ip = ipaddress.ip_address
 LB = "10.240.0.40"
@@ -278,6 +278,101 @@ def test_an_empty_domain_allows_no_dotted_node_name_by_default() -> None:
     assert not decision_of(publication, "w1.lab.example").published
 
 
+# --- names a node cannot take from another (review of issue 12) -------------------------
+
+
+def _collision(publication: Publication, name: str):
+    (collision,) = (c for c in publication.collisions if c.name == name)
+    return collision
+
+
+@pytest.mark.parametrize("attacker", ["aaa", "zzz"])
+def test_a_hostname_claimed_by_two_nodes_is_published_for_neither(attacker: str) -> None:
+    """A node registered with the Hostname of another node's alias cannot take it, whatever
+    its name sorts as: the contested name goes to nobody, both keep their own names, and each
+    node's decision (and the collision) says why."""
+    victim = node("ip-10-240-0-101", internal("10.240.0.101"), hostname("worker-1"))
+    evil = node(attacker, internal("10.240.0.109"), hostname("worker-1"))
+    publication = publish(victim, evil)
+    by_name = publication.records.by_name()
+    assert "worker-1" not in by_name and "worker-1.node.internal" not in by_name
+    assert names_of_node(publication, "ip-10-240-0-101") == (
+        "ip-10-240-0-101.node.internal",
+        "ip-10-240-0-101",
+    )
+    assert names_of_node(publication, attacker) == (f"{attacker}.node.internal", attacker)
+    for name in ("ip-10-240-0-101", attacker):
+        reason = decision_of(publication, name).reason or ""
+        assert "'worker-1'" in reason and "Hostname of more than one node" in reason
+    collision = _collision(publication, "worker-1")
+    assert collision.winner is None
+    assert sorted(collision.losers) == sorted(["ip-10-240-0-101", attacker])
+
+
+def test_a_nodes_own_name_still_beats_every_other_nodes_hostname() -> None:
+    """The lab's kubelets report Hostname == name: worker-1 keeps worker-1 against two nodes
+    claiming it as their Hostname."""
+    publication = publish(
+        node("worker-1", internal("10.240.0.101"), hostname("worker-1")),
+        node("aaa", internal("10.240.0.108"), hostname("worker-1")),
+        node("zzz", internal("10.240.0.109"), hostname("worker-1")),
+    )
+    assert publication.records.by_name()["worker-1"].node == "worker-1"
+    assert publication.records.by_name()["worker-1.node.internal"].node == "worker-1"
+    assert "lost name 'worker-1' to node 'worker-1'" in (
+        decision_of(publication, "aaa").reason or ""
+    )
+
+
+WORKER_2 = (internal("10.240.0.102"),)
+
+
+@pytest.mark.parametrize(
+    ("skipped", "policy"),
+    [
+        (NodeInfo("worker-2", WORKER_2, False, False), RecordPolicy(exclude_not_ready=True)),
+        (NodeInfo("worker-2", WORKER_2, True, True), RecordPolicy(exclude_unschedulable=True)),
+        (node("worker-2", internal("127.0.0.1")), RecordPolicy()),
+        (node("worker-2", internal(LB)), RecordPolicy()),
+    ],
+    ids=["not-ready", "unschedulable", "no-usable-address", "static-address"],
+)
+@pytest.mark.parametrize(
+    "evil",
+    [
+        node("worker-9", internal("10.240.0.109"), hostname("worker-2")),
+        node("aaa", internal("10.240.0.109"), hostname("worker-2.node.internal")),
+        node("worker-2.node.internal", internal("10.240.0.109")),
+    ],
+    ids=["hostname", "dotted-hostname", "dotted-name"],
+)
+def test_a_skipped_node_keeps_its_names_from_every_other_node(
+    skipped: NodeInfo, policy: RecordPolicy, evil: NodeInfo
+) -> None:
+    """worker-2 rebooting (NotReady), cordoned, or without a usable address publishes nothing,
+    but its names stay its own: no other node's Hostname or dotted name takes them."""
+    publication = publish(skipped, evil, policy=policy)
+    by_name = publication.records.by_name()
+    assert "worker-2" not in by_name and "worker-2.node.internal" not in by_name
+    assert not decision_of(publication, "worker-2").published
+    assert "to node 'worker-2'" in (decision_of(publication, evil.name).reason or "")
+
+
+def test_a_static_host_written_as_a_fqdn_also_holds_its_bare_name() -> None:
+    """`10.240.0.40 lb-0.node.internal` is lb-0 as much as `10.240.0.40 lb-0`: a Node named
+    lb-0 gets neither form, and the static host is published under both."""
+    for statics in ((static(("lb-0.node.internal",), LB),), (static(("lb-0",), LB),)):
+        publication = publish(node("lb-0", internal("10.240.0.109")), statics=statics)
+        by_name = publication.records.by_name()
+        assert by_name["lb-0"].origin == "static" and by_name["lb-0"].addresses == (ip(LB),)
+        assert by_name["lb-0.node.internal"] is by_name["lb-0"]
+        assert by_name["lb-0"].names == ("lb-0.node.internal", "lb-0")
+        assert not decision_of(publication, "lb-0").published
+    # Only a single label under the domain has a bare form; other FQDNs stay as written.
+    publication = publish(statics=(static(("a.b.node.internal", "lb.example.com"), LB),))
+    assert publication.records.hosts[0].names == ("a.b.node.internal", "lb.example.com")
+
+
 # --- properties ---------------------------------------------------------------------------
 
 NAMES = st.one_of(
@@ -302,8 +397,9 @@ NAMES = st.one_of(
 )
 ADDRESSES = st.sampled_from(["10.0.0.1", "10.0.0.2", LB, "10.0.0.9", "2001:db8::9"])
 NODES = st.builds(
-    node,
+    lambda name, ready, *addresses: NodeInfo(name, addresses, ready, False),
     NAMES,
+    st.booleans(),
     st.tuples(st.sampled_from(["InternalIP", "ExternalIP"]), ADDRESSES),
     st.one_of(st.tuples(st.just("Hostname"), NAMES), st.tuples(st.just("InternalIP"), ADDRESSES)),
 )
@@ -319,6 +415,7 @@ POLICIES = st.builds(
     address_types=st.sampled_from([("InternalIP", "ExternalIP"), ("ExternalIP",)]),
     allowed_suffixes=st.sampled_from([(), ("example.com",), ("lab.example", "cluster.local")]),
     reserved_suffixes=st.sampled_from([("cluster.local",), ("cluster.local", "lab.example")]),
+    exclude_not_ready=st.booleans(),
 )
 
 
@@ -336,14 +433,27 @@ def test_no_node_ever_publishes_a_reserved_foreign_or_static_name_or_address(
     nodes: list[NodeInfo], statics: list[Host], policy: RecordPolicy
 ) -> None:
     """Whatever Nodes report: every node record is under an allowed suffix (or bare/under the
-    domain), never reserved, and never a static host's name or address."""
+    domain), never reserved, never a static host's name (in either form) or address, never
+    another node's own name (skipped or not), and never a Hostname another node reports too."""
     publication = build_publication(nodes, statics, policy)
+    domain = policy.domain
     static_claims = {
         expanded
         for host in statics
         for raw in host.names
-        for expanded in ((raw, f"{raw}.{policy.domain}") if policy.domain else (raw,))
+        for expanded in ((raw, f"{raw}.{domain}") if domain else (raw,))
     }
+    static_claims |= {
+        name.removesuffix(f".{domain}") for name in static_claims if domain and _under(name, domain)
+    }
+    own: dict[str, set[str]] = {}  # a form of a node's metadata.name -> those nodes
+    aliases: dict[str, set[str]] = {}  # a form of a node's Hostname -> the nodes reporting it
+    for n in nodes:
+        for form in expand_name(n.name, domain):
+            own.setdefault(form, set()).add(n.name)
+        if n.hostname is not None and n.hostname != n.name and refusal(n.name, policy) is None:
+            for form in expand_name(n.hostname, domain):
+                aliases.setdefault(form, set()).add(n.name)
     static_addresses = {a for host in statics for a in host.addresses}
     nameserver = f"ns.{policy.domain}" if policy.domain else None
     allowed = [s for s in (policy.domain, *policy.allowed_suffixes) if s]
@@ -353,6 +463,9 @@ def test_no_node_ever_publishes_a_reserved_foreign_or_static_name_or_address(
         assert not static_addresses.intersection(host.addresses)
         for name in host.names:
             assert name not in static_claims
+            assert host.node in own.get(name, aliases.get(name))
+            if name not in own:
+                assert aliases[name] == {host.node}
             assert name not in ("localhost", policy.domain, nameserver)
             assert not name.endswith(".localhost")
             for reserved in policy.reserved_suffixes:
