@@ -5,8 +5,8 @@ Contract (what the real apiserver does, see notes/kubernetes.md, and what this f
 - One global resourceVersion counter shared by every collection; each write bumps it and records
   an event (ADDED, MODIFIED, DELETED) in one history.
 - LIST `GET <collection>` answers `{kind}List` with `metadata.resourceVersion`; `limit` pages
-  over a consistent snapshot with `metadata.continue` (+ `remainingItemCount`); a continue token
-  older than the last compaction answers HTTP 410 Expired, like etcd.
+  over a consistent snapshot with `metadata.continue` (+ `remainingItemCount` when there is no
+  selector); a continue token older than the last compaction answers HTTP 410 Expired, like etcd.
 - `labelSelector` (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`) and `fieldSelector` on
   `metadata.name` (`=`, `==`, `!=`) filter LIST and WATCH; with a selector, a watched object that
   stops matching is sent as DELETED and one that starts matching as ADDED.
@@ -841,7 +841,9 @@ class FakeApiServer:
                 while len(self._snapshots) > 16:
                     self._snapshots.popitem(last=False)
                 metadata["continue"] = _encode_continue(snapshot_id, end)
-                metadata["remainingItemCount"] = len(items) - end
+                if not query.get("labelSelector") and not query.get("fieldSelector"):
+                    # Like etcd3's store: no count it could not make exact under a selector.
+                    metadata["remainingItemCount"] = len(items) - end
             page = items[start:end]
         kind = collection.type
         head = _encode({"kind": f"{kind.kind}List", "apiVersion": kind.api_version})[:-1]
