@@ -9,7 +9,9 @@ Contract:
   `.start()` waits for the apiserver's `/readyz?verbose` (admin client certificate) and the
   controller-manager's and scheduler's `/healthz`. On failure it raises with every
   component's last 50 log lines. `.stop()` kills everything; `.restart(name)` stops one
-  component and starts it again with the same flags (etcd keeps its data directory).
+  component and starts it again with the same flags (etcd keeps its data directory). While
+  waiting, a controller-manager or scheduler that exited (they exit when they lose their
+  leader lease during an apiserver or etcd restart) is started again, as the kubelet would.
 - `.admin` is an `Api` with the lab's admin certificate (O=system:masters); `.client_for(cn,
   orgs)` issues a client certificate from the lab CA (e.g. `system:node:NAME`/`system:nodes`)
   and returns an `Api` with it; `.token_client(token)` one with a bearer token.
@@ -23,7 +25,9 @@ checks that the flag set is the manifest's plus the additions named here):
   apiserver (the lab's point at 127.0.0.1:6443 or the LB VIP); `/var/lib/etcd` is `workdir/etcd`.
 - Addresses and ports: every URL or address of the node (10.240.0.x) or 127.0.0.1 becomes
   127.0.0.1 with a random free port per listener: etcd's client, peer and metrics URLs, the
-  apiserver's `--advertise-address`, `--secure-port` and `--etcd-servers`.
+  apiserver's `--secure-port` and `--etcd-servers`. The apiserver's `--advertise-address`
+  (10.240.0.10) is kept: it is only written into the `kubernetes` Endpoints, which refuse a
+  loopback address, and nothing here dials it.
 - etcd `--initial-cluster` names only controller-0 (at its rewritten peer URL): the lab's three
   members cannot reach quorum with one process. `--initial-cluster-state=new` and the token stay.
 - Added: kube-apiserver `--bind-address=127.0.0.1` (the lab binds every address of its VM; tests
@@ -35,6 +39,7 @@ checks that the flag set is the manifest's plus the additions named here):
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -44,6 +49,7 @@ import socket
 import ssl
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,6 +70,10 @@ __all__ = ["Api", "ApiResponse", "ControlPlane", "free_port", "render_lab"]
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 LAB_NODE_IP = re.compile(r"\b10\.240\.0\.\d+\b")
+# Written into the `kubernetes` Endpoints, never dialled by the tests; the apiserver refuses a
+# loopback address there ("may not be in the loopback range"), so the lab's is kept.
+KEPT_LAB_ADDRESSES = ("--advertise-address",)
+RESPAWNED = ("kube-controller-manager", "kube-scheduler")
 READY_TIMEOUT = 180.0  # two shared cores: a cold apiserver takes a while
 
 
@@ -268,11 +278,12 @@ class ControlPlane:
         }
         self.commands = {name: self._rewrite(name, args) for name, args in self.manifests.items()}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        lab_pki = rendered / "pki"  # the host's copy: the admin's certificate lives only here
         self.admin = Api(
             self.api_url,
             self.pki / "ca.crt",
-            cert=self.pki / "admin.crt",
-            key=self.pki / "admin.key",
+            cert=lab_pki / "admin.crt",
+            key=lab_pki / "admin.key",
         )
 
     # ------------------------------------------------------------------ the command lines
@@ -297,7 +308,6 @@ class ControlPlane:
             "--initial-advertise-peer-urls": etcd_peer,
             "--listen-metrics-urls": f"http://127.0.0.1:{ports['etcd-metrics']}",
             "--etcd-servers": self.etcd_url,
-            "--advertise-address": "127.0.0.1",
             "--secure-port": str(ports["apiserver"]),
         }
         out = [str(upstream_binary(binary))]
@@ -309,7 +319,7 @@ class ControlPlane:
                 value = f"{member}={etcd_peer}"
             else:
                 value = self._path(given)
-            if LAB_NODE_IP.search(value):
+            if LAB_NODE_IP.search(value) and name not in KEPT_LAB_ADDRESSES:
                 raise AssertionError(f"{component} {name}={value}: a lab address left unrewritten")
             out.append(f"{name}={value}")
         if component == "kube-apiserver":
@@ -375,14 +385,25 @@ class ControlPlane:
     def wait_ready(self, components: Sequence[str] = COMPONENTS) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         last = ""
+        respawns = 0
         while time.monotonic() < deadline:
             dead = [c for c in components if self.processes[c].poll() is not None]
+            if dead and set(dead) <= set(RESPAWNED) and respawns < 3:
+                # They exit when they lose their leader lease (the apiserver or etcd was down
+                # for a restart); the kubelet restarts a static pod, so does this.
+                respawns += 1
+                for component in dead:
+                    self._spawn(component)
+                continue
             if dead:
                 raise RuntimeError(f"{', '.join(dead)} exited\n{self.logs_tail()}")
             pending = [c for c in components if c != "etcd" and not self._healthy(c)]
             if not pending:
                 return
             last = ", ".join(pending)
+            if "kube-apiserver" in pending:
+                with contextlib.suppress(urllib3.exceptions.HTTPError):
+                    last += "\n" + self.readyz()
             time.sleep(0.5)
         raise RuntimeError(f"not ready after {READY_TIMEOUT} s: {last}\n{self.logs_tail()}")
 
@@ -397,9 +418,11 @@ class ControlPlane:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # their self-signed serving certs; /healthz is public
         try:
-            response = urllib3.PoolManager(ssl_context=context, retries=False).request(
-                "GET", f"https://127.0.0.1:{port}/healthz", timeout=5
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                response = urllib3.PoolManager(ssl_context=context, retries=False).request(
+                    "GET", f"https://127.0.0.1:{port}/healthz", timeout=5
+                )
         except urllib3.exceptions.HTTPError:
             return False
         return response.status == 200

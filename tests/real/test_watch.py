@@ -85,13 +85,12 @@ def test_compaction_and_a_forced_watch_restart_relist(
     control_plane.kill("kube-apiserver")
     assert daemon.dig("worker-20") == ["10.240.0.120"]  # served while the API is down
     control_plane.restart("kube-apiserver")
-    wait_until(
-        lambda: daemon.events_named("relisting"),
-        timeout=90,
-        interval=0.5,
-        what=f"relisting after 410\n{daemon.log_text()[-3000:]}",
-    )
-    (relisting,) = daemon.events_named("relisting")
+
+    def relisted() -> list[dict[str, object]]:
+        return [e for e in daemon.events_named("relisting") if e["path"] == NODES]
+
+    wait_until(relisted, timeout=90, interval=0.5, what="the Node source relisting after 410")
+    (relisting,) = relisted()
     assert relisting["reason"] == "expired"
     assert "too old" in relisting["message"] or "410" in relisting["message"]
     wait_until(
