@@ -420,9 +420,9 @@ class ControlPlane:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                response = urllib3.PoolManager(ssl_context=context, retries=False).request(
-                    "GET", f"https://127.0.0.1:{port}/healthz", timeout=5
-                )
+                response = urllib3.PoolManager(
+                    ssl_context=context, cert_reqs="CERT_NONE", retries=False
+                ).request("GET", f"https://127.0.0.1:{port}/healthz", timeout=5)
         except urllib3.exceptions.HTTPError:
             return False
         return response.status == 200
