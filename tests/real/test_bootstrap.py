@@ -158,6 +158,7 @@ def test_bootstrap_register_and_serving_certificate(
     cert = issued(control_plane.admin, "csr-honest")
     (approved,) = [c for c in conditions(control_plane, "csr-honest") if c["type"] == "Approved"]
     assert approved["status"] == "True"
+    assert [e["node"] for e in approver.events_named("csr_approved")] == ["worker-9"]
     lab_ca = x509.load_pem_x509_certificate((control_plane.pki / "ca.crt").read_bytes())
     assert cert.issuer == lab_ca.subject  # kube-controller-manager's --cluster-signing-*
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
