@@ -377,9 +377,13 @@ class ControlPlane:
 
     def start(self) -> ControlPlane:
         (self.workdir / "etcd").mkdir(mode=0o700, parents=True, exist_ok=True)
-        for component in COMPONENTS:
-            self._spawn(component)
-        self.wait_ready()
+        try:
+            for component in COMPONENTS:
+                self._spawn(component)
+            self.wait_ready()
+        except BaseException:
+            self.stop()  # `with` calls no __exit__ when __enter__ raises
+            raise
         return self
 
     def wait_ready(self, components: Sequence[str] = COMPONENTS) -> None:
@@ -452,7 +456,11 @@ class ControlPlane:
     def restart(self, component: str) -> None:
         self.kill(component)
         self._spawn(component)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for component in reversed(COMPONENTS):
