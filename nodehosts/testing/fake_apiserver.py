@@ -5,11 +5,12 @@ Contract (what the real apiserver does, see notes/kubernetes.md, and what this f
 - One global resourceVersion counter shared by every collection; each write bumps it and records
   an event (ADDED, MODIFIED, DELETED) in one history.
 - LIST `GET <collection>` answers `{kind}List` with `metadata.resourceVersion`; `limit` pages
-  over a consistent snapshot with `metadata.continue` (+ `remainingItemCount`); a continue token
-  older than the last compaction answers HTTP 410 Expired, like etcd.
+  over a consistent snapshot with `metadata.continue` (+ `remainingItemCount` when there is no
+  selector); a continue token older than the last compaction answers HTTP 410 Expired, like etcd.
 - `labelSelector` (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`) and `fieldSelector` on
   `metadata.name` (`=`, `==`, `!=`) filter LIST and WATCH; with a selector, a watched object that
-  stops matching is sent as DELETED and one that starts matching as ADDED.
+  stops matching is sent as DELETED (with its content before the change, at the new version)
+  and one that starts matching as ADDED.
 - GET one object `GET <collection>/<name>`; PUT `<collection>/<name>` replaces it (409 Conflict
   on a stale `metadata.resourceVersion`); registered subresources answer PUT
   `<collection>/<name>/<subresource>` (see `register`).
@@ -266,6 +267,9 @@ class _Event:
     data: bytes
     labels: Mapping[str, str]  # after the change (before it, for DELETED)
     old_labels: Mapping[str, str] | None  # before the change; None for ADDED
+    # When the labels changed: the object as it was, at this event's version. A watch whose
+    # selector it leaves gets this as DELETED, as the apiserver's watch cache sends it.
+    left_data: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -673,6 +677,11 @@ class FakeApiServer:
         old = collection.entries.get(name)
         entry = _Entry(name, _labels_of(obj), _encode(obj))
         collection.entries[name] = entry
+        left_data = None
+        if old is not None and event_type == "MODIFIED" and old.labels != entry.labels:
+            previous = json.loads(old.data)
+            previous["metadata"]["resourceVersion"] = str(self._version)
+            left_data = _encode(previous)
         self._record(
             _Event(
                 self._version,
@@ -682,6 +691,7 @@ class FakeApiServer:
                 entry.data,
                 entry.labels,
                 old.labels if old is not None else None,
+                left_data,
             )
         )
         return obj
@@ -852,7 +862,9 @@ class FakeApiServer:
                 while len(self._snapshots) > 16:
                     self._snapshots.popitem(last=False)
                 metadata["continue"] = _encode_continue(snapshot_id, end)
-                metadata["remainingItemCount"] = len(items) - end
+                if not query.get("labelSelector") and not query.get("fieldSelector"):
+                    # Like etcd3's store: no count it could not make exact under a selector.
+                    metadata["remainingItemCount"] = len(items) - end
             page = items[start:end]
         kind = collection.type
         head = _encode({"kind": f"{kind.kind}List", "apiVersion": kind.api_version})[:-1]
@@ -1102,7 +1114,7 @@ def _filtered_line(event: _Event, plural: str, selector: _Selector) -> bytes | N
     if now:
         return _watch_line("ADDED", event.data)
     if before:
-        return _watch_line("DELETED", event.data)
+        return _watch_line("DELETED", event.left_data or event.data)
     return None
 
 
