@@ -82,14 +82,33 @@ LIVE_KEYS = RECORD_POLICY_KEYS | {
 DNS_ZONE_KEYS = frozenset({"domain"})
 
 
+# Static hosts are a handful of lines (the LB, a registry): a larger file is a mistake, and
+# parsing and publishing it whole would stall DNS (200k lines took seconds) and grow memory.
+MAX_STATIC_HOSTS_BYTES = 1 << 20
+
+
+class StaticHostsError(ValueError):
+    """The static hosts file is not usable as a whole (too large, not UTF-8)."""
+
+
 def read_static_hosts(path: Path | None) -> list[Host]:
-    """The operator's extra hosts; problems are logged per line, never fatal."""
+    """The operator's extra hosts (blocking). Bad lines are skipped and summarised in one log
+    line; a file that is too large or not UTF-8 raises StaticHostsError, unreadable OSError."""
     if path is None:
         return []
-    text = path.read_text(encoding="utf-8")
-    hosts, warnings = parse_hosts(text)
-    for warning in warnings:
-        log.warning("static_hosts_line_skipped", path=str(path), problem=warning)
+    with path.open("rb") as handle:
+        data = handle.read(MAX_STATIC_HOSTS_BYTES + 1)
+    if len(data) > MAX_STATIC_HOSTS_BYTES:
+        raise StaticHostsError(f"{path}: larger than {MAX_STATIC_HOSTS_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise StaticHostsError(f"{path}: not UTF-8: {error}") from None
+    hosts, problems = parse_hosts(text)
+    if problems.total:
+        log.warning(
+            "static_hosts_lines_skipped", path=str(path), problems=problems.total, first=problems
+        )
     return hosts
 
 
@@ -267,7 +286,7 @@ class Daemon:
             from nodehosts.adapters.metrics import Metrics
 
             self.metrics = Metrics()
-        self.static_hosts = read_static_hosts(settings.static_hosts)
+        await self._reload_static_hosts(publish=False)
         if self._hosts_writer is not None:
             current = await asyncio.to_thread(self._hosts_writer.current)
             if current is not None:
@@ -777,11 +796,11 @@ class Daemon:
         if RECORD_POLICY_KEYS.intersection(live):
             self.request_publish()
 
-    async def _reload_static_hosts(self) -> None:
+    async def _reload_static_hosts(self, *, publish: bool = True) -> None:
         path = self.settings.static_hosts
         try:
             hosts = await asyncio.to_thread(read_static_hosts, path)
-        except (OSError, UnicodeDecodeError) as error:
+        except (OSError, ValueError) as error:
             log.error(
                 "static_hosts_rejected",
                 path=str(path),
@@ -790,10 +809,13 @@ class Daemon:
             )
             self.metrics.reloaded("static_hosts", ok=False)
             return
-        self.metrics.reloaded("static_hosts", ok=True)
+        if publish:
+            self.metrics.reloaded("static_hosts", ok=True)
         if hosts == self.static_hosts:
             return
         self.static_hosts = hosts
+        if not publish:  # the first read, at start
+            return
         log.info("static_hosts_reloaded", path=str(path) if path else None, hosts=len(hosts))
         self.request_publish()
 

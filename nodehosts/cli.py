@@ -464,7 +464,7 @@ def _list_state(settings: Settings, *, output_format: str) -> dict[str, Any]:
         raise _ListFailed(f"cannot list nodes: {error}", EXIT_FAILED) from None
     try:
         static_hosts = read_static_hosts(settings.static_hosts)
-    except (OSError, UnicodeDecodeError) as error:
+    except (OSError, ValueError) as error:  # ValueError: too large, not UTF-8
         raise _ListFailed(f"records.static_hosts: {error}", EXIT_FAILED) from None
     publication = build_publication(nodes.values(), static_hosts, settings.record_policy)
     state: dict[str, Any] = {"source": "list", "resource_version": resource_version}

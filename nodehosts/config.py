@@ -167,6 +167,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path}: invalid TOML: {error}") from None
+    except UnicodeDecodeError as error:  # TOML is UTF-8; tomllib lets this one through
+        raise ConfigError(f"config file {path}: not UTF-8: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: invalid TOML: nested too deeply") from None
 
 
 def build_settings(

@@ -131,6 +131,24 @@ def test_a_broken_toml_file_names_the_file(tmp_path: Path) -> None:
         read_config_file(path)
 
 
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b'[records]\ndomain = "caf\xe9"\n', "not UTF-8"),
+        (b"[records]\ndomain = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
+    ],
+)
+def test_a_file_tomllib_cannot_decode_is_a_config_error(
+    tmp_path: Path, data: bytes, why: str
+) -> None:
+    """Issue 12: a Latin-1 file escaped as UnicodeDecodeError (a traceback, exit 1, and on
+    SIGHUP a reload task that died silently); deep nesting as RecursionError."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=f"config file {path}: .*{why}"):
+        read_config_file(path)
+
+
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A missing --config file is reported, not a traceback."""
     with pytest.raises(ConfigError, match="not found"):

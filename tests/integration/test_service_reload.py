@@ -311,3 +311,36 @@ def test_in_cluster_credentials_watch_the_ca_not_the_rotating_token() -> None:
 
     files = credential_files(Settings(), {"KUBERNETES_SERVICE_HOST": "10.32.0.1"})
     assert sorted(p.name for p in files) == ["ca.crt"]
+
+
+def test_a_config_that_is_not_utf8_is_rejected_on_sighup_and_later_reloads_work(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
+    """Issue 12: the reload task died on UnicodeDecodeError and nothing reloaded after it.
+    Now the edit is rejected like any broken file, and the next good edit applies."""
+    hosts = tmp_path / "nodes.hosts"
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
+    config = tmp_path / "config.toml"
+    values = {
+        "kubeconfig": kubeconfig,
+        "selector": "",
+        "domain": "lab",
+        "hosts": hosts,
+        "metrics": "",
+        "level": "info",
+    }
+    config.write_text(CONFIG.format(**values))
+    with Daemon(["--config", str(config)], workdir=tmp_path) as daemon:
+        wait_for_line(hosts, "10.240.0.101 worker-0.lab worker-0")
+        config.write_bytes(CONFIG.format(**values).encode() + b'# caf\xe9\n')
+        daemon.process.send_signal(signal.SIGHUP)
+        rejected = wait_for_event(daemon, "config_rejected", trigger="SIGHUP")[-1]
+        assert rejected["key"] == "file"
+        assert "not UTF-8" in str(rejected["error"])
+        wait_for_event(daemon, "reload_finished", trigger="SIGHUP")
+
+        config.write_text(CONFIG.format(**{**values, "domain": "lab2"}))
+        daemon.process.send_signal(signal.SIGHUP)
+        wait_for_line(hosts, "10.240.0.101 worker-0.lab2 worker-0")
+        assert daemon.process.poll() is None
+        assert daemon.stop()[0] == 0
