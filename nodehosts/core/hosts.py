@@ -12,8 +12,9 @@ Contract:
   writer that wants "write only when something changed" compares `render_hosts` bodies.
 - `parse_hosts` reads the standard hosts format (``#`` starts a comment anywhere, fields split
   on whitespace, an address then names), never raises on bad input, and returns the first few
-  problems, each naming its line, with the count of all of them. Names are lower-cased and kept as written: the record policy, not
-  the parser, adds the domain (`nodehosts.core.records.build_publication`).
+  problems, each naming its line, with the count of all of them. Names are lower-cased and kept
+  as written: the record policy, not the parser, adds the domain
+  (`nodehosts.core.records.build_publication`).
 """
 
 from __future__ import annotations

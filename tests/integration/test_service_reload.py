@@ -332,7 +332,7 @@ def test_a_config_that_is_not_utf8_is_rejected_on_sighup_and_later_reloads_work(
     config.write_text(CONFIG.format(**values))
     with Daemon(["--config", str(config)], workdir=tmp_path) as daemon:
         wait_for_line(hosts, "10.240.0.101 worker-0.lab worker-0")
-        config.write_bytes(CONFIG.format(**values).encode() + b'# caf\xe9\n')
+        config.write_bytes(CONFIG.format(**values).encode() + b"# caf\xe9\n")
         daemon.process.send_signal(signal.SIGHUP)
         rejected = wait_for_event(daemon, "config_rejected", trigger="SIGHUP")[-1]
         assert rejected["key"] == "file"
