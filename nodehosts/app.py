@@ -899,5 +899,5 @@ async def run_daemon(daemon: Daemon) -> int:
 
 
 def _on_signal(daemon: Daemon, signum: int) -> None:
+    daemon.stop()  # first: nothing below may keep a signal from stopping the daemon
     log.info("signal_received", signal=signal.Signals(signum).name)
-    daemon.stop()

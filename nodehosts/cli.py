@@ -11,7 +11,9 @@ Flags override the TOML file; both are validated once into `Settings` (nodehosts
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -327,6 +329,27 @@ def check_runtime(settings: Settings, *, command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        _detach_broken_streams()
+
+
+def _detach_broken_streams() -> None:
+    """Flush stdout and stderr now; one whose reader went away is pointed at /dev/null, so the
+    interpreter's own flush at exit cannot fail too (a traceback and exit 120 after a clean
+    stop)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     from nodehosts import logs

@@ -92,7 +92,7 @@ async def _simulate(server: FakeApiServer, cluster: LabCluster, *, interval: flo
     while True:
         await asyncio.sleep(interval)
         change = cluster.step()
-        print(f"\n### cluster: {change.describe()}", flush=True)
+        _say(f"\n### cluster: {change.describe()}")
         if change.kind == "join":
             assert change.address is not None
             server.add_object("nodes", _node(change.node, change.address))
@@ -107,6 +107,12 @@ async def _simulate(server: FakeApiServer, cluster: LabCluster, *, interval: flo
             server.heartbeat(name)
 
 
+def _say(text: str, end: str = "\n") -> None:
+    """Print for whoever watches; a closed stdout (the reader went away) is not our failure."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, end=end, flush=True)
+
+
 async def _print_changes(path: Path) -> None:
     """Print the hosts file whenever its content changes."""
     last = None
@@ -114,7 +120,7 @@ async def _print_changes(path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             text = path.read_text()
             if text != last:
-                print(f"\n--- {path}\n{text}", end="", flush=True)
+                _say(f"\n--- {path}\n{text}", end="")
                 last = text
         await asyncio.sleep(0.2)
 
@@ -147,10 +153,10 @@ def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> in
                 "state_dir": "",
             },
         )
-        print(f"fake API server at {server.url}; hosts file {hosts}", flush=True)
+        _say(f"fake API server at {server.url}; hosts file {hosts}")
         if dns_listen:
             host, _, port = dns_listen.rpartition(":")
-            print(f"try: dig @{host} -p {port} worker-0 +short", flush=True)
+            _say(f"try: dig @{host} -p {port} worker-0 +short")
 
         async def main() -> int:
             daemon = Daemon(settings)
@@ -172,4 +178,5 @@ def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> in
         except KeyboardInterrupt:
             return 0
         finally:
-            sys.stdout.flush()
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
