@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import gc
 import os
 import signal
@@ -243,6 +244,8 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._status_sent: str | None = None
         self._stopping = False
+        # The name of the internal task whose crash ended the run (run_daemon exits 1), if any.
+        self.failed_task: str | None = None
 
     # --- NodeListener: called on the event loop by the Node source.
 
@@ -314,8 +317,8 @@ class Daemon:
                 tasks.append(asyncio.create_task(self.approver.run(), name="csr_approver"))
             done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task is not stop_wait and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                if task is not stop_wait:  # a main task never ends by itself: a bug
+                    self._task_done(task)
         finally:
             self._stopping = True
             self._notifier.notify(stopping=True, status="stopping")
@@ -340,6 +343,28 @@ class Daemon:
         task = asyncio.create_task(coroutine, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(functools.partial(self._task_done, may_finish=True))
+
+    def _task_done(self, task: asyncio.Task[Any], *, may_finish: bool = False) -> None:
+        """Supervision: an internal task that crashed ends the daemon, non-zero, at once.
+
+        Every input is checked by its parser, so a crash is a bug; living on without the task
+        (no publisher, no reloads) would look healthy and be wrong. systemd restarts us.
+        """
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None and may_finish:
+            return  # a background task that finished its job
+        if self.failed_task is None:
+            self.failed_task = task.get_name()
+            log.error(
+                "task_failed",
+                task=task.get_name(),
+                error=f"{type(error).__name__}: {error}" if error else "ended unexpectedly",
+                exc_info=error,
+            )
+        self.stop()
 
     # --- the Node source, replaceable (a new label selector needs a new LIST)
 
@@ -884,7 +909,8 @@ def _dns_service(settings: Settings) -> Any:
 
 
 async def run_daemon(daemon: Daemon) -> int:
-    """Run with SIGTERM/SIGINT wired to a clean stop and SIGHUP to a reload; 0 on a clean stop."""
+    """Run with SIGTERM/SIGINT wired to a clean stop and SIGHUP to a reload; 0 on a clean stop,
+    1 when an internal task crashed (logged as `task_failed`)."""
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, daemon, signum)
@@ -895,7 +921,7 @@ async def run_daemon(daemon: Daemon) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
-    return 0
+    return 0 if daemon.failed_task is None else 1
 
 
 def _on_signal(daemon: Daemon, signum: int) -> None:
