@@ -224,8 +224,11 @@ class KubeTransport:
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        max_body_bytes: int | None = None,
     ) -> None:
         self._configuration = configuration
+        # A body read whole (a LIST page, an error Status) stops at this size.
+        self.max_body_bytes = MAX_PAGE_BYTES if max_body_bytes is None else max_body_bytes
         # Only the pool ApiClient would use: the API classes and models are never touched
         # (import cost and RSS, and ApiClient.call_api's signature differs in 22.6 and 37.x).
         self._pool = new_pool_manager(configuration)
@@ -302,12 +305,24 @@ class KubeTransport:
             response.release_conn()
 
     def read(self, response: Any) -> bytes:
-        """The whole body of a response; network failures become KubeApiError."""
+        """The whole body of a response, at most `max_body_bytes` (else KubeApiError
+        "response_too_large", before reading more); network failures become KubeApiError."""
+        limit = self.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
         try:
-            data: bytes = response.read()
+            for chunk in response.stream(_CHUNK, decode_content=True):
+                size += len(chunk)
+                if size > limit:
+                    raise KubeApiError(
+                        "response_too_large",
+                        f"{self.base}: response body larger than {limit} bytes"
+                        " (kubernetes.max_page_bytes)",
+                    )
+                chunks.append(chunk)
         except _network_errors() as error:
             raise _transport_error(error, self.base) from error
-        return data
+        return b"".join(chunks)
 
     def request_json(
         self,
@@ -401,6 +416,13 @@ _gc_paused = _GcPause()
 
 # --------------------------------------------------------------------------- list / watch
 
+# Default size caps (Tuning, config keys kubernetes.max_page_bytes / max_line_bytes): a page
+# of 500 realistic Nodes is ~5-6 MB, so 64 MiB leaves 10x room (128 KB per Node); etcd
+# refuses objects over 1.5 MiB, so no legitimate watch event line comes near 16 MiB.
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+MAX_LINE_BYTES = 16 * 1024 * 1024
+_CHUNK = 65536
+
 
 @dataclass(frozen=True, slots=True)
 class Tuning:
@@ -415,6 +437,10 @@ class Tuning:
     read_timeout: float = 60.0
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    # Size caps, so no response can take unbounded memory: a LIST page (500 realistic Nodes
+    # are ~5-6 MB) and one watch event line (etcd stores objects of at most 1.5 MiB).
+    max_page_bytes: int = MAX_PAGE_BYTES
+    max_line_bytes: int = MAX_LINE_BYTES
 
 
 def _list_into(
@@ -526,19 +552,32 @@ def _decode_items(text: str, position: int, path: str) -> Iterator[Any]:
         raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
 
 
-def _lines(response: Any) -> Iterator[bytes]:
-    """The newline-delimited lines of a streaming body, as chunks arrive."""
+def _lines(response: Any, max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The newline-delimited lines of a streaming body, as chunks arrive; a line longer than
+    `max_line` raises KubeApiError "response_too_large" as soon as that much of it arrived."""
+    limit = max_line
     pending = b""
-    for chunk in response.stream(65536, decode_content=True):
+    for chunk in response.stream(_CHUNK, decode_content=True):
         if not chunk:
             continue
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
+            if len(line) > limit:
+                _line_too_large(limit)
             if line.strip():
                 yield line
+        if len(pending) > limit:
+            _line_too_large(limit)
     if pending.strip():
         yield pending
+
+
+def _line_too_large(limit: int) -> None:
+    raise KubeApiError(
+        "response_too_large",
+        f"watch event line larger than {limit} bytes (kubernetes.max_line_bytes)",
+    )
 
 
 class CollectionSource(Generic[T]):
@@ -742,6 +781,10 @@ class CollectionSource(Generic[T]):
                         continue
                     if error.status in (401, 403) or error.reason == "config_error":
                         self._drop_transport()  # reload credentials before the next try
+                    if error.reason == "response_too_large":
+                        # Watching again from the same version would meet the same event:
+                        # relist instead (a page has a larger cap than an event line).
+                        need_list = True
                     self._failed(error, loop)
                 except Exception as error:  # a bug in a parser or here: keep serving
                     if self._interrupted(stop):
@@ -767,6 +810,7 @@ class CollectionSource(Generic[T]):
             configuration,
             connect_timeout=tuning.connect_timeout,
             read_timeout=tuning.read_timeout,
+            max_body_bytes=tuning.max_page_bytes,
         )
         with self._transport_lock:
             self._transport = transport
@@ -848,7 +892,7 @@ class CollectionSource(Generic[T]):
                 raise _status_error(response.status, transport.read(response))
             self._log.debug("watch_started", resource_version=query["resourceVersion"])
             self._healthy(loop)
-            lines = _lines(response)
+            lines = _lines(response, tuning.max_line_bytes)
             while True:
                 try:
                     line = next(lines)

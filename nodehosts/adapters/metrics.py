@@ -385,9 +385,16 @@ _TEXT = "text/plain; charset=utf-8"
 class MetricsServer:
     """HTTP on `listen` for /metrics, /healthz and /readyz, served from the event loop."""
 
-    # A scraper that sends nothing for this long is dropped: it must not hold a connection.
+    # A scraper that has not sent its whole request head by then is dropped, and the whole
+    # exchange (a slow reader of /metrics) is bounded too: no client holds a connection long.
+    HEADER_TIMEOUT = 3.0
     REQUEST_TIMEOUT = 10.0
     MAX_HEADER_LINES = 100
+    # Connections held at once. Each is a file descriptor, and the process's descriptors are
+    # shared with DNS over TCP, the forwarder, the API and the hosts file (LimitNOFILE in the
+    # unit): a new connection beyond this drops the oldest one (scrapers and health checks
+    # finish in milliseconds; the oldest is the slowest).
+    MAX_CONNECTIONS = 64
 
     def __init__(
         self,
@@ -400,7 +407,8 @@ class MetricsServer:
         self._listen = listen
         self._readiness = readiness
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        # Insertion-ordered: the first is the oldest connection.
+        self._connections: dict[asyncio.Task[Any], None] = {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -419,35 +427,47 @@ class MetricsServer:
     async def stop(self) -> None:
         if self._server is None:
             return
-        await close_server(self._server, self._connections)
+        await close_server(self._server, set(self._connections))
         self._server = None
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        while len(self._connections) >= self.MAX_CONNECTIONS:
+            oldest = next(iter(self._connections))
+            del self._connections[oldest]
+            oldest.cancel()  # its finally closes the socket
+        self._connections[task] = None
         try:
             async with asyncio.timeout(self.REQUEST_TIMEOUT):  # not wait_for: gh-86296
                 await self._serve(reader, writer)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass  # the client's problem; nothing to answer to
+        except asyncio.CancelledError:
+            if task in self._connections:  # not dropped for a newer client: stopping
+                raise
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request_line = (await reader.readline()).decode("latin-1").strip()
-        if not request_line:
-            return
-        headers: dict[str, str] = {}
-        for _ in range(self.MAX_HEADER_LINES):
-            line = (await reader.readline()).decode("latin-1")
-            if line in ("\r\n", "\n", ""):
-                break
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        async with asyncio.timeout(self.HEADER_TIMEOUT):
+            request_line = (await reader.readline()).decode("latin-1").strip()
+            if not request_line:
+                return
+            headers: dict[str, str] = {}
+            for _ in range(self.MAX_HEADER_LINES):
+                line = (await reader.readline()).decode("latin-1")
+                if line in ("\r\n", "\n", ""):
+                    break
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
         parts = request_line.split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             await self._respond(writer, 400, b"bad request\n", _TEXT)

@@ -409,6 +409,64 @@ async def test_a_server_that_expires_every_watch_is_backed_off_and_reported(api_
     assert sorted(listener.nodes) == ["worker-0", "worker-1"]
 
 
+async def test_a_list_page_over_the_size_cap_is_an_error_with_backoff(api_server, kubeconfig):
+    """Issue 12: a LIST body was read whole (1 GB body, 1 GB RSS). Now reading stops at the
+    cap: a clear error, a backoff, no sync from a partial page; within the cap it syncs."""
+    add_nodes(api_server, 50)  # one page of ~20 KB
+    listener = Listener()
+    small = replace(FAST, max_page_bytes=8_000, backoff_base=0.2, backoff_cap=0.2)
+    async with running(source_for(kubeconfig, listener, tuning=small)):
+        await eventually(lambda: len(listener.errors) >= 2, what="two errors")
+    assert set(listener.errors) == {"response_too_large"}
+    assert listener.of("synced") == []
+    lists = requests_of(api_server, "list")
+    assert 2 <= len(lists) <= 6, "retried with a backoff, not in a tight loop"
+    listener = Listener()
+    async with running(source_for(kubeconfig, listener)):
+        await eventually(lambda: listener.of("synced"), what="a sync within the default cap")
+
+
+async def test_the_default_caps_fit_500_realistic_nodes_per_page(api_server, kubeconfig):
+    """A real cluster's page of 500 Nodes (~10 KB each) and its watch events fit the defaults
+    with a wide margin."""
+    for i in range(500):
+        api_server.add_object(
+            "nodes", make_node(f"worker-{i}", addresses=[f"10.240.1.{i % 250}"], realistic=True)
+        )
+    listener = Listener()
+    async with running(source_for(kubeconfig, listener, tuning=replace(FAST, read_timeout=30))):
+        await eventually(lambda: listener.of("synced"), timeout=60, what="first sync")
+        set_address(api_server, "worker-3", "10.240.2.3")
+        await eventually(lambda: listener.of("changed"), what="a realistic watch event")
+    assert len(listener.of("synced")[0][1]) == 500 and listener.errors == []
+    assert Tuning().max_page_bytes >= 8 * 500 * 12_000
+    assert Tuning().max_line_bytes >= 2 * 1_572_864  # etcd's default object size limit
+
+
+async def test_a_watch_line_over_the_size_cap_is_an_error_then_a_relist(api_server, kubeconfig):
+    """Issue 12: a watch line grew without limit (an endless line: 170 MB). Now a line over the
+    cap is an error with a backoff, and the source relists (pages have their own, larger cap)
+    instead of re-watching into the same oversized event; events flow again after that."""
+    add_nodes(api_server, 3)
+    listener = Listener()
+    small = replace(FAST, max_line_bytes=20_000)
+    async with running(source_for(kubeconfig, listener, tuning=small)):
+        await eventually(lambda: listener.of("synced"))
+        api_server.add_object(
+            "nodes",
+            make_node("huge", addresses=["10.240.9.9"], labels={"padding": "x" * 50_000}),
+        )
+        await eventually(lambda: "huge" in listener.nodes, timeout=15, what="huge via a relist")
+        assert "response_too_large" in listener.errors
+        assert len(listener.of("synced")) == 2
+        set_address(api_server, "worker-2", "10.240.0.222")
+        await eventually(
+            lambda: address_of(listener.nodes, "worker-2") == "10.240.0.222",
+            timeout=15,
+            what="events after the oversized one",
+        )
+
+
 async def test_a_failing_second_page_keeps_the_last_good_state(api_server, kubeconfig):
     """A relist that breaks midway publishes nothing partial; it is retried as a whole."""
     add_nodes(api_server, 700)
