@@ -422,6 +422,8 @@ _gc_paused = _GcPause()
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 MAX_LINE_BYTES = 16 * 1024 * 1024
 _CHUNK = 65536
+# The loop thread found the inventory locked (a LIST in progress): try delivering again then.
+_FLUSH_RETRY_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,9 +629,13 @@ class CollectionSource(Generic[T]):
         self._attempt = 0
         self._expired_in_a_row = 0
         # Deliveries waiting for the loop thread: ("error", (reason, message)), ("recovered",),
-        # ("state", sync?, objects, version).
+        # ("state", sync?). A state item carries no objects: the loop thread takes one snapshot
+        # of the inventory when it delivers, however many events came meanwhile (a snapshot
+        # per event copied the whole map each time: 2000 events x 20,000 Nodes ran the RSS
+        # from 144 to 832 MB). The worker holds this lock while it changes the inventory.
         self._outbox: list[tuple[Any, ...]] = []
         self._outbox_lock = threading.Lock()
+        self._inventory_lock = threading.Lock()
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ asyncio side
@@ -708,6 +714,16 @@ class CollectionSource(Generic[T]):
             self._flush_scheduled = False
         if stop.is_set():
             return
+        snapshot: tuple[Mapping[str, T], str] | None = None
+        if any(item[0] == "state" for item in items):
+            # Never wait on the loop thread: the worker holds the lock through a whole LIST.
+            if not self._inventory_lock.acquire(blocking=False):
+                self._retry_flush(items, stop)
+                return
+            try:
+                snapshot = self._inventory.objects, self._inventory.resource_version
+            finally:
+                self._inventory_lock.release()
         on_synced, on_changed, on_error, on_recovered = self._callbacks
         # Runs of state updates collapse into one call with the newest state (a sync if any
         # of them was one); errors and recoveries keep their place in between.
@@ -717,8 +733,8 @@ class CollectionSource(Generic[T]):
 
         def close_run() -> None:
             nonlocal state, synced
-            if state is not None:
-                objects, version = state[2], state[3]
+            if state is not None and snapshot is not None:
+                objects, version = snapshot
                 target = on_synced if synced else on_changed
                 calls.append(lambda: target(objects, version))
             state, synced = None, False
@@ -739,6 +755,15 @@ class CollectionSource(Generic[T]):
                 call()
             except Exception:
                 self._log.exception("listener_failed")
+
+    def _retry_flush(self, items: list[tuple[Any, ...]], stop: threading.Event) -> None:
+        """The inventory is being changed (a LIST): deliver these a moment later."""
+        with self._outbox_lock:
+            self._outbox[:0] = items
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        asyncio.get_running_loop().call_later(_FLUSH_RETRY_SECONDS, self._flush, stop)
 
     # ------------------------------------------------------------------ worker thread
 
@@ -849,13 +874,14 @@ class CollectionSource(Generic[T]):
         self, transport: KubeTransport, loop: asyncio.AbstractEventLoop, stop: threading.Event
     ) -> None:
         started = time.monotonic()
-        pages = _list_into(
-            self._inventory,
-            transport,
-            self.path,
-            selectors=self._selectors,
-            page_size=self.tuning.page_size,
-        )
+        with self._inventory_lock:
+            pages = _list_into(
+                self._inventory,
+                transport,
+                self.path,
+                selectors=self._selectors,
+                page_size=self.tuning.page_size,
+            )
         if stop.is_set():  # cancelled while the last page was being read: nobody listens
             return
         inventory = self._inventory
@@ -867,7 +893,7 @@ class CollectionSource(Generic[T]):
             seconds=round(time.monotonic() - started, 3),
         )
         self._healthy(loop)
-        self._post(("state", True, inventory.objects, inventory.resource_version), loop)
+        self._post(("state", True), loop)
 
     def _watch(
         self, transport: KubeTransport, loop: asyncio.AbstractEventLoop, stop: threading.Event
@@ -932,10 +958,10 @@ class CollectionSource(Generic[T]):
             raise KubeApiError("watch_error", message, code if isinstance(code, int) else None)
         if event_type not in EVENT_TYPES:
             raise KubeApiError("bad_response", f"unknown watch event type {event_type!r}")
-        changed = self._inventory.apply(event_type, obj)
+        with self._inventory_lock:
+            changed = self._inventory.apply(event_type, obj)
         if changed:
-            inventory = self._inventory
-            self._post(("state", False, inventory.objects, inventory.resource_version), loop)
+            self._post(("state", False), loop)
         elif event_type == BOOKMARK:
             self._log.debug("watch_bookmark", resource_version=self._inventory.resource_version)
 
