@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
@@ -33,7 +34,6 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from nodehosts import __version__
-from nodehosts.adapters.streams import close_server
 from nodehosts.core.model import Publication
 
 __all__ = [
@@ -392,9 +392,11 @@ class MetricsServer:
     MAX_HEADER_LINES = 100
     # Connections held at once. Each is a file descriptor, and the process's descriptors are
     # shared with DNS over TCP, the forwarder, the API and the hosts file (LimitNOFILE in the
-    # unit): a new connection beyond this drops the oldest one (scrapers and health checks
-    # finish in milliseconds; the oldest is the slowest).
+    # unit). At the cap nothing more is accepted: further clients wait in the kernel's listen
+    # backlog until a slot frees (a scrape takes milliseconds, a silent client HEADER_TIMEOUT),
+    # so a flood of slow clients costs a bounded number of descriptors and almost no CPU.
     MAX_CONNECTIONS = 64
+    BACKLOG = 128
 
     def __init__(
         self,
@@ -406,52 +408,86 @@ class MetricsServer:
         self._metrics = metrics
         self._listen = listen
         self._readiness = readiness
-        self._server: asyncio.Server | None = None
-        # Insertion-ordered: the first is the oldest connection.
-        self._connections: dict[asyncio.Task[Any], None] = {}
+        self._sock: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(self.MAX_CONNECTIONS)
+        self._connections: set[asyncio.Task[Any]] = set()
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port): port 0 in `listen` becomes the port the kernel picked."""
-        if self._server is None:
+        if self._sock is None:
             raise RuntimeError("server not started")
-        sockname = self._server.sockets[0].getsockname()
+        sockname = self._sock.getsockname()
         return sockname[0], sockname[1]
-
-    async def start(self) -> None:
-        host, port = self._listen
-        self._server = await asyncio.start_server(self._accept, host, port)
-        bound_host, bound_port = self.address
-        log.info("metrics_listening", address=bound_host, port=bound_port)
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        await close_server(self._server, set(self._connections))
-        self._server = None
 
     @property
     def connection_count(self) -> int:
         return len(self._connections)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def start(self) -> None:
+        host, port = self._listen
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=self.BACKLOG)
+        sock.setblocking(False)
+        self._sock = sock
+        self._acceptor = asyncio.create_task(self._accept_loop(sock), name="metrics_accept")
+        bound_host, bound_port = self.address
+        log.info("metrics_listening", address=bound_host, port=bound_port)
+
+    async def stop(self) -> None:
+        if self._sock is None:
+            return
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.cancel()
+            await asyncio.gather(acceptor, return_exceptions=True)
+        self._sock.close()
+        connections = list(self._connections)
+        for task in connections:
+            task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)
+        self._sock = None
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as error:  # EMFILE, ECONNABORTED: not the end of the server
+                self._slots.release()
+                log.warning("metrics_accept_failed", error=str(error))
+                await asyncio.sleep(0.1)
+                continue
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._connection(conn))
+            self._connections.add(task)
+
+    async def _connection(self, conn: socket.socket) -> None:
         task = asyncio.current_task()
-        assert task is not None
-        while len(self._connections) >= self.MAX_CONNECTIONS:
-            oldest = next(iter(self._connections))
-            del self._connections[oldest]
-            oldest.cancel()  # its finally closes the socket
-        self._connections[task] = None
+        try:
+            try:
+                reader, writer = await asyncio.open_connection(sock=conn)
+            except BaseException as error:
+                conn.close()
+                if isinstance(error, OSError):
+                    return
+                raise
+            await self._accept(reader, writer)
+        finally:
+            self._connections.discard(task)  # type: ignore[arg-type]
+            self._slots.release()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(self.REQUEST_TIMEOUT):  # not wait_for: gh-86296
                 await self._serve(reader, writer)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass  # the client's problem; nothing to answer to
-        except asyncio.CancelledError:
-            if task in self._connections:  # not dropped for a newer client: stopping
-                raise
         finally:
-            self._connections.pop(task, None)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
