@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import reprlib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -183,7 +184,7 @@ def build_settings(
     raw: dict[str, tuple[str, Any]] = {}
     for section, table in file_data.items():
         if not isinstance(table, dict):
-            raise ConfigError(f"{section}: expected a [{section}] table, got {table!r}")
+            raise ConfigError(f"{section}: expected a [{section}] table, got {_SHOW.repr(table)}")
         for key, value in table.items():
             name = FILE_KEYS.get((section, key))
             if name is None:
@@ -220,8 +221,15 @@ def _check_whole(settings: Settings) -> None:
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
+# Values as errors show them: bounded, so a huge or deeply nested value makes a short message
+# instead of a RecursionError.
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict = 4, 20, 20
+_SHOW.maxstring = _SHOW.maxother = 200
+
+
 def _bad(where: str, value: Any, why: str) -> ConfigError:
-    return ConfigError(f"{where}: {why} (got {value!r})")
+    return ConfigError(f"{where}: {why} (got {_SHOW.repr(value)})")
 
 
 def _path_or_none(where: str, value: Any) -> Path | None:

@@ -339,6 +339,8 @@ class KubeTransport:
                 return json.loads(data)
             except ValueError as error:
                 raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
+            except RecursionError:
+                raise KubeApiError("bad_response", f"{path}: nested too deeply") from None
 
     def request_bytes(
         self,
@@ -529,6 +531,8 @@ def _decode_list(data: bytes, path: str) -> tuple[dict[str, Any], Iterator[Any]]
         document = json.loads(text)  # an unusual layout: decode it all
     except ValueError as error:
         raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
+    except RecursionError:
+        raise KubeApiError("bad_response", f"{path}: nested too deeply") from None
     metadata = document.get("metadata") if isinstance(document, dict) else None
     items = document.get("items") if isinstance(document, dict) else None
     if not isinstance(metadata, dict) or not isinstance(items, list):
@@ -552,6 +556,8 @@ def _decode_items(text: str, position: int, path: str) -> Iterator[Any]:
                 raise ValueError(f"expected ',' or ']' at {position}")
     except ValueError as error:
         raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
+    except RecursionError:
+        raise KubeApiError("bad_response", f"{path}: an item is nested too deeply") from None
 
 
 def _lines(response: Any, max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
@@ -946,9 +952,13 @@ class CollectionSource(Generic[T]):
             event = json.loads(line)
         except ValueError as error:
             raise KubeApiError("bad_response", f"watch event is not JSON: {error}") from error
+        except RecursionError:
+            raise KubeApiError("bad_response", "watch event is nested too deeply") from None
         if not isinstance(event, dict):
             raise KubeApiError("bad_response", "watch event is not an object")
         event_type, obj = event.get("type"), event.get("object")
+        if not isinstance(event_type, str):
+            raise KubeApiError("bad_response", "watch event type is not a string")
         if event_type == "ERROR":
             status = obj if isinstance(obj, dict) else {}
             code = status.get("code")
