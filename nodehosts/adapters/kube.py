@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import http.client
 import json
 import os
@@ -48,6 +47,7 @@ from urllib.parse import quote, urlencode
 import structlog
 
 from nodehosts import __version__
+from nodehosts.adapters.gcpause import gc_paused
 from nodehosts.adapters.kubeimport import OfficialClient, new_pool_manager, official_client
 from nodehosts.core.inventory import BOOKMARK, EVENT_TYPES, Inventory, NodeInventory
 from nodehosts.core.model import NodeInfo
@@ -386,39 +386,12 @@ def _shutdown_socket(response: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-class _GcPause:
-    """Pauses the cyclic gc while decoding big JSON (it rescans every new dict: 2x slower).
-
-    Counted, so overlapping pauses from several sources re-enable it only at the end.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pausers = 0
-        self._was_enabled = False
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._pausers == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._pausers += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._pausers -= 1
-                if self._pausers == 0 and self._was_enabled:
-                    gc.enable()
-
-
-_gc_paused = _GcPause()
+_gc_paused = gc_paused  # decoding big JSON: the cyclic gc rescans every new dict (2x slower)
 
 
 # --------------------------------------------------------------------------- list / watch
 
-# Default size caps (Tuning, config keys kubernetes.max_page_bytes / max_line_bytes): a page
+# Default size caps (Tuning.max_page_bytes / max_line_bytes): a page
 # of 500 realistic Nodes is ~5-6 MB, so 64 MiB leaves 10x room (128 KB per Node); etcd
 # refuses objects over 1.5 MiB, so no legitimate watch event line comes near 16 MiB.
 MAX_PAGE_BYTES = 64 * 1024 * 1024
