@@ -322,6 +322,13 @@ class KubeTransport:
                 chunks.append(chunk)
         except _network_errors() as error:
             raise _transport_error(error, self.base) from error
+        # urllib3 1.26 (bookworm) returns a body cut short as if it were whole when read in
+        # chunks; what Content-Length still promised tells.
+        remaining = getattr(response, "length_remaining", None)
+        if remaining:
+            raise KubeApiError(
+                "connection_lost", f"{self.base}: the body ended {remaining} bytes early"
+            )
         return b"".join(chunks)
 
     def request_json(
