@@ -317,7 +317,7 @@ class KubeTransport:
                     raise KubeApiError(
                         "response_too_large",
                         f"{self.base}: response body larger than {limit} bytes"
-                        " (kubernetes.max_page_bytes)",
+                        " (Tuning.max_page_bytes)",
                     )
                 chunks.append(chunk)
         except _network_errors() as error:
@@ -564,7 +564,7 @@ def _lines(response: Any, max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
 def _line_too_large(limit: int) -> None:
     raise KubeApiError(
         "response_too_large",
-        f"watch event line larger than {limit} bytes (kubernetes.max_line_bytes)",
+        f"watch event line larger than {limit} bytes (Tuning.max_line_bytes)",
     )
 
 
