@@ -900,13 +900,17 @@ def _absolute(path: Path) -> Path:
 
 
 def _node_source(daemon: Daemon) -> Any:
-    from nodehosts.adapters.kube import NodeSource, load_client_configuration
+    from nodehosts.adapters.kube import NodeSource, Tuning, load_client_configuration
 
     # The kubeconfig is looked up at every (re)build, so a reloaded path is honoured too.
     return NodeSource(
         lambda: load_client_configuration(daemon.settings.kubeconfig),
         daemon,
         label_selector=daemon.settings.label_selector,
+        tuning=Tuning(
+            max_page_bytes=daemon.settings.max_page_bytes,
+            max_line_bytes=daemon.settings.max_line_bytes,
+        ),
     )
 
 

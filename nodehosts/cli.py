@@ -63,6 +63,12 @@ def _source_flags(parser: argparse.ArgumentParser) -> None:
         "--label-selector", metavar="SELECTOR", help="only Nodes matching this label selector"
     )
     group.add_argument(
+        "--max-page-bytes", type=int, metavar="BYTES", help="largest LIST page (default 64 MiB)"
+    )
+    group.add_argument(
+        "--max-line-bytes", type=int, metavar="BYTES", help="largest watch event (default 16 MiB)"
+    )
+    group.add_argument(
         "--domain",
         metavar="DOMAIN",
         help="domain for bare node names (default node.internal; '' for bare names only)",
@@ -269,6 +275,8 @@ def make_parser() -> argparse.ArgumentParser:
 _OVERRIDES = {
     "kubeconfig": "kubeconfig",
     "label_selector": "label_selector",
+    "max_page_bytes": "max_page_bytes",
+    "max_line_bytes": "max_line_bytes",
     "domain": "domain",
     "address_types": "address_types",
     "static_hosts": "static_hosts",

@@ -41,6 +41,11 @@ class Settings:
     # [kubernetes]
     kubeconfig: Path | None = None
     label_selector: str | None = None
+    # Size caps on what the API sends, in bytes: one LIST page (500 realistic Nodes are ~5-6
+    # MB) and one watch event line (etcd objects are at most 1.5 MiB). Same defaults as
+    # nodehosts.adapters.kube.Tuning.
+    max_page_bytes: int = 64 * 1024 * 1024
+    max_line_bytes: int = 16 * 1024 * 1024
     # [records]
     domain: str = "node.internal"
     address_types: tuple[str, ...] = ("InternalIP", "ExternalIP")
@@ -116,6 +121,8 @@ class Settings:
 FILE_KEYS: Mapping[tuple[str, str], str] = {
     ("kubernetes", "kubeconfig"): "kubeconfig",
     ("kubernetes", "label_selector"): "label_selector",
+    ("kubernetes", "max_page_bytes"): "max_page_bytes",
+    ("kubernetes", "max_line_bytes"): "max_line_bytes",
     ("records", "domain"): "domain",
     ("records", "address_types"): "address_types",
     ("records", "static_hosts"): "static_hosts",
@@ -391,6 +398,8 @@ def _label_selector(where: str, value: Any) -> str | None:
 _VALIDATORS: Mapping[str, Any] = {
     "kubeconfig": _path_or_none,
     "label_selector": _label_selector,
+    "max_page_bytes": _int_range(1 << 16, 1 << 32),
+    "max_line_bytes": _int_range(1 << 16, 1 << 32),
     "domain": _domain,
     "address_types": _address_types,
     "static_hosts": _path_or_none,

@@ -176,3 +176,22 @@ def test_the_zone_names_accept_a_name_or_a_mailbox() -> None:
     assert build_settings({"dns": {"hostmaster": "admin.example.org"}}, {}).dns_hostmaster == (
         "admin.example.org"
     )
+
+
+def test_the_api_size_caps_are_settings_with_the_sources_defaults() -> None:
+    """Issue 12: the caps on a LIST page and a watch line are configurable; the defaults are
+    the source's own."""
+    from nodehosts.adapters.kube import Tuning
+
+    defaults = build_settings({}, {})
+    assert (defaults.max_page_bytes, defaults.max_line_bytes) == (
+        Tuning().max_page_bytes,
+        Tuning().max_line_bytes,
+    )
+    settings = build_settings(
+        {"kubernetes": {"max_page_bytes": 8 << 20, "max_line_bytes": 1 << 20}},
+        {"max_line_bytes": 2 << 20},
+    )
+    assert (settings.max_page_bytes, settings.max_line_bytes) == (8 << 20, 2 << 20)
+    with pytest.raises(ConfigError, match=r"kubernetes\.max_line_bytes"):
+        build_settings({"kubernetes": {"max_line_bytes": 100}}, {})

@@ -317,7 +317,7 @@ class KubeTransport:
                     raise KubeApiError(
                         "response_too_large",
                         f"{self.base}: response body larger than {limit} bytes"
-                        " (Tuning.max_page_bytes)",
+                        " (kubernetes.max_page_bytes)",
                     )
                 chunks.append(chunk)
         except _network_errors() as error:
@@ -398,7 +398,7 @@ _gc_paused = gc_paused  # decoding big JSON: the cyclic gc rescans every new dic
 
 # --------------------------------------------------------------------------- list / watch
 
-# Default size caps (Tuning.max_page_bytes / max_line_bytes): a page
+# Default size caps (config keys kubernetes.max_page_bytes / max_line_bytes): a page
 # of 500 realistic Nodes is ~5-6 MB, so 64 MiB leaves 10x room (128 KB per Node); etcd
 # refuses objects over 1.5 MiB, so no legitimate watch event line comes near 16 MiB.
 MAX_PAGE_BYTES = 64 * 1024 * 1024
@@ -564,7 +564,7 @@ def _lines(response: Any, max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
 def _line_too_large(limit: int) -> None:
     raise KubeApiError(
         "response_too_large",
-        f"watch event line larger than {limit} bytes (Tuning.max_line_bytes)",
+        f"watch event line larger than {limit} bytes (kubernetes.max_line_bytes)",
     )
 
 

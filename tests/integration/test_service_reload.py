@@ -344,3 +344,19 @@ def test_a_config_that_is_not_utf8_is_rejected_on_sighup_and_later_reloads_work(
         wait_for_line(hosts, "10.240.0.101 worker-0.lab2 worker-0")
         assert daemon.process.poll() is None
         assert daemon.stop()[0] == 0
+
+
+def test_the_watch_line_cap_is_the_configured_one(api: FakeApiServer, tmp_path: Path) -> None:
+    """--max-line-bytes reaches the Node source: an event over it is an api_error with a
+    relist, and the Nodes published stay."""
+    hosts = tmp_path / "nodes.hosts"
+    args = ("--hosts-file", str(hosts), "--max-line-bytes", "65536")
+    with start_daemon(api, tmp_path, *args, token=TOKEN) as daemon:
+        wait_for_line(hosts, WORKER_0)
+        api.add_object(
+            "nodes", lab_node("worker-9", "10.240.0.109", labels={"padding": "x" * 100_000})
+        )
+        error = wait_for_event(daemon, "api_error", reason="response_too_large")[-1]
+        assert "kubernetes.max_line_bytes" in str(error["message"])
+        assert WORKER_0 in hosts.read_text()
+        assert daemon.stop()[0] == 0
