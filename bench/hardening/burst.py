@@ -5,7 +5,8 @@ Usage (from the repository root; either interpreter):
 
     .venv/bin/python bench/hardening/burst.py
     .venv-debian/bin/python bench/hardening/burst.py
-    # --nodes 20000 --changes 2000 --slow-clients 1100 --nofile 1024 --code DIR --json PATH
+    # --nodes 20000 --changes 2000 --slow-clients 1100 --nofile 1024 --malloc-arena-max 2
+    # --code DIR --json PATH
 
 The in-process fake API server holds `--nodes` realistic Nodes (~10 KB each). The daemon runs
 as `python -m nodehosts.cli run` (DNS on 127.0.0.1, hosts file, metrics, no control socket or
@@ -273,7 +274,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Result:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(args.code)
     env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
-    env["MALLOC_ARENA_MAX"] = "2"  # as the unit sets it
+    env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)  # the unit sets 2
 
     prober = Prober(dns_port, f"{node_name(args.nodes - 1)}.{DOMAIN}")
     try:
@@ -440,6 +441,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-clients", type=int, default=1100)
     parser.add_argument("--slow-seconds", type=float, default=10.0)
     parser.add_argument("--nofile", type=int, default=1024)
+    parser.add_argument("--malloc-arena-max", type=int, default=2)
     parser.add_argument("--quiet", type=float, default=5.0)
     parser.add_argument("--sync-timeout", type=float, default=300.0)
     parser.add_argument("--burst-timeout", type=float, default=120.0)
