@@ -257,6 +257,11 @@ class _Encoder:
         self.memo: dict[object, object] = {}
         self._reuse = reuse or {}
 
+    def release_previous(self) -> None:
+        """The build is complete: let go of the previous build's memo, which otherwise kept
+        the previous generation's entries and keys alive as long as this one lives."""
+        self._reuse = {}
+
     def cached(self, key: object, build: Callable[..., T], *args: Any) -> T:
         """`build(*args)`, or what it gave for `key` in this build or the previous one."""
         found = self.memo.get(key)
@@ -391,6 +396,7 @@ class Answerer:
                 self._answers, self._existing = {}, {}
                 self._names, self._claims = {}, {}
                 self._load(records)
+        encoder.release_previous()
 
     @property
     def name_count(self) -> int:

@@ -708,3 +708,40 @@ def test_random_and_mutated_packets_never_raise_and_every_reply_parses(packet: b
 
 
 _PROPERTY_ANSWERER = Answerer(RECORDS, ZONE, serial=SERIAL)
+
+
+def test_an_update_does_not_keep_the_previous_generation_alive() -> None:
+    """Issue 12 (memory during a burst): an Answerer built from a previous one kept that one's
+    whole memo (every entry and key of the previous generation) alive as long as it lived.
+    Built from a predecessor whose addresses all changed, it now holds about what a fresh
+    build of the same records holds."""
+    import gc
+    import tracemalloc
+
+    def records(offset: int) -> RecordSet:
+        return RecordSet(
+            tuple(
+                node_host(f"w-{i:04d}", f"10.{offset}.{i // 250}.{i % 250 + 1}")
+                for i in range(2000)
+            )
+        )
+
+    old, new = records(1), records(2)
+    tracemalloc.start()
+    try:
+        fresh = Answerer(new, ZONE, serial=1)
+        gc.collect()
+        fresh_bytes, _ = tracemalloc.get_traced_memory()
+        del fresh
+        gc.collect()
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        previous = Answerer(old, ZONE, serial=1)
+        chained = Answerer(new, ZONE, serial=2, previous=previous)
+        del previous
+        gc.collect()
+        chained_bytes = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert chained.built_from_previous
+    assert chained_bytes < 1.3 * fresh_bytes, (chained_bytes, fresh_bytes)
