@@ -428,10 +428,12 @@ class Daemon:
         collected; the daemon makes next to none (its data is acyclic).
         """
         from nodehosts.adapters.gcpause import gc_paused
+        from nodehosts.adapters.malloc import trim
 
         with gc_paused():
             await self._publish()
         gc.freeze()
+        await asyncio.to_thread(trim)  # free pages between what the publication keeps
 
     async def _publish(self) -> None:
         publication = await asyncio.to_thread(
