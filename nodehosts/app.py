@@ -61,7 +61,13 @@ log = structlog.get_logger(__name__)
 
 # Bursts (a relist, a rolling kubelet restart) become one rebuild and one write.
 COALESCE_SECONDS = 0.05
-# ... or half the time the last publication took (20,000 Nodes), up to this.
+# ... or, after a publication longer than LONG_PUBLICATION_SECONDS (20,000 Nodes), half the
+# time it took, up to MAX_COALESCE_SECONDS. Up to 5000 Nodes the 50 ms stay (issue 3's change
+# latency).
+LONG_PUBLICATION_SECONDS = 0.3
+# Above this many Nodes the records, the DNS answers and the hosts text are built in worker
+# threads (DNS answers from the previous cache meanwhile); below, on the loop.
+OFF_LOOP_NODES = 8000
 MAX_COALESCE_SECONDS = 0.5
 # A hosts file that could not be written is tried again after this long.
 HOSTS_RETRY_SECONDS = 5.0
@@ -409,7 +415,8 @@ class Daemon:
             await self._dirty.wait()
             # A burst on a large cluster: a publication that took long is followed by a longer
             # pause, so fewer of them overlap the burst (each leaves memory fragmented).
-            await asyncio.sleep(min(max(COALESCE_SECONDS, took / 2), MAX_COALESCE_SECONDS))
+            pause = took / 2 if took > LONG_PUBLICATION_SECONDS else COALESCE_SECONDS
+            await asyncio.sleep(min(max(COALESCE_SECONDS, pause), MAX_COALESCE_SECONDS))
             self._dirty.clear()
             if self.synced:
                 started = time.monotonic()
@@ -419,10 +426,11 @@ class Daemon:
     async def publish(self) -> None:
         """Rebuild the record set from the current inputs and update every sink that differs.
 
-        The rebuilds (records, DNS answers, hosts text) run in worker threads on immutable
-        inputs: with 20,000 Nodes each takes ~100 ms or more, and DNS keeps answering from the
-        previous answers meanwhile instead of stalling. The cyclic gc is paused meanwhile and
-        what the publication leaves alive is frozen after it (nodehosts.adapters.gcpause):
+        Above OFF_LOOP_NODES the rebuilds (records, DNS answers, hosts text) run in worker
+        threads on immutable inputs: with 20,000 Nodes each takes ~100 ms or more, and DNS
+        keeps answering from the previous answers meanwhile instead of stalling. The cyclic gc
+        is paused meanwhile and what the publication leaves alive is frozen after it
+        (nodehosts.adapters.gcpause):
         otherwise full collections, 40-200 ms each with the GIL held, ran several times per
         20,000-Node publication. The price: cyclic garbage alive at that moment is never
         collected; the daemon makes next to none (its data is acyclic).
@@ -436,9 +444,14 @@ class Daemon:
         await asyncio.to_thread(trim)  # free pages between what the publication keeps
 
     async def _publish(self) -> None:
-        publication = await asyncio.to_thread(
-            self._build_publication, self.nodes, self.static_hosts, self.settings.record_policy
-        )
+        inputs = (self.nodes, self.static_hosts, self.settings.record_policy)
+        # Small clusters build on the loop: a thread hop (GIL hand-over) would cost more than
+        # the build it saves the loop from (issue 3's change latency).
+        off_loop = len(self.nodes) > OFF_LOOP_NODES
+        if off_loop:
+            publication = await asyncio.to_thread(self._build_publication, *inputs)
+        else:
+            publication = self._build_publication(*inputs)
         self.publication = publication
         records = publication.records
         if self.approver is not None:
@@ -448,8 +461,11 @@ class Daemon:
             self._update_status()
             return
         if self._dns is not None:
-            await self._dns.update_in_thread(records)
-        if not await self._write_hosts(records):
+            if off_loop:
+                await self._dns.update_in_thread(records)
+            else:
+                self._dns.update(records)
+        if not await self._write_hosts(records, off_loop=off_loop):
             return
         if self._hosts_writer is None and records != self._served:
             self.generation += 1  # without a hosts file, the generation counts DNS zones
@@ -483,11 +499,11 @@ class Daemon:
         self.metrics.observe_publication(publication)
         return publication
 
-    async def _write_hosts(self, records: RecordSet) -> bool:
+    async def _write_hosts(self, records: RecordSet, *, off_loop: bool = False) -> bool:
         """Bring the hosts file up to `records`; False if that failed (retried soon)."""
         if self._hosts_writer is None:
             return True
-        body = await asyncio.to_thread(render_hosts, records)
+        body = await asyncio.to_thread(render_hosts, records) if off_loop else render_hosts(records)
         if body == self._hosts_body:
             return True
         generation = self.generation + 1
