@@ -11,6 +11,8 @@ Flags override the TOML file; both are validated once into `Settings` (nodehosts
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,6 +64,12 @@ def _source_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--label-selector", metavar="SELECTOR", help="only Nodes matching this label selector"
+    )
+    group.add_argument(
+        "--max-page-bytes", type=int, metavar="BYTES", help="largest LIST page (default 64 MiB)"
+    )
+    group.add_argument(
+        "--max-line-bytes", type=int, metavar="BYTES", help="largest watch event (default 16 MiB)"
     )
     group.add_argument(
         "--domain",
@@ -337,6 +345,8 @@ def _dump_view_flags(dump: argparse.ArgumentParser) -> None:
 _OVERRIDES = {
     "kubeconfig": "kubeconfig",
     "label_selector": "label_selector",
+    "max_page_bytes": "max_page_bytes",
+    "max_line_bytes": "max_line_bytes",
     "domain": "domain",
     "address_types": "address_types",
     "static_hosts": "static_hosts",
@@ -400,20 +410,34 @@ def check_runtime(settings: Settings, *, command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The entry point: `_main`, with a reader that went away (`| head`) ending it quietly."""
+    """The entry point: `_main`, with a reader that went away (`| head`) ending it quietly
+    (exit 141, like a shell pipeline's SIGPIPE) and streams that broke never raising at exit."""
+    code = EXIT_BROKEN_PIPE
     try:
         try:
             code = _main(argv)
         finally:  # also after --help's SystemExit: the buffered text meets the closed pipe here
-            sys.stdout.flush()
+            with contextlib.suppress(ValueError):  # stdout closed: _detach_broken_streams
+                sys.stdout.flush()
     except BrokenPipeError:
-        # Python's recipe: point stdout at /dev/null so the flush at exit cannot fail again.
-        import os
-
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+        code = EXIT_BROKEN_PIPE
+    finally:
+        _detach_broken_streams()
     return code
+
+
+def _detach_broken_streams() -> None:
+    """Flush stdout and stderr now; one whose reader went away is pointed at /dev/null, so the
+    interpreter's own flush at exit cannot fail too (a traceback and exit 120 after a clean
+    stop)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -706,7 +730,7 @@ def _list_state(settings: Settings, *, output_format: str) -> dict[str, Any]:
         raise _ListFailed(f"cannot list nodes: {error}", EXIT_FAILED) from None
     try:
         static_hosts = read_static_hosts(settings.static_hosts)
-    except (OSError, UnicodeDecodeError) as error:
+    except (OSError, ValueError) as error:  # ValueError: too large, not UTF-8
         raise _ListFailed(f"records.static_hosts: {error}", EXIT_FAILED) from None
     publication = build_publication(nodes.values(), static_hosts, settings.record_policy)
     state: dict[str, Any] = {"source": "list", "resource_version": resource_version}

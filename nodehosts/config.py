@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import reprlib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -40,6 +41,11 @@ class Settings:
     # [kubernetes]
     kubeconfig: Path | None = None
     label_selector: str | None = None
+    # Size caps on what the API sends, in bytes: one LIST page (500 realistic Nodes are ~5-6
+    # MB) and one watch event line (etcd objects are at most 1.5 MiB). Same defaults as
+    # nodehosts.adapters.kube.Tuning.
+    max_page_bytes: int = 64 * 1024 * 1024
+    max_line_bytes: int = 16 * 1024 * 1024
     # [records]
     domain: str = "node.internal"
     address_types: tuple[str, ...] = ("InternalIP", "ExternalIP")
@@ -127,6 +133,8 @@ class Settings:
 FILE_KEYS: Mapping[tuple[str, str], str] = {
     ("kubernetes", "kubeconfig"): "kubeconfig",
     ("kubernetes", "label_selector"): "label_selector",
+    ("kubernetes", "max_page_bytes"): "max_page_bytes",
+    ("kubernetes", "max_line_bytes"): "max_line_bytes",
     ("records", "domain"): "domain",
     ("records", "address_types"): "address_types",
     ("records", "static_hosts"): "static_hosts",
@@ -184,6 +192,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path}: invalid TOML: {error}") from None
+    except UnicodeDecodeError as error:  # TOML is UTF-8; tomllib lets this one through
+        raise ConfigError(f"config file {path}: not UTF-8: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: invalid TOML: nested too deeply") from None
 
 
 def build_settings(
@@ -196,7 +208,7 @@ def build_settings(
     raw: dict[str, tuple[str, Any]] = {}
     for section, table in file_data.items():
         if not isinstance(table, dict):
-            raise ConfigError(f"{section}: expected a [{section}] table, got {table!r}")
+            raise ConfigError(f"{section}: expected a [{section}] table, got {_SHOW.repr(table)}")
         for key, value in table.items():
             name = FILE_KEYS.get((section, key))
             if name is None:
@@ -233,8 +245,15 @@ def _check_whole(settings: Settings) -> None:
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
+# Values as errors show them: bounded, so a huge or deeply nested value makes a short message
+# instead of a RecursionError.
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict = 4, 20, 20
+_SHOW.maxstring = _SHOW.maxother = 200
+
+
 def _bad(where: str, value: Any, why: str) -> ConfigError:
-    return ConfigError(f"{where}: {why} (got {value!r})")
+    return ConfigError(f"{where}: {why} (got {_SHOW.repr(value)})")
 
 
 def _path_or_none(where: str, value: Any) -> Path | None:
@@ -415,6 +434,8 @@ def _label_selector(where: str, value: Any) -> str | None:
 _VALIDATORS: Mapping[str, Any] = {
     "kubeconfig": _path_or_none,
     "label_selector": _label_selector,
+    "max_page_bytes": _int_range(1 << 16, 1 << 32),
+    "max_line_bytes": _int_range(1 << 16, 1 << 32),
     "domain": _domain,
     "address_types": _address_types,
     "static_hosts": _path_or_none,

@@ -2,13 +2,15 @@
 
 Contract: `configure(format, level)` is called once by the CLI before anything logs; modules
 just do `log = structlog.get_logger(__name__)` and log fixed snake_case events with keys.
-Output goes to stderr so that `nodehosts dump` keeps stdout for its data.
+Output goes to stderr so that `nodehosts dump` keeps stdout for its data. Logging never
+raises: a line that cannot be written is dropped.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any, TextIO
 
 import structlog
@@ -19,6 +21,27 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+class _StreamLogger:
+    """structlog's PrintLogger, minus the exceptions: a log line that cannot be written (the
+    reader of the pipe went away, a full disk, a closed stream) is dropped. Logging must never
+    stop the daemon, nor keep a signal handler from stopping it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()  # the Node source logs from its worker thread
+
+    def msg(self, message: str) -> None:
+        try:
+            with self._lock:
+                self._stream.write(message + "\n")
+                self._stream.flush()
+        except Exception:  # nowhere left to report it
+            pass
+
+    log = debug = info = warn = warning = msg
+    err = error = critical = exception = fatal = failure = msg
 
 
 def configure(
@@ -41,10 +64,11 @@ def configure(
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *_args: _StreamLogger(out),
         cache_logger_on_first_use=False,
     )
     # urllib3 and the kubernetes client log through the stdlib; keep their noise at warning.
     logging.basicConfig(level=logging.WARNING, stream=out, format="%(name)s: %(message)s")
+    logging.raiseExceptions = False  # a failed write of a library's log line is dropped too
     for noisy in ("urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

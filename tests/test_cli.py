@@ -52,6 +52,17 @@ def test_check_config_names_the_bad_key(tmp_path: Path, content: str, named: str
     assert "Traceback" not in result.stderr
 
 
+def test_a_config_file_that_is_not_utf8_exits_2(tmp_path: Path) -> None:
+    """Issue 12: a clear error and exit 2 (not a traceback and exit 1, a restart loop)."""
+    config = tmp_path / "config.toml"
+    config.write_bytes(b'[records]\ndomain = "caf\xe9"\n')
+    for command in ("check-config", "run"):
+        result = nodehosts(command, "--config", str(config))
+        assert result.returncode == 2, result.stderr
+        assert "not UTF-8" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_a_bad_flag_value_names_the_flag(tmp_path: Path) -> None:
     """A flag's bad value is reported with the flag's name."""
     result = nodehosts("check-config", "--config", "", "--dns-listen", "localhost:53")

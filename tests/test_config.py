@@ -131,6 +131,24 @@ def test_a_broken_toml_file_names_the_file(tmp_path: Path) -> None:
         read_config_file(path)
 
 
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b'[records]\ndomain = "caf\xe9"\n', "not UTF-8"),
+        (b"[records]\ndomain = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
+    ],
+)
+def test_a_file_tomllib_cannot_decode_is_a_config_error(
+    tmp_path: Path, data: bytes, why: str
+) -> None:
+    """Issue 12: a Latin-1 file escaped as UnicodeDecodeError (a traceback, exit 1, and on
+    SIGHUP a reload task that died silently); deep nesting as RecursionError."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=f"config file {path}: .*{why}"):
+        read_config_file(path)
+
+
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A missing --config file is reported, not a traceback."""
     with pytest.raises(ConfigError, match="not found"):
@@ -225,3 +243,22 @@ def test_trust_settings_apply_on_reload_without_a_restart() -> None:
     assert applied.record_policy.allowed_suffixes == ("example.com",)
     changed = build_settings({}, {"csr_address_types": "InternalIP,ExternalIP"})
     assert plan_settings_change(old, changed)[2] == ["csr_address_types"]
+
+
+def test_the_api_size_caps_are_settings_with_the_sources_defaults() -> None:
+    """Issue 12: the caps on a LIST page and a watch line are configurable; the defaults are
+    the source's own."""
+    from nodehosts.adapters.kube import Tuning
+
+    defaults = build_settings({}, {})
+    assert (defaults.max_page_bytes, defaults.max_line_bytes) == (
+        Tuning().max_page_bytes,
+        Tuning().max_line_bytes,
+    )
+    settings = build_settings(
+        {"kubernetes": {"max_page_bytes": 8 << 20, "max_line_bytes": 1 << 20}},
+        {"max_line_bytes": 2 << 20},
+    )
+    assert (settings.max_page_bytes, settings.max_line_bytes) == (8 << 20, 2 << 20)
+    with pytest.raises(ConfigError, match=r"kubernetes\.max_line_bytes"):
+        build_settings({"kubernetes": {"max_line_bytes": 100}}, {})

@@ -191,6 +191,8 @@ class ControlServer:
                 await self._send(writer, await self._answer(line))
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception:  # a bug of ours: one structured line, the server goes on
+            log.exception("control_connection_failed")
         finally:
             self._connections.discard(task)
             writer.close()
@@ -202,6 +204,8 @@ class ControlServer:
             message = json.loads(line)
         except (ValueError, UnicodeDecodeError):
             return _error("request is not JSON")
+        except RecursionError:
+            return _error("request is not JSON: nested too deeply")
         if not isinstance(message, dict) or not isinstance(message.get("command"), str):
             return _error('request must be an object with a "command" string')
         command = message.pop("command")
@@ -225,9 +229,10 @@ class ControlServer:
     async def _send(writer: asyncio.StreamWriter, response: dict[str, Any]) -> None:
         try:
             data = json.dumps(response, separators=(",", ":"), ensure_ascii=False)
-        except (TypeError, ValueError) as error:
-            log.error("control_response_not_json", error=str(error))
-            data = json.dumps(_error(f"internal error: result is not JSON: {error}"))
+        except (TypeError, ValueError, RecursionError) as error:
+            why = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+            log.error("control_response_not_json", error=why)
+            data = json.dumps(_error(f"internal error: result is not JSON: {why}"))
         writer.write(data.encode("utf-8") + b"\n")
         await writer.drain()
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
@@ -33,7 +34,6 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from nodehosts import __version__
-from nodehosts.adapters.streams import close_server
 from nodehosts.core.model import Publication
 
 __all__ = [
@@ -385,9 +385,18 @@ _TEXT = "text/plain; charset=utf-8"
 class MetricsServer:
     """HTTP on `listen` for /metrics, /healthz and /readyz, served from the event loop."""
 
-    # A scraper that sends nothing for this long is dropped: it must not hold a connection.
+    # A scraper that has not sent its whole request head by then is dropped, and the whole
+    # exchange (a slow reader of /metrics) is bounded too: no client holds a connection long.
+    HEADER_TIMEOUT = 3.0
     REQUEST_TIMEOUT = 10.0
     MAX_HEADER_LINES = 100
+    # Connections held at once. Each is a file descriptor, and the process's descriptors are
+    # shared with DNS over TCP, the forwarder, the API and the hosts file (LimitNOFILE in the
+    # unit). At the cap nothing more is accepted: further clients wait in the kernel's listen
+    # backlog until a slot frees (a scrape takes milliseconds, a silent client HEADER_TIMEOUT),
+    # so a flood of slow clients costs a bounded number of descriptors and almost no CPU.
+    MAX_CONNECTIONS = 64
+    BACKLOG = 128
 
     def __init__(
         self,
@@ -399,55 +408,102 @@ class MetricsServer:
         self._metrics = metrics
         self._listen = listen
         self._readiness = readiness
-        self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(self.MAX_CONNECTIONS)
         self._connections: set[asyncio.Task[Any]] = set()
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port): port 0 in `listen` becomes the port the kernel picked."""
-        if self._server is None:
+        if self._sock is None:
             raise RuntimeError("server not started")
-        sockname = self._server.sockets[0].getsockname()
+        sockname = self._sock.getsockname()
         return sockname[0], sockname[1]
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
 
     async def start(self) -> None:
         host, port = self._listen
-        self._server = await asyncio.start_server(self._accept, host, port)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=self.BACKLOG)
+        sock.setblocking(False)
+        self._sock = sock
+        self._acceptor = asyncio.create_task(self._accept_loop(sock), name="metrics_accept")
         bound_host, bound_port = self.address
         log.info("metrics_listening", address=bound_host, port=bound_port)
 
     async def stop(self) -> None:
-        if self._server is None:
+        if self._sock is None:
             return
-        await close_server(self._server, self._connections)
-        self._server = None
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.cancel()
+            await asyncio.gather(acceptor, return_exceptions=True)
+        self._sock.close()
+        connections = list(self._connections)
+        for task in connections:
+            task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)
+        self._sock = None
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as error:  # EMFILE, ECONNABORTED: not the end of the server
+                self._slots.release()
+                log.warning("metrics_accept_failed", error=str(error))
+                await asyncio.sleep(0.1)
+                continue
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._connection(conn))
+            self._connections.add(task)
+
+    async def _connection(self, conn: socket.socket) -> None:
+        task = asyncio.current_task()
+        try:
+            try:
+                reader, writer = await asyncio.open_connection(sock=conn)
+            except BaseException as error:
+                conn.close()
+                if isinstance(error, OSError):
+                    return
+                raise
+            await self._accept(reader, writer)
+        finally:
+            self._connections.discard(task)  # type: ignore[arg-type]
+            self._slots.release()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
         try:
             async with asyncio.timeout(self.REQUEST_TIMEOUT):  # not wait_for: gh-86296
                 await self._serve(reader, writer)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass  # the client's problem; nothing to answer to
         finally:
-            self._connections.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request_line = (await reader.readline()).decode("latin-1").strip()
-        if not request_line:
-            return
-        headers: dict[str, str] = {}
-        for _ in range(self.MAX_HEADER_LINES):
-            line = (await reader.readline()).decode("latin-1")
-            if line in ("\r\n", "\n", ""):
-                break
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        async with asyncio.timeout(self.HEADER_TIMEOUT):
+            request_line = (await reader.readline()).decode("latin-1").strip()
+            if not request_line:
+                return
+            headers: dict[str, str] = {}
+            for _ in range(self.MAX_HEADER_LINES):
+                line = (await reader.readline()).decode("latin-1")
+                if line in ("\r\n", "\n", ""):
+                    break
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
         parts = request_line.split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             await self._respond(writer, 400, b"bad request\n", _TEXT)

@@ -13,7 +13,8 @@ Contract:
   saving is best effort for the caller, never a reason to stop publishing. Blocking: async
   code runs it in a worker thread.
 - `StateStore.load` returns the saved state, or None when there is none or it cannot be used:
-  unreadable, not JSON, another format, a newer version, or any invalid name or address. Such
+  unreadable, not JSON (or nested too deeply), another format, a newer version, a saved_at that
+  is not a time (NaN, 1e400), or any invalid name or address. Such
   a file is reported in the log (with why) and otherwise ignored; it is left in place for the
   operator and simply replaced by the next save. A decoded state holds a valid `RecordSet`
   (sorted, unique names), so the DNS sink can serve it as it is.
@@ -52,6 +53,8 @@ FORMAT_VERSION = 1
 STATE_FILE_NAME = "records.json"
 _MODE = 0o644
 _DIRECTORY_MODE = 0o755
+# 9999-12-31T23:59:59Z: the last time datetime can show (the log and dump print saved_at).
+_LATEST_TIMESTAMP = 253_402_300_799
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,8 @@ def decode_state(data: bytes) -> SavedState:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as error:
         raise StateFormatError(f"not JSON: {error}") from None
+    except RecursionError:
+        raise StateFormatError("not a state file: JSON nested too deeply") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise StateFormatError(f'not a nodehosts state file (no "format": "{FORMAT}")')
     version = document.get("version")
@@ -117,7 +122,11 @@ def decode_state(data: bytes) -> SavedState:
     if version < 1:
         raise StateFormatError(f"invalid version {version!r}")
     saved_at = document.get("saved_at")
-    if isinstance(saved_at, bool) or not isinstance(saved_at, int | float):
+    if (
+        isinstance(saved_at, bool)
+        or not isinstance(saved_at, int | float)
+        or not 0 <= saved_at <= _LATEST_TIMESTAMP  # also NaN and 1e400 (inf): not a time
+    ):
         raise StateFormatError(f"invalid saved_at {saved_at!r}")
     generation = document.get("generation")
     if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:

@@ -24,7 +24,8 @@ Contract of `Answerer(records, zone, serial=...).handle(query, *, transport, rec
   (512 without EDNS, at most `zone.max_udp_payload`) is replaced by an empty one with TC set.
 - ANY gets one RRset (RFC 8482): A, else AAAA, else PTR, else the apex SOA.
 - Opcodes other than QUERY: NOTIMP. Responses (QR set) and anything shorter than a header: None.
-  Unparsable queries: FORMERR. More than one question or OPT record: FORMERR.
+  Unparsable queries: FORMERR. More than one question or OPT record, or a name longer than
+  255 bytes: FORMERR (never forwarded).
 - Records None means "not loaded yet": names in the zone get SERVFAIL (not a negative answer a
   resolver would cache), everything else is handled as above.
 
@@ -67,6 +68,8 @@ TYPE_A, TYPE_NS, TYPE_SOA, TYPE_PTR, TYPE_AAAA, TYPE_OPT = 1, 2, 6, 12, 28, 41
 TYPE_IXFR, TYPE_AXFR, TYPE_ANY = 251, 252, 255
 CLASS_IN = 1
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+# Where the question ends (header 12 + a name of at most 255 bytes + type and class 4).
+_LONGEST_QUESTION_END = 12 + 255 + 4
 BADVERS = 16
 RCODE_NAMES = {
     NOERROR: "NOERROR",
@@ -254,6 +257,11 @@ class _Encoder:
         self.memo: dict[object, object] = {}
         self._reuse = reuse or {}
 
+    def release_previous(self) -> None:
+        """The build is complete: let go of the previous build's memo, which otherwise kept
+        the previous generation's entries and keys alive as long as this one lives."""
+        self._reuse = {}
+
     def cached(self, key: object, build: Callable[..., T], *args: Any) -> T:
         """`build(*args)`, or what it gave for `key` in this build or the previous one."""
         found = self.memo.get(key)
@@ -390,6 +398,7 @@ class Answerer:
                 self._answers, self._existing = {}, {}
                 self._names, self._claims = {}, {}
                 self._load(records)
+        encoder.release_previous()
 
     @property
     def name_count(self) -> int:
@@ -674,7 +683,7 @@ class Answerer:
             # the labels walk to exactly that byte, because the key's own labels do.
             if n > 16 and query[4:11] == _QUESTION_ONE and not query[2] & 0xF8:
                 end = query.find(0, 12) + 5
-                if end > 16:
+                if 16 < end <= _LONGEST_QUESTION_END:
                     ar = query[11]
                     if ar == 0 and n == end:
                         mode, limit = 0, 512
@@ -857,7 +866,8 @@ def _question_bytes(query: bytes, record: dnslib.DNSRecord) -> bytes | None:
         length = query[at]
         if length == 0:
             end = at + 5
-            return query[12:end] if end <= n else None
+            # A name longer than 255 bytes (RFC 1035 2.3.4) is malformed: FORMERR.
+            return query[12:end] if end <= min(n, _LONGEST_QUESTION_END) else None
         if length > 63:
             break  # a compression pointer: rebuild the name from dnslib's labels
         at += length + 1

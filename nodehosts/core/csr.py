@@ -223,10 +223,45 @@ def csr_from_json(obj: Any) -> CsrObject:
         raise BadCsr(f"CSR {name} has no spec")
     signer = spec.get("signerName")
     signer = signer if isinstance(signer, str) else ""
-    if signer != KUBELET_SERVING_SIGNER or _decided(obj.get("status")) is not None:
+    if signer != KUBELET_SERVING_SIGNER:
+        return CsrObject(name, signer)
+    problem = _shape_problem(spec, obj.get("status"))
+    if problem is not None:
+        raise BadCsr(f"CSR {name}: {problem}")
+    if _decided(obj.get("status")) is not None:
         return CsrObject(name, signer)
     version = obj["metadata"].get("resourceVersion")
     return CsrObject(name, signer, version if isinstance(version, str) else "", obj)
+
+
+def _shape_problem(spec: Mapping[str, Any], status: Any) -> str | None:
+    """Why the fields the rules read have types no API server sends, or None.
+
+    The rules compare, hash and format these values; a list of objects where strings belong
+    would raise TypeError there, so such a CSR is rejected here instead.
+    """
+    for key in ("username", "request"):
+        value = spec.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"spec.{key} is not a string"
+    for key in ("usages", "groups"):
+        value = spec.get(key)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(item, str) for item in value)
+        ):
+            return f"spec.{key} is not a list of strings"
+    if status is None:
+        return None
+    if not isinstance(status, dict):
+        return "status is not an object"
+    conditions = status.get("conditions")
+    if conditions is None:
+        return None
+    if not isinstance(conditions, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("type"), str) for c in conditions
+    ):
+        return "status.conditions is not a list of objects with a string type"
+    return None
 
 
 class BadRequest(ValueError):

@@ -11,9 +11,10 @@ Contract:
   `read_generation` reads the generation back. The header changes with the generation, so a
   writer that wants "write only when something changed" compares `render_hosts` bodies.
 - `parse_hosts` reads the standard hosts format (``#`` starts a comment anywhere, fields split
-  on whitespace, an address then names), never raises on bad input, and returns a warning per
-  problem naming the line. Names are lower-cased and kept as written: the record policy, not
-  the parser, adds the domain (`nodehosts.core.records.build_publication`).
+  on whitespace, an address then names), never raises on bad input, and returns the first few
+  problems, each naming its line, with the count of all of them. Names are lower-cased and kept
+  as written: the record policy, not the parser, adds the domain
+  (`nodehosts.core.records.build_publication`).
 """
 
 from __future__ import annotations
@@ -132,13 +133,29 @@ def read_generation(text: str) -> int | None:
     return None
 
 
-def parse_hosts(text: str) -> tuple[list[Host], list[str]]:
+# Problems kept word for word; the rest are only counted (a file of a million bad lines must
+# not become a million log lines).
+MAX_PROBLEMS_KEPT: Final = 5
+
+
+class Problems(list[str]):
+    """The first `MAX_PROBLEMS_KEPT` problems, each naming its line; `total` counts them all."""
+
+    total: int = 0
+
+    def append(self, problem: str) -> None:
+        self.total += 1
+        if len(self) < MAX_PROBLEMS_KEPT:
+            super().append(problem)
+
+
+def parse_hosts(text: str) -> tuple[list[Host], Problems]:
     """Static hosts from hosts-format text, lines with the same first name merged.
 
-    Returns the hosts (origin "static", sorted by first name) and one warning per problem:
-    a bad address or a line without names skips the line, a bad name skips only that name.
+    Returns the hosts (origin "static", sorted by first name) and the problems: a bad address
+    or a line without names skips the line, a bad name skips only that name.
     """
-    warnings: list[str] = []
+    warnings = Problems()
     # First name -> (names in order of appearance, addresses).
     merged: dict[str, tuple[dict[str, None], set[IPAddress]]] = {}
     for number, raw_line in enumerate(text.splitlines(), start=1):

@@ -111,6 +111,12 @@ async def _simulate(server: FakeApiServer, cluster: LabCluster, *, interval: flo
             server.heartbeat(name)
 
 
+def _say(text: str, end: str = "\n") -> None:
+    """Print for whoever watches; a closed stdout (the reader went away) is not our failure."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, end=end, flush=True)
+
+
 Published = Mapping[str, tuple[str, ...]]
 
 
@@ -148,13 +154,13 @@ async def _print_changes(path: Path, *, colour: bool) -> None:
         with contextlib.suppress(FileNotFoundError):
             current = published_names(path.read_text())
             if last is None:
-                print("published:", flush=True)
+                _say("published:")
                 for name, addresses in sorted(current.items()):
-                    print(f"  {name:<14} {', '.join(addresses)}", flush=True)
+                    _say(f"  {name:<14} {', '.join(addresses)}")
             elif current != last:
                 stamp = time.strftime("%H:%M:%S")
                 for kind, sentence in describe_changes(last, current):
-                    print(f"{stamp} {paint(sentence, colours[kind], enabled=colour)}", flush=True)
+                    _say(f"{stamp} {paint(sentence, colours[kind], enabled=colour)}")
             last = current
         await asyncio.sleep(0.2)
 
@@ -200,14 +206,14 @@ def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> in
 
         dump = shlex.join([*nodehosts_command(), "dump", "--config", "", "--control-socket",
                            str(control)])  # fmt: skip
-        print("nodehosts demo: the real daemon against a simulated cluster (Ctrl-C stops)")
-        print(f"  hosts file: {hosts}")
-        print("  try, in another terminal:")
+        _say("nodehosts demo: the real daemon against a simulated cluster (Ctrl-C stops)")
+        _say(f"  hosts file: {hosts}")
+        _say("  try, in another terminal:")
         if dns_listen:
             host, _, port = dns_listen.rpartition(":")
-            print(f"    dig @{host} -p {port} worker-0 +short")
-        print(f"    {dump}")
-        print(f"    {dump} --watch", flush=True)
+            _say(f"    dig @{host} -p {port} worker-0 +short")
+        _say(f"    {dump}")
+        _say(f"    {dump} --watch")
 
         async def main() -> int:
             daemon = Daemon(settings)
@@ -232,4 +238,5 @@ def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> in
         except KeyboardInterrupt:
             return 0
         finally:
-            sys.stdout.flush()
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()

@@ -140,6 +140,23 @@ async def test_several_requests_on_one_connection_and_bad_input(server: ControlS
     assert answers[3] == {"ok": True, "result": DUMP}
 
 
+async def test_deeply_nested_json_gets_an_error_answer(server: ControlServer) -> None:
+    """Issue 12: nesting within the line limit raised RecursionError out of the connection
+    (no answer, a traceback in the log). Now it is an error answer like any bad request, and
+    nested arguments that do parse cannot break the answer either."""
+    deep = b"[" * 60_000
+    nested_arguments = b'{"command": "echo", "x": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+    data = deep + b"\n" + nested_arguments + b'\n{"command": "dump"}\n'
+    answers = await asyncio.to_thread(raw_exchange, server.path, data, 3)
+    assert answers[0] == {"ok": False, "error": "request is not JSON: nested too deeply"}
+    # Depending on the Python version the parser's limit is below or above 3000 levels.
+    if answers[1]["ok"]:
+        assert json.dumps(answers[1]["result"]["echo"]["x"]).startswith("[[[[")
+    else:
+        assert "nested too deeply" in answers[1]["error"]
+    assert answers[2] == {"ok": True, "result": DUMP}
+
+
 async def test_an_overlong_request_is_refused(server: ControlServer) -> None:
     """A request line beyond the limit gets an error and the connection is closed."""
     data = b'{"command": "' + b"x" * 100_000 + b'"}\n'

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -169,6 +170,37 @@ async def test_added_modified_and_deleted_nodes_reach_the_listener(api_server, k
     assert sorted(listener.nodes) == ["worker-1", "worker-7"]
     assert listener.calls[-1][2] == api_server.resource_version
     assert len(requests_of(api_server, "list")) == 1
+
+
+async def test_a_burst_while_the_loop_is_busy_costs_no_copy_of_the_nodes_per_event(
+    api_server, kubeconfig
+):
+    """Issue 12: each event copied the whole node map for the loop thread, and the copies
+    piled up while the loop was busy (20,000 Nodes, 2000 changes: RSS 144 -> 832 MB). Now a
+    burst costs one copy, when the loop takes it, whatever its length."""
+    add_nodes(api_server, 2000)
+    listener = Listener()
+    source = source_for(kubeconfig, listener)
+    async with running(source):
+        await eventually(lambda: listener.of("synced"), timeout=30, what="first sync")
+        tracemalloc.start()
+        try:
+            # The loop thread is busy here (no await): the worker applies and queues alone.
+            for i in range(300):
+                set_address(api_server, f"worker-{i}", f"10.250.{i // 250}.{i % 250 + 1}")
+            deadline = time.monotonic() + 30
+            while source._inventory.resource_version != api_server.resource_version:
+                assert time.monotonic() < deadline, "the worker did not apply the burst"
+                time.sleep(0.01)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        await eventually(
+            lambda: address_of(listener.nodes, "worker-299") == "10.250.1.50", what="the burst"
+        )
+    # One copy of 2000 entries is ~0.2 MB; one per event was 16 MB here.
+    assert peak < 4_000_000, f"{peak / 1e6:.1f} MB traced during a 300-event burst"
+    assert len(listener.of("changed")) <= 2
 
 
 async def test_a_dhcp_address_change_is_delivered(api_server, kubeconfig):
@@ -407,6 +439,64 @@ async def test_a_server_that_expires_every_watch_is_backed_off_and_reported(api_
         await eventually(lambda: api_server.watch_count == 1, what="a watch that works again")
     assert len(requests_of(api_server, "list")) == 7
     assert sorted(listener.nodes) == ["worker-0", "worker-1"]
+
+
+async def test_a_list_page_over_the_size_cap_is_an_error_with_backoff(api_server, kubeconfig):
+    """Issue 12: a LIST body was read whole (1 GB body, 1 GB RSS). Now reading stops at the
+    cap: a clear error, a backoff, no sync from a partial page; within the cap it syncs."""
+    add_nodes(api_server, 50)  # one page of ~20 KB
+    listener = Listener()
+    small = replace(FAST, max_page_bytes=8_000, backoff_base=0.2, backoff_cap=0.2)
+    async with running(source_for(kubeconfig, listener, tuning=small)):
+        await eventually(lambda: len(listener.errors) >= 2, what="two errors")
+    assert set(listener.errors) == {"response_too_large"}
+    assert listener.of("synced") == []
+    lists = requests_of(api_server, "list")
+    assert 2 <= len(lists) <= 6, "retried with a backoff, not in a tight loop"
+    listener = Listener()
+    async with running(source_for(kubeconfig, listener)):
+        await eventually(lambda: listener.of("synced"), what="a sync within the default cap")
+
+
+async def test_the_default_caps_fit_500_realistic_nodes_per_page(api_server, kubeconfig):
+    """A real cluster's page of 500 Nodes (~10 KB each) and its watch events fit the defaults
+    with a wide margin."""
+    for i in range(500):
+        api_server.add_object(
+            "nodes", make_node(f"worker-{i}", addresses=[f"10.240.1.{i % 250}"], realistic=True)
+        )
+    listener = Listener()
+    async with running(source_for(kubeconfig, listener, tuning=replace(FAST, read_timeout=30))):
+        await eventually(lambda: listener.of("synced"), timeout=60, what="first sync")
+        set_address(api_server, "worker-3", "10.240.2.3")
+        await eventually(lambda: listener.of("changed"), what="a realistic watch event")
+    assert len(listener.of("synced")[0][1]) == 500 and listener.errors == []
+    assert Tuning().max_page_bytes >= 8 * 500 * 12_000
+    assert Tuning().max_line_bytes >= 2 * 1_572_864  # etcd's default object size limit
+
+
+async def test_a_watch_line_over_the_size_cap_is_an_error_then_a_relist(api_server, kubeconfig):
+    """Issue 12: a watch line grew without limit (an endless line: 170 MB). Now a line over the
+    cap is an error with a backoff, and the source relists (pages have their own, larger cap)
+    instead of re-watching into the same oversized event; events flow again after that."""
+    add_nodes(api_server, 3)
+    listener = Listener()
+    small = replace(FAST, max_line_bytes=20_000)
+    async with running(source_for(kubeconfig, listener, tuning=small)):
+        await eventually(lambda: listener.of("synced"))
+        api_server.add_object(
+            "nodes",
+            make_node("huge", addresses=["10.240.9.9"], labels={"padding": "x" * 50_000}),
+        )
+        await eventually(lambda: "huge" in listener.nodes, timeout=15, what="huge via a relist")
+        assert "response_too_large" in listener.errors
+        assert len(listener.of("synced")) == 2
+        set_address(api_server, "worker-2", "10.240.0.222")
+        await eventually(
+            lambda: address_of(listener.nodes, "worker-2") == "10.240.0.222",
+            timeout=15,
+            what="events after the oversized one",
+        )
 
 
 async def test_a_failing_second_page_keeps_the_last_good_state(api_server, kubeconfig):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import urllib.error
@@ -284,6 +285,62 @@ async def test_a_silent_client_does_not_block_others(served: Served) -> None:
     _reader, writer = await asyncio.open_connection(host, port)
     try:
         assert (await served.get("/healthz")).status == 200
+    finally:
+        writer.close()
+
+
+async def test_slow_clients_beyond_the_cap_wait_and_are_served_in_turn(served: Served) -> None:
+    """Issue 12: 1100 slow clients each held a file descriptor for 10 s and exhausted the
+    process's 1024 (DNS over TCP, forwarding and hosts file writes failed meanwhile). Now at
+    most MAX_CONNECTIONS are held at once; the others wait in the listen backlog, silent ones
+    are dropped after HEADER_TIMEOUT, and a health check behind them is still answered."""
+    host, port = served.server.address
+    count = MetricsServer.MAX_CONNECTIONS + 40
+    clients = [await asyncio.open_connection(host, port) for _ in range(count)]
+    try:
+        for _reader, writer in clients:  # a partial request, then silence
+            writer.write(b"GET /metrics HTTP/1.1\r\n")
+        await asyncio.sleep(0.5)
+        assert served.server.connection_count == MetricsServer.MAX_CONNECTIONS
+        response = await served.get("/healthz", timeout=4 * MetricsServer.HEADER_TIMEOUT + 10)
+        assert response.status == 200
+
+        async def dropped(reader: asyncio.StreamReader) -> bool:
+            try:
+                async with asyncio.timeout(MetricsServer.HEADER_TIMEOUT + 10):
+                    return await reader.read() == b""
+            except ConnectionResetError:  # closed with our request unread: also dropped
+                return True
+            except TimeoutError:
+                return False
+
+        results = await asyncio.gather(*(dropped(reader) for reader, _ in clients))
+        assert all(results), f"{results.count(False)} of {count} slow clients still held"
+        assert served.server.connection_count <= MetricsServer.MAX_CONNECTIONS
+    finally:
+        for _reader, writer in clients:
+            writer.close()
+
+
+async def test_request_headers_have_a_short_deadline_of_their_own(served: Served) -> None:
+    """A client trickling its headers is dropped after HEADER_TIMEOUT in all, not allowed
+    10 s per connection; the whole exchange still has REQUEST_TIMEOUT."""
+    assert MetricsServer.HEADER_TIMEOUT <= 5 < MetricsServer.REQUEST_TIMEOUT
+    host, port = served.server.address
+    reader, writer = await asyncio.open_connection(host, port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\n")
+        async with asyncio.timeout(MetricsServer.REQUEST_TIMEOUT + 5):
+            while not reader.at_eof():
+                with contextlib.suppress(ConnectionError):
+                    writer.write(b"X: y\r\n")  # one header line every 0.5 s, never the end
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    async with asyncio.timeout(0.01):
+                        await reader.read(1)
+        assert loop.time() - started < MetricsServer.REQUEST_TIMEOUT
     finally:
         writer.close()
 

@@ -157,6 +157,28 @@ CORRUPT = [
         b' "hosts": []}',
         "invalid generation",
     ),
+    # Issue 12: these crashed every start (RecursionError, ValueError, OverflowError).
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (
+        b'{"format": "nodehosts-state", "version": 1, "saved_at": NaN, "generation": 1,'
+        b' "hosts": []}',
+        "invalid saved_at",
+    ),
+    (
+        b'{"format": "nodehosts-state", "version": 1, "saved_at": 1e400, "generation": 1,'
+        b' "hosts": []}',
+        "invalid saved_at",
+    ),
+    (
+        b'{"format": "nodehosts-state", "version": 1, "saved_at": 1e30, "generation": 1,'
+        b' "hosts": []}',
+        "invalid saved_at",
+    ),
+    (
+        b'{"format": "nodehosts-state", "version": 1, "saved_at": 1, "generation": 1e400,'
+        b' "hosts": []}',
+        "invalid generation",
+    ),
 ]
 
 

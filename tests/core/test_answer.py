@@ -392,6 +392,27 @@ def test_garbage_after_a_header_gets_formerr(answerer: Answerer) -> None:
     assert (reply.id, reply.rcode()) == (0xABCD, dns.rcode.FORMERR)
 
 
+@pytest.mark.parametrize("suffix", [b"\x07example\x03com\x00", b"\x04node\x08internal\x00"])
+@pytest.mark.parametrize("edns", [False, True])
+def test_a_name_longer_than_255_bytes_gets_formerr_and_is_never_forwarded(
+    answerer: Answerer, suffix: bytes, edns: bool
+) -> None:
+    """Issue 12: such a name was forwarded (or NXDOMAIN in the zone); RFC 1035 caps names at
+    255 bytes, so the query is malformed."""
+    name = b"\x3f" + b"a" * 63
+    wire_name = name * 4 + suffix  # 256 + len(suffix) bytes
+    assert len(wire_name) > 255
+    query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00"
+    query += b"\x00\x01" if edns else b"\x00\x00"
+    query += wire_name + b"\x00\x01\x00\x01"
+    if edns:
+        query += b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+    for transport in ("udp", "tcp"):
+        reply = answerer.handle(query, transport=transport, recursion_allowed=True)
+        assert isinstance(reply, bytes), reply
+        assert reply[:2] == b"\x12\x34" and reply[3] & 0x0F == 1  # FORMERR
+
+
 def test_two_questions_get_formerr(answerer: Answerer) -> None:
     """QDCOUNT 2 is not a query anyone sends: FORMERR."""
     query = dns.message.make_query("worker-0", "A")
@@ -687,3 +708,40 @@ def test_random_and_mutated_packets_never_raise_and_every_reply_parses(packet: b
 
 
 _PROPERTY_ANSWERER = Answerer(RECORDS, ZONE, serial=SERIAL)
+
+
+def test_an_update_does_not_keep_the_previous_generation_alive() -> None:
+    """Issue 12 (memory during a burst): an Answerer built from a previous one kept that one's
+    whole memo (every entry and key of the previous generation) alive as long as it lived.
+    Built from a predecessor whose addresses all changed, it now holds about what a fresh
+    build of the same records holds."""
+    import gc
+    import tracemalloc
+
+    def records(offset: int) -> RecordSet:
+        return RecordSet(
+            tuple(
+                node_host(f"w-{i:04d}", f"10.{offset}.{i // 250}.{i % 250 + 1}")
+                for i in range(2000)
+            )
+        )
+
+    old, new = records(1), records(2)
+    tracemalloc.start()
+    try:
+        fresh = Answerer(new, ZONE, serial=1)
+        gc.collect()
+        fresh_bytes, _ = tracemalloc.get_traced_memory()
+        del fresh
+        gc.collect()
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        previous = Answerer(old, ZONE, serial=1)
+        chained = Answerer(new, ZONE, serial=2, previous=previous)
+        del previous
+        gc.collect()
+        chained_bytes = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert chained.built_from_previous
+    assert chained_bytes < 1.3 * fresh_bytes, (chained_bytes, fresh_bytes)

@@ -515,3 +515,27 @@ def test_inventory_keeps_only_undecided_kubelet_serving_csrs_whole():
 def test_inventory_rejects_csrs_without_name_or_spec(obj):
     with pytest.raises(BadCsr):
         csr_from_json(obj)
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("usages", [{"digital signature": True}]),
+        ("usages", [["server auth"]]),
+        ("usages", "server auth"),
+        ("groups", [{"system:nodes": 1}]),
+        ("username", ["system:node:worker-1"]),
+        ("conditions", [{"type": {"Approved": True}}]),
+        ("conditions", {"type": "Approved"}),
+    ],
+)
+def test_a_csr_with_fields_of_the_wrong_type_is_rejected_not_a_crash(where, value):
+    """Issue 12: non-string usages raised TypeError out of the rules and killed the publisher.
+    The parser rejects the CSR (the inventory reports it), naming the field."""
+    csr = worker_1_csr()
+    if where == "conditions":
+        csr["status"] = {"conditions": value}
+    else:
+        csr["spec"][where] = value
+    with pytest.raises(BadCsr, match=where):
+        csr_from_json(csr)

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodehosts.core.hosts import parse_hosts, read_generation, render_file, render_hosts
+from nodehosts.core.hosts import (
+    MAX_PROBLEMS_KEPT,
+    parse_hosts,
+    read_generation,
+    render_file,
+    render_hosts,
+)
 from nodehosts.core.model import Host, NodeInfo, RecordSet
 from nodehosts.core.records import RecordPolicy, build_publication
 
@@ -219,6 +225,23 @@ def test_every_bad_line_is_reported_with_its_own_number() -> None:
     """Warnings come in file order, one per problem."""
     _, warnings = parse_hosts("10.0.0.1 a\nnope b\n\n10.0.0.3\n10.0.0.4 x_y\n")
     assert [w.split(":", 1)[0] for w in warnings] == ["line 2", "line 4", "line 5"]
+
+
+def test_many_bad_lines_keep_the_first_few_and_count_the_rest() -> None:
+    """Issue 12: 1.2 M bad lines became 1.2 M warnings (350 MB of log, 473 MB RSS). Now the
+    first MAX_PROBLEMS_KEPT are kept word for word and the rest only counted."""
+    text = "nope x\n" * 100_000 + "10.0.0.5 good\n"
+    hosts, warnings = parse_hosts(text)
+    assert hosts == [host(("good",), "10.0.0.5")]
+    assert warnings.total == 100_000
+    assert len(warnings) == MAX_PROBLEMS_KEPT
+    assert warnings[0].startswith("line 1: bad address 'nope'")
+    assert warnings[-1].startswith(f"line {MAX_PROBLEMS_KEPT}: ")
+
+
+def test_a_few_problems_are_all_kept() -> None:
+    _, warnings = parse_hosts("nope a\n10.0.0.1\n")
+    assert warnings.total == len(warnings) == 2
 
 
 # --- properties ---------------------------------------------------------------------------

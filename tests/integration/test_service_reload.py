@@ -311,3 +311,52 @@ def test_in_cluster_credentials_watch_the_ca_not_the_rotating_token() -> None:
 
     files = credential_files(Settings(), {"KUBERNETES_SERVICE_HOST": "10.32.0.1"})
     assert sorted(p.name for p in files) == ["ca.crt"]
+
+
+def test_a_config_that_is_not_utf8_is_rejected_on_sighup_and_later_reloads_work(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
+    """Issue 12: the reload task died on UnicodeDecodeError and nothing reloaded after it.
+    Now the edit is rejected like any broken file, and the next good edit applies."""
+    hosts = tmp_path / "nodes.hosts"
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
+    config = tmp_path / "config.toml"
+    values = {
+        "kubeconfig": kubeconfig,
+        "selector": "",
+        "domain": "lab",
+        "hosts": hosts,
+        "metrics": "",
+        "level": "info",
+    }
+    config.write_text(CONFIG.format(**values))
+    with Daemon(["--config", str(config)], workdir=tmp_path) as daemon:
+        wait_for_line(hosts, "10.240.0.101 worker-0.lab worker-0")
+        config.write_bytes(CONFIG.format(**values).encode() + b"# caf\xe9\n")
+        daemon.process.send_signal(signal.SIGHUP)
+        rejected = wait_for_event(daemon, "config_rejected", trigger="SIGHUP")[-1]
+        assert rejected["key"] == "file"
+        assert "not UTF-8" in str(rejected["error"])
+        wait_for_event(daemon, "reload_finished", trigger="SIGHUP")
+
+        config.write_text(CONFIG.format(**{**values, "domain": "lab2"}))
+        daemon.process.send_signal(signal.SIGHUP)
+        wait_for_line(hosts, "10.240.0.101 worker-0.lab2 worker-0")
+        assert daemon.process.poll() is None
+        assert daemon.stop()[0] == 0
+
+
+def test_the_watch_line_cap_is_the_configured_one(api: FakeApiServer, tmp_path: Path) -> None:
+    """--max-line-bytes reaches the Node source: an event over it is an api_error with a
+    relist, and the Nodes published stay."""
+    hosts = tmp_path / "nodes.hosts"
+    args = ("--hosts-file", str(hosts), "--max-line-bytes", "65536")
+    with start_daemon(api, tmp_path, *args, token=TOKEN) as daemon:
+        wait_for_line(hosts, WORKER_0)
+        api.add_object(
+            "nodes", lab_node("worker-9", "10.240.0.109", labels={"padding": "x" * 100_000})
+        )
+        error = wait_for_event(daemon, "api_error", reason="response_too_large")[-1]
+        assert "kubernetes.max_line_bytes" in str(error["message"])
+        assert WORKER_0 in hosts.read_text()
+        assert daemon.stop()[0] == 0
