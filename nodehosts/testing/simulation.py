@@ -111,10 +111,11 @@ async def _simulate(server: FakeApiServer, cluster: LabCluster, *, interval: flo
             server.heartbeat(name)
 
 
-def _say(text: str, end: str = "\n") -> None:
-    """Print for whoever watches; a closed stdout (the reader went away) is not our failure."""
-    with contextlib.suppress(OSError, ValueError):
-        print(text, end=end, flush=True)
+def _say(text: str) -> None:
+    """Print for whoever watches. A reader that went away (BrokenPipeError) ends the demo
+    quietly, like any writer into a closed pipe (see run_demo); a closed stdout is ignored."""
+    with contextlib.suppress(ValueError):
+        print(text, flush=True)
 
 
 Published = Mapping[str, tuple[str, ...]]
