@@ -2,8 +2,18 @@
 # Installing the pinned binaries on a machine (versions.env). Every download is checked
 # against the checksum its project publishes next to it, and kept in LAB_CACHE so a re-run
 # downloads nothing.
+#
+# LAB_BINARIES=DIR (offline and air-gapped installs, the lab test): take each binary from
+# $LAB_BINARIES/<name> (the layout of scripts/upstream-bin's output: cni/<plugin>) instead of
+# downloading it.
 
 : "${LAB_CACHE:=/var/cache/kubernetes-lab}"
+
+# local_binary NAME DEST: install $LAB_BINARIES/NAME as DEST (mode 0755).
+local_binary() {
+    [[ -f $LAB_BINARIES/$1 ]] || die "LAB_BINARIES=$LAB_BINARIES has no $1"
+    install -m 0755 "$LAB_BINARIES/$1" "$2"
+}
 
 kube_binary_url() { echo "https://dl.k8s.io/release/$KUBERNETES_VERSION/bin/linux/$(lab_arch)/$1"; }
 containerd_url()  { echo "https://github.com/containerd/containerd/releases/download/v$CONTAINERD_VERSION/containerd-$CONTAINERD_VERSION-linux-$(lab_arch).tar.gz"; }
@@ -16,13 +26,25 @@ calico_crds_url() { echo "https://raw.githubusercontent.com/projectcalico/calico
 # install_kube_binary NAME: kubelet, kubectl, ... into /usr/local/bin.
 install_kube_binary() {
     local name=$1 url
+    if [[ -n ${LAB_BINARIES:-} ]]; then local_binary "$name" "/usr/local/bin/$name"; return; fi
     url=$(kube_binary_url "$name")
     fetch "$url" "$url.sha256" "$LAB_CACHE/$KUBERNETES_VERSION/$name"
     install -m 0755 "$LAB_CACHE/$KUBERNETES_VERSION/$name" "/usr/local/bin/$name"
 }
 
 install_container_runtime() {
-    local url
+    local url name
+    if [[ -n ${LAB_BINARIES:-} ]]; then
+        for name in containerd ctr containerd-shim-runc-v2 crictl; do
+            local_binary "$name" "/usr/local/bin/$name"
+        done
+        local_binary runc /usr/local/sbin/runc
+        mkdir -p /opt/cni/bin /etc/cni/net.d
+        for name in bridge host-local loopback portmap; do
+            local_binary "cni/$name" "/opt/cni/bin/$name"
+        done
+        return
+    fi
     url=$(containerd_url)
     fetch "$url" "$url.sha256sum" "$LAB_CACHE/$(basename "$url")"
     tar -xzf "$LAB_CACHE/$(basename "$url")" -C /usr/local      # bin/containerd, bin/ctr, ...
@@ -43,6 +65,7 @@ install_container_runtime() {
 
 install_coredns() {
     local url
+    if [[ -n ${LAB_BINARIES:-} ]]; then local_binary coredns /usr/local/bin/coredns; return; fi
     url=$(coredns_url)
     fetch "$url" "$url.sha256" "$LAB_CACHE/$(basename "$url")"
     tar -xzf "$LAB_CACHE/$(basename "$url")" -C /usr/local/bin coredns
