@@ -19,6 +19,8 @@ Contract:
   * the cgroup v1 hierarchies writable inside, each container in a cgroup of its own (the
     host has cgroup v1 controllers), and a kubelet drop-in `failCgroupV1: false` (Kubernetes
     1.35+ refuses cgroup v1 by default; a Debian 12 VM has cgroup v2);
+  * containerd's restrict_oom_score_adj (a drop-in): this host withholds CAP_SYS_RESOURCE,
+    so nothing may lower an oom_score_adj below 0 (the pod sandbox asks for -998);
   * only /proc/sys/net writable (the node's own network namespace): the kernel settings the
     kubelet wants (vm.overcommit_memory=1, kernel.panic=10, ...) are shown to it in bind-mounted
     files instead of being applied to the shared host kernel;
@@ -73,6 +75,36 @@ def sh(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.Complet
     if check and result.returncode != 0:
         raise ContainerError(f"{shlex.join(cmd)} exited {result.returncode}: {result.stderr}")
     return result
+
+
+def cleanup_stale_labs(cache: Path) -> None:
+    """What a killed earlier run left (ours only: its owner process is gone): dnsmasq, the
+    network namespace, the cgroups, the work directory. Its containers' overlays are
+    cleaned by nspawn.py."""
+    for workdir in cache.glob("lab-*"):
+        try:
+            owner = int((workdir / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{owner}").exists():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((workdir / "net/dnsmasq.pid").read_text())
+            if "dnsmasq" in Path(f"/proc/{pid}/comm").read_text():
+                os.kill(pid, signal.SIGTERM)
+        sh("ip", "netns", "del", f"nhlab-{owner}", check=False)
+        for own in _own_cgroups().values():
+            for cgroup in own.glob(f"nodehosts-lab-{owner}-*"):
+                _rmdir_tree(cgroup)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _rmdir_tree(cgroup: Path) -> None:
+    """Remove a cgroup and its children (cgroup directories go with rmdir, deepest first)."""
+    subs = sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+    for sub in [*subs, cgroup]:
+        with contextlib.suppress(OSError):
+            sub.rmdir()
 
 
 class Network:
@@ -230,15 +262,8 @@ class Node:
 
     def _remove_cgroups(self) -> None:
         for cgroup in self.cgroups:
-            if not cgroup.is_dir():
-                continue
-            for sub in sorted(
-                (p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
-            ):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                cgroup.rmdir()
+            if cgroup.is_dir():
+                _rmdir_tree(cgroup)
 
     def start(self, static_ip: str | None) -> None:
         self._make_cgroups()
@@ -371,6 +396,26 @@ class Node:
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
             "# The host's controllers are on cgroup v1 (a Debian 12 VM has v2).\n"
             "failCgroupV1: false\n"
+        )
+
+    def install_containerd_dropin(self) -> None:
+        """containerd with the scripts' config plus restrict_oom_score_adj: this host withholds
+        CAP_SYS_RESOURCE, so no process here may lower an oom_score_adj below 0, and runc
+        fails on the pod sandbox's -998. Appended at start, so the scripts' file stays theirs."""
+        extra = self.container.path("/etc/containerd/lab-container.toml")
+        extra.parent.mkdir(parents=True, exist_ok=True)
+        extra.write_text(
+            "\n# tests/lab: no CAP_SYS_RESOURCE on this host (see tests/lab/lab.py).\n"
+            "[plugins.'io.containerd.cri.v1.runtime']\n  restrict_oom_score_adj = true\n"
+        )
+        dropin = self.container.path("/etc/systemd/system/containerd.service.d/lab-container.conf")
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        dropin.write_text(
+            "# tests/lab: the scripts' config plus lab-container.toml (see tests/lab/lab.py).\n"
+            "[Service]\n"
+            "ExecStartPre=/bin/sh -c 'cat /etc/containerd/config.toml"
+            " /etc/containerd/lab-container.toml >/run/lab-containerd.toml'\n"
+            "ExecStart=\nExecStart=/usr/local/bin/containerd --config /run/lab-containerd.toml\n"
         )
 
     # ------------------------------------------------------------------ inside
