@@ -423,7 +423,8 @@ class Node:
     def kubectl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """kubectl as admin (a controller's admin kubeconfig), through the LB unless --server."""
         return self.container.run(
-            "kubectl", "--kubeconfig=/etc/kubernetes/admin.kubeconfig", *args,
+            "kubectl", "--kubeconfig=/etc/kubernetes/admin.kubeconfig",
+            f"--request-timeout={int(timeout * 0.75)}s", *args,
             check=False, timeout=timeout,
         )  # fmt: skip
 
