@@ -259,8 +259,10 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     require(missing_host_prerequisites())
-    require([f"{BIN_DIR / name} (scripts/upstream-bin {BIN_DIR})" for name in BINARIES
-             if not (BIN_DIR / name).is_file()])  # fmt: skip
+    absent = [name for name in BINARIES if not (BIN_DIR / name).is_file()]
+    require(
+        [f"{', '.join(absent)} in {BIN_DIR} (scripts/upstream-bin {BIN_DIR})"] if absent else []
+    )
     CACHE.mkdir(parents=True, exist_ok=True)
     cleanup_stale_labs(CACHE)
     workdir = Path(tempfile.mkdtemp(prefix="lab-", dir=CACHE))
