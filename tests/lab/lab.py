@@ -9,7 +9,9 @@ Contract:
   with its own network namespace and a veth `eth1` into the bridge: lb-0 and controller-N get
   their static address, workers run dhclient. Laid out like a Vagrant machine: the
   provisioning files in /opt/lab/provisioning, its secrets bundle in /opt/lab/bundle, the
-  binaries in /opt/lab-binaries (LAB_BINARIES), the image tars in /opt/lab-images.
+  binaries in /opt/lab-binaries (LAB_BINARIES: symlinks into the upstream binaries, mounted
+  at /opt/lab-upstream, plus the stand-in calico.yaml), the image tars in /opt/lab-images;
+  `env` is added to every script's environment (CALICO_MANIFEST_SHA256).
 - What a container needs for a kubelet and containerd, and a VM has anyway (see
   /work/shared/notes/upstream.md "A kubelet + containerd inside systemd-nspawn"), set up here
   and never by the provisioning scripts:
@@ -65,6 +67,7 @@ KUBELET_KERNEL = {
     "kernel/keys/root_maxbytes": "25000000",
 }
 KUBELET_DROPIN_DIR = "/etc/kubernetes/kubelet.conf.d"
+UPSTREAM_MOUNT = "/opt/lab-upstream"  # NODEHOSTS_UPSTREAM_BIN inside each node
 
 
 def sh(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -205,9 +208,12 @@ class Node:
         workdir: Path,
         *,
         binaries: Path,
+        upstream: Path,
         images: Path,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
+        self.extra_env = dict(env or {})
         self.network = network
         self.workdir = workdir / name
         self.cgroups = [
@@ -224,6 +230,7 @@ class Node:
             f"--bind={state / 'containerd'}:/var/lib/containerd",
             f"--bind={state / 'kubelet'}:/var/lib/kubelet",
             f"--bind-ro={state / 'hostname'}:/etc/hostname",
+            f"--bind-ro={upstream}:{UPSTREAM_MOUNT}",
             f"--bind-ro={binaries}:/opt/lab-binaries",
             f"--bind-ro={images}:/opt/lab-images",
         ]
@@ -351,6 +358,7 @@ class Node:
     def env(self, **more: str) -> dict[str, str]:
         return {
             **LAB_ENV,
+            **self.extra_env,
             "LAB_NODE": self.name,
             "LAB_BUNDLE": "/opt/lab/bundle",
             "LAB_BINARIES": "/opt/lab-binaries",

@@ -16,9 +16,17 @@ What cannot run here, and what covers it instead:
 - Calico (calico/node, calico/cni) and metrics-server: their images come from their
   registries, which this machine cannot reach. Their manifests are applied (addons.sh) and
   checked against the Kubernetes OpenAPI schemas (tests/provisioning/test_manifests.py); the
-  nodes stay NotReady (no CNI), which nothing below depends on. Calico's CRDs are a download
-  from GitHub: the controller's cache gets a stand-in holding the one CRD addons.sh waits for
-  (ippools.crd.projectcalico.org), so addons.sh runs through.
+  nodes stay NotReady (no CNI), which nothing below depends on.
+- Calico's manifest: addons.sh downloads upstream's calico.yaml from GitHub (unreachable
+  here), or takes $LAB_BINARIES/calico.yaml, checks it against CALICO_MANIFEST_SHA256 and
+  patches it (provisioning/lib/calico_patch.py). The lab's LAB_BINARIES holds our fixture
+  shaped like upstream's (tests/provisioning/fixtures/calico.yaml, with the ippools CRD) and
+  every script runs with CALICO_MANIFEST_SHA256 set to its sha256 (versions.env's documented
+  environment override), so the real copy/check/patch/apply path runs unchanged; the test
+  checks the patched calico-node DaemonSet in the cluster.
+- The machines are Debian 12 (bookworm) containers, while the Vagrant box defaults to trixie:
+  the scripts support both (provisioning/README.md), and the nodehosts .deb's trixie install
+  is covered by tests/e2e.
 - The cluster's CoreDNS and kube-proxy images are built and imported, but their pods need the
   pod network (Calico) and kube-proxy needs iptables in its image: they are not started here.
 - metrics-server's /metrics/resource scraping: the apiserver's own proxy to each kubelet's
@@ -54,6 +62,7 @@ from lab import (
     PROVISIONING,
     REPO,
     SUITE,
+    UPSTREAM_MOUNT,
     Network,
     Node,
     cleanup_stale_labs,
@@ -75,24 +84,11 @@ CONTROLLER_IMAGES = (
 )  # fmt: skip
 WORKER_IMAGES = ("pause", "kube-proxy", "coredns")
 STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-CALICO_CRD_STANDIN = """\
-# tests/lab stand-in for Calico's CRDs (a download from GitHub, unreachable here): only the
-# CRD addons.sh waits for. Calico itself cannot run here (its images need its registry).
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: ippools.crd.projectcalico.org
-spec:
-  group: crd.projectcalico.org
-  names: {kind: IPPool, listKind: IPPoolList, plural: ippools, singular: ippool}
-  scope: Cluster
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"""
+# Calico's manifest: addons.sh takes it from $LAB_BINARIES/calico.yaml (no internet here), checked
+# against CALICO_MANIFEST_SHA256 and patched by calico_patch.py, exactly as on a machine that
+# downloads it. The stand-in is our fixture shaped like upstream's (it holds the one CRD the
+# lab needs, ippools.crd.projectcalico.org); the env override of the pin names its checksum.
+CALICO_STANDIN = REPO / "tests/provisioning/fixtures/calico.yaml"
 
 
 def env_defaults() -> dict[str, str]:
@@ -186,7 +182,19 @@ def build_artifacts(workdir: Path) -> dict[str, Path]:
         (images / role).mkdir()
         for name in names:
             os.link(images / f"{name}.tar", images / role / f"{name}.tar")
-    return {"generated": generated, "deb": deb, "images": images}
+    # LAB_BINARIES as the nodes see it: the upstream binaries (mounted at UPSTREAM_MOUNT) and
+    # Calico's manifest, laid out as provisioning/README.md's offline install describes.
+    node_binaries = workdir / "node-binaries"
+    (node_binaries / "cni").mkdir(parents=True)
+    for name in BINARIES:
+        os.symlink(f"{UPSTREAM_MOUNT}/{name}", node_binaries / name)
+    shutil.copy(CALICO_STANDIN, node_binaries / "calico.yaml")
+    return {"generated": generated, "deb": deb, "images": images, "binaries": node_binaries}
+
+
+def calico_env() -> dict[str, str]:
+    """The documented override of versions.env's pin: the stand-in's checksum."""
+    return {"CALICO_MANIFEST_SHA256": hashlib.sha256(CALICO_STANDIN.read_bytes()).hexdigest()}
 
 
 # ---------------------------------------------------------------------- the lab
@@ -204,20 +212,14 @@ class Lab:
         role = "controller" if name.startswith("controller") else "worker"
         node = Node(
             name, cached_root(SUITE, "lab"), self.network, self.workdir / "nodes",
-            binaries=BIN_DIR, images=self.artifacts["images"] / role,
+            binaries=self.artifacts["binaries"], upstream=BIN_DIR,
+            images=self.artifacts["images"] / role, env=calico_env(),
         )  # fmt: skip
         self.nodes[name] = node
         node.start(static_ip)
-        extra: list[tuple[str, str]] = []
-        if name.startswith("controller"):
-            version = PINS["CALICO_VERSION"]
-            extra.append(
-                (f"/var/cache/kubernetes-lab/calico-crds-{version}.yaml", CALICO_CRD_STANDIN)
-            )
         node.install_files(
             self.artifacts["generated"] / "nodes" / name,
             deb=self.artifacts["deb"] if name.startswith("lb-") else None,
-            extra=extra,
         )
         if node.is_kubernetes_node:
             node.install_kubelet_dropin()
@@ -400,6 +402,16 @@ def test_controller_static_pods_and_readyz_through_haproxy(lab: Lab) -> None:
     ).stdout
     assert f"https://{LB_IP}:6443" in server
     wait_for("controller-0's role label and NoSchedule taint", controller_marked, lab, timeout=120)
+    # addons.sh took Calico's manifest from LAB_BINARIES, checked its sha256 and patched it:
+    # the calico-node DaemonSet in the cluster carries the lab's settings.
+    calico_env = lab.kubectl(
+        "-n", "kube-system", "get", "daemonset", "calico-node", "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[*].name}={.spec.template.spec."
+        "containers[0].env[?(@.name=='CALICO_IPV4POOL_CIDR')].value}",
+    )  # fmt: skip
+    assert calico_env.returncode == 0, calico_env.stderr
+    assert "IP_AUTODETECTION_METHOD" in calico_env.stdout, calico_env.stdout
+    assert calico_env.stdout.endswith(f"={PINS['POD_CIDR']}"), calico_env.stdout
 
 
 def readyz_through_lb(lab: Lab) -> str:
