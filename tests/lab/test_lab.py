@@ -33,13 +33,14 @@ What cannot run here, and what covers it instead:
   /metrics/resource and /stats/summary (below) exercises the same path (name -> nodehosts ->
   kubelet serving certificate verified against the cluster CA).
 
-Run (root, Debian bookworm host; about 4 minutes warm, 11 tests):
+Run (root, Debian bookworm host; about 4 minutes warm, 12 tests):
     NODEHOSTS_UPSTREAM_BIN=/tmp/ub flock /tmp/nodehosts-e2e.lock \
         .venv/bin/python -m pytest -m lab tests/lab -v
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -412,6 +413,35 @@ def test_controller_static_pods_and_readyz_through_haproxy(lab: Lab) -> None:
     assert calico_env.returncode == 0, calico_env.stderr
     assert "IP_AUTODETECTION_METHOD" in calico_env.stdout, calico_env.stdout
     assert calico_env.stdout.endswith(f"={PINS['POD_CIDR']}"), calico_env.stdout
+
+
+def test_secrets_encrypted_bootstrap_token_expires_label_timer_from_opt_lab(lab: Lab) -> None:
+    """What the control plane now does beyond issue 11 (issue 13), seen on the running cluster:
+    Secrets are stored encrypted in etcd (the apiserver's EncryptionConfiguration, secretbox),
+    the bootstrap token expires in the future, and the label-nodes timer runs the copy of the
+    scripts in /opt/lab (the upload is gone after a reboot)."""
+    secrets = lab.kubectl(
+        "-n", "kube-system", "get", "secrets", "--field-selector",
+        "type=bootstrap.kubernetes.io/token", "-o",
+        "jsonpath={.items[0].metadata.name} {.items[0].data.expiration}",
+    )  # fmt: skip
+    assert secrets.returncode == 0 and secrets.stdout.strip(), secrets.stderr
+    name, expiration = secrets.stdout.split()
+    expires = base64.b64decode(expiration).decode()
+    assert expires > time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), expires
+    pki = "/etc/kubernetes/pki"
+    stored = lab.controller.container.run(
+        "sh", "-c",
+        f"{UPSTREAM_MOUNT}/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={pki}/etcd/ca.crt"
+        f" --cert={pki}/apiserver-etcd-client.crt --key={pki}/apiserver-etcd-client.key"
+        f" get --print-value-only /registry/secrets/kube-system/{name} | head -c 26",
+    )  # fmt: skip
+    assert stored.stdout == "k8s:enc:secretbox:v1:key1:", stored.stdout + stored.stderr
+    controller = lab.controller.container
+    timer = controller.run("systemctl", "is-active", "lab-label-nodes.timer", check=False)
+    assert timer.stdout.strip() == "active", timer.stdout
+    exec_start = controller.run("systemctl", "show", "-p", "ExecStart", "lab-label-nodes.service")
+    assert "/opt/lab/provisioning/scripts/label-nodes.sh" in exec_start.stdout, exec_start.stdout
 
 
 def readyz_through_lb(lab: Lab) -> str:
