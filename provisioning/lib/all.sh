@@ -17,6 +17,8 @@ source "$_lab_lib/control-plane.sh"
 source "$_lab_lib/lb-files.sh"
 # shellcheck source=addons.sh
 source "$_lab_lib/addons.sh"
+# shellcheck source=images.sh
+source "$_lab_lib/images.sh"
 # shellcheck source=install.sh
 source "$_lab_lib/install.sh"
 # shellcheck source=calico.sh

@@ -87,7 +87,9 @@ if [[ $DNS_MODE == coredns ]]; then
         if [[ -n ${COREDNS_LISTEN:-} ]]; then echo "bind $COREDNS_LISTEN"
         else echo "# every address (COREDNS_LISTEN unset; provisioning/scripts/lb.sh)"; fi
     )
-    service_up coredns /etc/coredns/Corefile /etc/coredns/upstream.resolv.conf \
+    # Not waiting either: coredns.service is ordered after nodehosts, which stays
+    # "activating" until the API answers (the LB comes up before the controllers).
+    LAB_NO_BLOCK=1 service_up coredns /etc/coredns/Corefile /etc/coredns/upstream.resolv.conf \
         /etc/coredns/bind.d/lab.conf /etc/systemd/system/coredns.service
 else
     log "5/6 nodehosts answers DNS itself; CoreDNS is not used"

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,10 +39,11 @@ class ContainerError(RuntimeError):
     pass
 
 
-def cached_root(suite: str) -> Path:
-    """The cached root of SUITE, built with mkroot.sh when absent (about 40 s, downloads)."""
+def cached_root(suite: str, variant: str = "") -> Path:
+    """The cached root of SUITE (and VARIANT: "lab"), built with mkroot.sh when absent
+    (about 40 s, downloads)."""
     result = subprocess.run(
-        ["bash", str(HERE / "mkroot.sh"), suite],
+        ["bash", str(HERE / "mkroot.sh"), suite, *([variant] if variant else [])],
         capture_output=True,
         text=True,
         env={**os.environ, "PATH": SYSTEM_PATH, "NODEHOSTS_E2E_CACHE": str(CACHE)},
@@ -69,10 +71,27 @@ def _cleanup_stale_runs() -> None:
 
 
 class Container:
-    def __init__(self, suite: str, root: Path, *, boot_timeout: float = 90.0) -> None:
+    def __init__(
+        self,
+        suite: str,
+        root: Path,
+        *,
+        boot_timeout: float = 90.0,
+        machine: str | None = None,
+        nspawn_args: Sequence[str] = (),
+        nspawn_env: Mapping[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        """MACHINE names the container (default nodehosts-e2e-SUITE); NSPAWN_ARGS and
+        NSPAWN_ENV are added to systemd-nspawn's command line and environment, PREEXEC_FN
+        runs in its process before exec (tests/lab: own network, binds, cgroups)."""
         self.suite = suite
         self.root = root
         self.boot_timeout = boot_timeout
+        self.machine = machine or f"nodehosts-e2e-{suite}"
+        self.nspawn_args = list(nspawn_args)
+        self.nspawn_env = dict(nspawn_env or {})
+        self.preexec_fn = preexec_fn
         self.run_dir = Path()  # set by start(): a fresh directory under CACHE/runs
         self.merged = Path()
         self.console_log = Path()
@@ -123,11 +142,13 @@ class Container:
                     "--keep-unit",
                     "--boot",
                     "--console=passive",
-                    f"--machine=nodehosts-e2e-{self.suite}",
+                    f"--machine={self.machine}",
+                    *self.nspawn_args,
                 ],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                env={**os.environ, "PATH": SYSTEM_PATH},
+                env={**os.environ, "PATH": SYSTEM_PATH, **self.nspawn_env},
                 start_new_session=True,
+                preexec_fn=self.preexec_fn,
             )  # fmt: skip
         self.init_pid = self._wait_for_init()
         state = self._wait_until_booted()
