@@ -148,7 +148,8 @@ class Container:
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 env={**os.environ, "PATH": SYSTEM_PATH, **self.nspawn_env},
                 start_new_session=True,
-                preexec_fn=self.preexec_fn,
+                # The lab moves nspawn into its own cgroups before exec (a few writes, no locks).
+                preexec_fn=self.preexec_fn,  # noqa: PLW1509
             )  # fmt: skip
         self.init_pid = self._wait_for_init()
         state = self._wait_until_booted()
