@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import missing_host_prerequisites, require
 from lab import (
     DHCP_RANGE,
     LAB_ENV,
@@ -70,6 +69,8 @@ from lab import (
     sh,
 )
 from nspawn import CACHE, SYSTEM_PATH, ContainerError, cached_root
+
+from tests.lab.conftest import missing_host_prerequisites, require
 
 pytestmark = [pytest.mark.lab, pytest.mark.e2e]
 
