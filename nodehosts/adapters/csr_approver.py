@@ -105,6 +105,8 @@ class CsrMetrics(Protocol):
 
     def csr_approved(self) -> None: ...
 
+    def csr_approval_failed(self, reason: str) -> None: ...
+
     def set_csr_pending(self, by_reason: Mapping[str, int]) -> None: ...
 
 
@@ -475,6 +477,8 @@ class CsrApprover:
             log.info("csr_approval_conflict", csr=csr.name, retry_in=round(delay, 3))
         else:
             self.approval_failures_total += 1
+            if self._metrics is not None:
+                self._metrics.csr_approval_failed(error.reason)
             log.warning(
                 "csr_approval_failed",
                 csr=csr.name,

@@ -268,6 +268,12 @@ class Metrics:
         self._csr_approvals = Counter(
             "nodehosts_csr_approvals_total", "Kubelet serving CSRs approved.", registry=r
         )
+        self._csr_approval_failures = Counter(
+            "nodehosts_csr_approval_failures_total",
+            "Approvals the API refused or that failed (retried with backoff), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self._csr_pending = Gauge(
             "nodehosts_csr_pending",
             "Kubelet serving CSRs left pending, by the rule they fail.",
@@ -344,6 +350,10 @@ class Metrics:
 
     def csr_approved(self) -> None:
         self._csr_approvals.inc()
+
+    def csr_approval_failed(self, reason: str) -> None:
+        """`reason`: KubeApiError's fixed word (unauthorized, forbidden, unreachable, ...)."""
+        self._csr_approval_failures.labels(reason=reason).inc()
 
     def set_csr_pending(self, by_reason: Mapping[str, int]) -> None:
         """The CSRs pending now, by reason (replaces the previous counts)."""

@@ -14,6 +14,7 @@ import structlog
 
 from nodehosts.adapters.csr_approver import CsrApprover
 from nodehosts.adapters.kube import NodeSource, load_client_configuration
+from nodehosts.adapters.metrics import Metrics
 from nodehosts.core.csr import CsrPolicy
 from nodehosts.testing import fake_csr
 from nodehosts.testing.fake_apiserver import FakeApiServer
@@ -32,14 +33,27 @@ def api(api_server: FakeApiServer) -> FakeApiServer:
 
 
 @pytest.fixture
-async def approver(api: FakeApiServer, kubeconfig: Path) -> AsyncIterator[CsrApprover]:
+def metrics() -> Metrics:
+    """The daemon's real metrics registry, fed by the approver."""
+    return Metrics()
+
+
+@pytest.fixture
+async def approver(
+    api: FakeApiServer, kubeconfig: Path, metrics: Metrics
+) -> AsyncIterator[CsrApprover]:
     """A running approver fed by a running Node source, both against `api`."""
 
     def configure():  # type: ignore[no-untyped-def]
         return load_client_configuration(kubeconfig)
 
     approver = CsrApprover(
-        configure, policy=CsrPolicy(), tuning=FAST, retry_base=RETRY_BASE, retry_cap=1.0
+        configure,
+        policy=CsrPolicy(),
+        tuning=FAST,
+        retry_base=RETRY_BASE,
+        retry_cap=1.0,
+        metrics=metrics,
     )
     nodes = NodeSource(configure, Wiring(approver), tuning=FAST)
     tasks = [asyncio.create_task(approver.run()), asyncio.create_task(nodes.run())]
@@ -53,13 +67,24 @@ async def approver(api: FakeApiServer, kubeconfig: Path) -> AsyncIterator[CsrApp
     assert not crashed, "the approver or the Node source stopped"
 
 
+def failures_metric(metrics: Metrics) -> dict[str, float]:
+    """nodehosts_csr_approval_failures_total by reason, as /metrics exposes it."""
+    return {
+        sample.labels["reason"]: sample.value
+        for family in metrics.registry.collect()
+        if family.name == "nodehosts_csr_approval_failures"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
 def approval_puts(api: FakeApiServer) -> int:
     return len([r for r in api.requests if r.verb == "update"])
 
 
 @pytest.mark.parametrize("status", [401, 403])
 async def test_a_refused_approval_is_logged_counted_and_retried_with_backoff(
-    api: FakeApiServer, approver: CsrApprover, status: int
+    api: FakeApiServer, approver: CsrApprover, metrics: Metrics, status: int
 ) -> None:
     """Three refusals (expired token, RBAC not applied yet): each logged with status and reason,
     counted, retried after a growing delay; approved once the API accepts."""
@@ -74,8 +99,10 @@ async def test_a_refused_approval_is_logged_counted_and_retried_with_backoff(
     assert all(e["reason"] and e["message"] for e in failures), failures
     assert all(e["retry_in"] >= RETRY_BASE / 2 for e in failures), "retried without a delay"
     assert approver.approval_failures_total == 3
+    assert failures_metric(metrics) == {failures[0]["reason"]: 3.0}
     assert approval_puts(api) == 4
-    assert approver.report()["retrying"] == []
+    # The API shows the approval a moment before the approver has read the PUT's answer.
+    await eventually(lambda: approver.report()["retrying"] == [], what="no retry left", timeout=30)
 
 
 async def test_a_conflict_is_retried_against_the_new_version(
@@ -93,7 +120,7 @@ async def test_a_conflict_is_retried_against_the_new_version(
 
 
 async def test_a_csr_gone_before_its_approval_is_dropped_and_the_approver_goes_on(
-    api: FakeApiServer, approver: CsrApprover
+    api: FakeApiServer, approver: CsrApprover, metrics: Metrics
 ) -> None:
     """404 on the PUT (deleted meanwhile): one log line, no retry loop; the next CSR is approved."""
     api.fail_next(1, status=404, verbs=["update"])
@@ -109,4 +136,5 @@ async def test_a_csr_gone_before_its_approval_is_dropped_and_the_approver_goes_o
         await eventually(lambda: approved(api, "csr-next"), what="the next CSR", timeout=30)
     assert [e["csr"] for e in logs if e["event"] == "csr_gone_before_approval"] == ["csr-gone"]
     assert approver.approval_failures_total == 0
+    assert failures_metric(metrics) == {}
     assert approver.report()["retrying"] == []
