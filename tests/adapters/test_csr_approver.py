@@ -54,10 +54,14 @@ class Wiring:
 class Metrics:
     def __init__(self) -> None:
         self.approved = 0
+        self.failed: dict[str, int] = {}
         self.pending: Mapping[str, int] = {}
 
     def csr_approved(self) -> None:
         self.approved += 1
+
+    def csr_approval_failed(self, reason: str) -> None:
+        self.failed[reason] = self.failed.get(reason, 0) + 1
 
     def set_csr_pending(self, by_reason: Mapping[str, int]) -> None:
         self.pending = dict(by_reason)
@@ -189,7 +193,7 @@ async def test_csr_arriving_before_its_node_is_approved_once_the_node_appears(ap
     assert approver.pending() == ()
 
 
-async def test_a_failed_approval_is_retried(api, approver):
+async def test_a_failed_approval_is_retried(api, approver, metrics):
     """A 500 on the PUT is logged, counted and retried with backoff."""
     api.fail_next(1, status=500, verbs=["update"])
     with structlog.testing.capture_logs() as logs:
@@ -199,6 +203,7 @@ async def test_a_failed_approval_is_retried(api, approver):
     (failure,) = [e for e in logs if e["event"] == "csr_approval_failed"]
     assert (failure["csr"], failure["status"]) == ("csr-retry", 500)
     assert approver.approval_failures_total == 1
+    assert metrics.failed == {failure["reason"]: 1}
     assert len([r for r in api.requests if r.verb == "update"]) == 2
 
 
