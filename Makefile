@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 UPSTREAM_BIN := .upstream/bin
 
-.PHONY: demo test check lint format system-deps upstream e2e bench clean deb docs
+.PHONY: demo test check lint typecheck format system-deps upstream e2e bench clean deb docs
 
 # Newest releases from PyPI.
 $(VENV)/.stamp: pyproject.toml
@@ -62,6 +62,10 @@ docs: $(VENV)/.stamp
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check nodehosts tests bench
 	$(VENV)/bin/ruff format --check nodehosts tests bench
+
+# Not yet part of lint: the redesign (issue 14) makes it pass, then lint runs it.
+typecheck: $(VENV)/.stamp
+	$(VENV)/bin/mypy
 
 format: $(VENV)/.stamp
 	$(VENV)/bin/ruff format nodehosts tests bench
