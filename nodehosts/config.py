@@ -1,10 +1,14 @@
 """One immutable `Settings` object, built from the TOML file and the command line.
 
-Contract: each setting is declared once, on its `Settings` field (`_setting(...)`: TOML
-section and key, flag, parser, help, whether a reload applies it, whether it changes what
-`dump` shows). `SETTINGS` collects those declarations; the TOML keys, the command-line flags
-(nodehosts.cli), validation, help text with the default, `LIVE_KEYS` and `view_summary` are
-all generated from it. `build_settings(file_data, overrides)` validates everything once and
+Contract: each setting is declared once, on its `Settings` field
+(`field(default=..., metadata=_setting(...))`: TOML section and key, parser, flag, help,
+whether a reload applies it, whether it changes what `dump` shows or compares). `SETTINGS`
+collects those declarations; the TOML keys, the command-line flags (nodehosts.cli),
+validation, help text with the default, the man page's key list (docs/mkman.py), `LIVE_KEYS`
+and `view_summary` are all generated from it. A new setting is one field here, plus its line
+in deploy/config.toml (the packaged, commented file; tests/e2e/test_packaging_sync.py) and
+its example in tests/test_settings_table.py; `make docs` then regenerates the man page and
+the completions. `build_settings(file_data, overrides)` validates everything once and
 either returns a frozen `Settings` or raises `ConfigError`, whose message names the bad key
 (as `section.key` for the file, `--flag` for the command line) and the bad value, and whose
 `.key` is the setting (its field name; None for the file as a whole or an unknown key).
@@ -18,7 +22,7 @@ import re
 import reprlib
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -273,8 +277,8 @@ class Setting:
     kind: FlagKind
     metavar: str | None
     choices: tuple[str, ...] | None
-    # How help shows the default when the value alone would mislead (None: unset means
-    # something); None: generated from the value.
+    # How help shows the default when the value would mislead, or is unset but means
+    # something (ns.<domain>); None: generated from the value.
     shown_default: str | None
     live: bool  # a reload applies it to the running daemon (else: config_needs_restart)
     view: bool  # given as a flag, `dump` shows another view than the daemon's (a fresh LIST)
@@ -345,21 +349,24 @@ def _setting(
         if choices is None:
             raise TypeError(f"{key}: a setting needs a parser or choices")
         parse = _choice(choices)
-    spec = {
-        "flag": flag,  # None: from the field name (_declared)
-        "section": section,
-        "toml_key": toml_key,
-        "parse": parse,
-        "help": help,
-        "kind": kind,
-        "metavar": metavar,
-        "choices": choices,
-        "shown_default": shown_default,
-        "live": live,
-        "view": view,
-        "policy": policy,
-    }
-    return {_SPEC: spec}
+    # name, default and an unset flag are filled in from the field (_declared).
+    declared = Setting(
+        name="",
+        section=section,
+        toml_key=toml_key,
+        parse=parse,
+        help=help,
+        default=None,
+        flag=flag or "",
+        kind=kind,
+        metavar=metavar,
+        choices=choices,
+        shown_default=shown_default,
+        live=live,
+        view=view,
+        policy=policy,
+    )
+    return {_SPEC: declared}
 
 
 @dataclass(frozen=True, slots=True)
@@ -735,9 +742,9 @@ def _json(value: Any) -> Any:
 
 # Every setting, in declaration order: the one table the rest is generated from.
 def _declared(item: Field[Any]) -> Setting:
-    spec = dict(item.metadata[_SPEC])
-    spec["flag"] = spec["flag"] or "--" + item.name.replace("_", "-")
-    return Setting(name=item.name, default=item.default, **spec)
+    declared: Setting = item.metadata[_SPEC]
+    flag = declared.flag or "--" + item.name.replace("_", "-")
+    return replace(declared, name=item.name, default=item.default, flag=flag)
 
 
 SETTINGS: Mapping[str, Setting] = {
