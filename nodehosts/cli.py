@@ -4,7 +4,9 @@ Contract: exit 0 on success, 2 on usage or configuration errors (the message nam
 key or flag), 1 when a one-shot command could not do its work (the API was unreachable, or
 `dump --from daemon` found no daemon). `dump --diff` exits like diff(1): 0 when the daemon's
 records match a fresh LIST, 1 when they differ, 2 when they cannot be compared.
-Flags override the TOML file; both are validated once into `Settings` (nodehosts.config).
+Flags override the TOML file; both are validated once into `Settings` (nodehosts.config);
+each setting's flag, its help and its default shown there are generated from its declaration
+(config.SETTINGS), and its value lands in `args.<field name>`.
 `run` hands the daemon a loader that re-reads the file under the same flags, for reloads.
 """
 
@@ -51,7 +53,7 @@ _GROUPS = {
 }
 
 
-def add_setting_flag(
+def _add_setting_flag(
     group: argparse._ActionsContainer,
     setting: Setting,
     *,
@@ -80,7 +82,7 @@ def _setting_flags(
     group = group or parser.add_argument_group(title)
     for setting in SETTINGS.values():
         if setting.section in _GROUPS[title]:
-            add_setting_flag(group, setting)
+            _add_setting_flag(group, setting)
 
 
 def _source_flags(parser: argparse.ArgumentParser) -> None:
@@ -160,7 +162,7 @@ def make_parser() -> argparse.ArgumentParser:
             "flag asks for another view, else a fresh LIST"
         ),
     )
-    add_setting_flag(dump, SETTINGS["control_socket"], help="the daemon's control socket")
+    _add_setting_flag(dump, SETTINGS["control_socket"], help="the daemon's control socket")
     dump.add_argument(
         "--diff",
         action="store_true",
@@ -204,9 +206,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=None, help="random seed for the simulation")
     logging = demo.add_argument_group("logging")
-    add_setting_flag(logging, SETTINGS["log_format"])
+    _add_setting_flag(logging, SETTINGS["log_format"])
     # The demo's default level is warning: --log-level info shows the daemon's lines too.
-    add_setting_flag(logging, SETTINGS["log_level"], shown_default="warning")
+    _add_setting_flag(logging, SETTINGS["log_level"], shown_default="warning")
     return parser
 
 
