@@ -16,7 +16,6 @@ import argparse
 import datetime as _dt
 import os
 import sys
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +121,7 @@ def _default_text(value: Any) -> str:
 
 
 def config_section() -> list[str]:
-    defaults = {}
-    for item in fields(config.Settings):
-        if item.default is not MISSING:
-            defaults[item.name] = item.default
-        elif item.default_factory is not MISSING:  # pragma: no cover - none today
-            defaults[item.name] = item.default_factory()
+    """Every setting's TOML key, flag and default, from its declaration (config.SETTINGS)."""
     out = [
         ".SH CONFIGURATION",
         esc(
@@ -141,15 +135,15 @@ def config_section() -> list[str]:
         ".RS 4",
     ]
     section = None
-    for (table, key), name in config.FILE_KEYS.items():
-        if table != section:
-            out += [".PP", bold(f"[{table}]")]
-            section = table
-        default = _default_text(defaults.get(name))
+    for setting in config.SETTINGS.values():
+        if setting.section != section:
+            out += [".PP", bold(f"[{setting.section}]")]
+            section = setting.section
+        default = _default_text(setting.default)
         out += [
             ".TP",
-            bold(f"{table}.{key}"),
-            esc(f"flag {config.flag_name(name)}; default {default}"),
+            bold(setting.file_key),
+            esc(f"flag {setting.flag}; default {default}"),
         ]
     out.append(".RE")
     return out

@@ -11,7 +11,6 @@ names a cluster with a server. `offline` checks a config meant for another machi
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -20,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from nodehosts.config import (
-    _VALIDATORS,
     FILE_KEYS,
+    SETTINGS,
     ConfigError,
     Settings,
     build_settings,
@@ -56,6 +55,8 @@ def key_lines(text: str) -> dict[tuple[str, str | None], int]:
 
 
 def _suggest(word: str, candidates: list[str]) -> str:
+    import difflib  # (only for a misspelt key; the daemon's start imports this module)
+
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 
@@ -96,7 +97,7 @@ def _file_problems(
                 problems.append(Problem(at(section, key), f"{section}.{key}: unknown key{hint}"))
                 continue
             try:
-                _VALIDATORS[name](f"{section}.{key}", value)
+                SETTINGS[name].check(f"{section}.{key}", value)
             except ConfigError as error:
                 problems.append(Problem(at(section, key), str(error)))
             else:
@@ -111,40 +112,46 @@ def _flag_problems(overrides: Mapping[str, Any]) -> tuple[list[Problem], dict[st
         if value is None:
             continue
         try:
-            _VALIDATORS[name](flag_name(name), value)
-        except ConfigError as error:
-            problems.append(Problem(flag_name(name), str(error).split(": ", 1)[-1]))
+            SETTINGS[name].check(flag_name(name), value)
+        except ConfigError as error:  # (the flag is where: said once)
+            problems.append(Problem(flag_name(name), error.reason))
         else:
             good[name] = value
     return problems, good
 
 
-def machine_problems(settings: Settings) -> list[str]:
-    """What this machine must have for the config: its directories, files and kubeconfig."""
-    out: list[str] = []
-    if settings.hosts_file is not None and not settings.hosts_file.parent.is_dir():
-        out.append(
-            f"hosts.file: directory {settings.hosts_file.parent} does not exist "
-            f"(got {str(settings.hosts_file)!r})"
-        )
-    if settings.static_hosts is not None and not settings.static_hosts.is_file():
-        out.append(f"records.static_hosts: no such file (got {str(settings.static_hosts)!r})")
-    if settings.kubeconfig is not None:
-        out += kubeconfig_problems(settings.kubeconfig)
+def path_problems(settings: Settings) -> list[ConfigError]:
+    """The directories and files the settings name that this machine lacks (cheap: no
+    kubeconfig is parsed). The daemon checks these at start too (nodehosts.cli)."""
+    out: list[ConfigError] = []
+    hosts_file = settings.hosts_file
+    if hosts_file is not None and not hosts_file.parent.is_dir():
+        reason = f"directory {hosts_file.parent} does not exist (got {str(hosts_file)!r})"
+        out.append(ConfigError.at("hosts.file", reason, key="hosts_file"))
+    static_hosts = settings.static_hosts
+    if static_hosts is not None and not static_hosts.is_file():
+        reason = f"no such file (got {str(static_hosts)!r})"
+        out.append(ConfigError.at("records.static_hosts", reason, key="static_hosts"))
+    kubeconfig = settings.kubeconfig
+    if kubeconfig is not None and not kubeconfig.is_file():
+        reason = f"no such file (got {str(kubeconfig)!r})"
+        out.append(ConfigError.at("kubernetes.kubeconfig", reason, key="kubeconfig"))
     return out
 
 
-def kubeconfig_problems(path: Path) -> list[str]:
-    """The kubeconfig exists, parses, and its current context names a cluster with a server."""
-    if not path.is_file():
-        return [f"kubernetes.kubeconfig: no such file (got {str(path)!r})"]
-    from nodehosts.adapters.kube import KubeConfigError, load_client_configuration
+def machine_problems(settings: Settings) -> list[ConfigError]:
+    """What this machine must have for the config: its directories, files, and a kubeconfig
+    that loads and names a cluster with a server."""
+    out = path_problems(settings)
+    kubeconfig = settings.kubeconfig
+    if kubeconfig is not None and kubeconfig.is_file():
+        from nodehosts.adapters.kube import KubeConfigError, load_client_configuration
 
-    try:
-        load_client_configuration(path)
-    except KubeConfigError as error:
-        return [f"kubernetes.kubeconfig: {error}"]
-    return []
+        try:
+            load_client_configuration(kubeconfig)
+        except KubeConfigError as error:
+            out.append(ConfigError.at("kubernetes.kubeconfig", str(error), key="kubeconfig"))
+    return out
 
 
 def check(
@@ -175,13 +182,12 @@ def check(
     flag_problems, flags = _flag_problems(overrides)
     problems += flag_problems
 
-    def where_is(key: str) -> str:
-        """A `section.key` from a message: its flag when given, else its line in the file."""
-        section, _, name = key.partition(".")
-        field = FILE_KEYS.get((section, name))
-        if field is not None and flags.get(field) is not None:
-            return flag_name(field)
-        number = lines.get((section, name))
+    def where_is(name: str | None) -> str:
+        """Where a setting is given: its flag when given, else its line in the file."""
+        if name is not None and flags.get(name) is not None:
+            return flag_name(name)
+        setting = SETTINGS.get(name) if name is not None else None
+        number = lines.get((setting.section, setting.toml_key)) if setting else None
         if path is not None and number:
             return f"{path}:{number}"
         return str(path) if path is not None else "flags"
@@ -189,19 +195,20 @@ def check(
     try:
         build_settings(data, flags, config_path=path)
     except ConfigError as error:  # cross-key rules (each key alone was fine)
-        problems.append(Problem(where_is(str(error).split(":", 1)[0]), str(error)))
+        problems.append(Problem(where_is(error.key), str(error)))
     if offline:
         return problems
     # The machine's side needs only the paths (which no cross-key rule involves).
     paths = {"hosts_file", "static_hosts", "kubeconfig"}
     path_data: dict[str, Any] = {}
-    for (section, key), field in FILE_KEYS.items():
-        if field in paths and key in data.get(section, {}):
-            path_data.setdefault(section, {})[key] = data[section][key]
+    for name in paths:
+        setting = SETTINGS[name]
+        if setting.toml_key in data.get(setting.section, {}):
+            value = data[setting.section][setting.toml_key]
+            path_data.setdefault(setting.section, {})[setting.toml_key] = value
     settings = build_settings(path_data, {k: v for k, v in flags.items() if k in paths})
-    for message in machine_problems(settings):
-        where = where_is(message.split(":", 1)[0])
+    for found in machine_problems(settings):
+        where = where_is(found.key)
         # (a flag names the key already)
-        shown = message.split(": ", 1)[1] if where.startswith("--") else message
-        problems.append(Problem(where, shown))
+        problems.append(Problem(where, found.reason if where.startswith("--") else str(found)))
     return problems

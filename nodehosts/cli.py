@@ -4,7 +4,9 @@ Contract: exit 0 on success, 2 on usage or configuration errors (the message nam
 key or flag), 1 when a one-shot command could not do its work (the API was unreachable, or
 `dump --from daemon` found no daemon). `dump --diff` exits like diff(1): 0 when the daemon's
 records match a fresh LIST, 1 when they differ, 2 when they cannot be compared.
-Flags override the TOML file; both are validated once into `Settings` (nodehosts.config).
+Flags override the TOML file; both are validated once into `Settings` (nodehosts.config);
+each setting's flag, its help and its default shown there are generated from its declaration
+(config.SETTINGS), and its value lands in `args.<field name>`.
 `run` hands the daemon a loader that re-reads the file under the same flags, for reloads.
 """
 
@@ -21,9 +23,10 @@ from typing import Any, NoReturn
 from nodehosts import __version__
 from nodehosts.config import (
     DEFAULT_CONFIG_PATH,
-    LOG_FORMATS,
-    LOG_LEVELS,
+    SETTINGS,
+    VIEW_KEYS,
     ConfigError,
+    Setting,
     Settings,
     build_settings,
     read_config_file,
@@ -35,21 +38,51 @@ EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
 # Output closed by its reader (`nodehosts dump | head`): 128 + SIGPIPE, like a shell tool.
 EXIT_BROKEN_PIPE = 141
 DUMP_SOURCES = ("auto", "daemon", "list")
-# Flags that ask `dump` for a view other than the daemon's: with them, auto means a LIST.
-_VIEW_FLAGS = (
-    "kubeconfig",
-    "label_selector",
-    "domain",
-    "address_types",
-    "static_hosts",
-    "exclude_not_ready",
-    "exclude_unschedulable",
-    "allowed_suffix",
-    "reserved_suffix",
-)
 # A diff that finds differences asks the daemon again after this long: the first answer may
 # have raced a change the daemon was still coalescing.
 DIFF_RECHECK_SECONDS = 1.0
+
+
+# The --help groups of the settings' flags, in this order, and the TOML sections in each.
+_GROUPS = {
+    "source and records": ("kubernetes", "records"),
+    "publishing": ("hosts", "dns"),
+    "operations": ("metrics", "control", "state"),
+    "kubelet serving certificates": ("csr",),
+    "logging": ("log",),
+}
+
+
+def _add_setting_flag(
+    group: argparse._ActionsContainer,
+    setting: Setting,
+    *,
+    help: str | None = None,
+    shown_default: str | None = None,
+) -> None:
+    """The flag of one setting, from its declaration (nodehosts.config.SETTINGS); its value
+    lands in `args.<field name>`, None when not given. `help` and `shown_default` replace the
+    declared ones (a command that uses the setting otherwise)."""
+    text = setting.help_text(help, shown_default=shown_default).replace("%", "%%")
+    options: dict[str, Any] = {"dest": setting.name, "help": text}
+    if setting.kind == "bool":
+        options.update(action=argparse.BooleanOptionalAction, default=None)
+    else:
+        options.update(metavar=setting.metavar, choices=setting.choices)
+        if setting.kind == "int":
+            options["type"] = int
+        elif setting.kind == "repeat":
+            options["action"] = "append"
+    group.add_argument(setting.flag, **options)
+
+
+def _setting_flags(
+    parser: argparse.ArgumentParser, title: str, group: argparse._ArgumentGroup | None = None
+) -> None:
+    group = group or parser.add_argument_group(title)
+    for setting in SETTINGS.values():
+        if setting.section in _GROUPS[title]:
+            _add_setting_flag(group, setting)
 
 
 def _source_flags(parser: argparse.ArgumentParser) -> None:
@@ -59,149 +92,16 @@ def _source_flags(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help=f"TOML config file (default: {DEFAULT_CONFIG_PATH} when it exists)",
     )
-    group.add_argument(
-        "--kubeconfig", metavar="PATH", help="kubeconfig (default: in-cluster, then ~/.kube/config)"
-    )
-    group.add_argument(
-        "--label-selector", metavar="SELECTOR", help="only Nodes matching this label selector"
-    )
-    group.add_argument(
-        "--max-page-bytes", type=int, metavar="BYTES", help="largest LIST page (default 64 MiB)"
-    )
-    group.add_argument(
-        "--max-line-bytes", type=int, metavar="BYTES", help="largest watch event (default 16 MiB)"
-    )
-    group.add_argument(
-        "--domain",
-        metavar="DOMAIN",
-        help="domain for bare node names (default node.internal; '' for bare names only)",
-    )
-    group.add_argument(
-        "--address-types",
-        metavar="TYPES",
-        help="comma-separated address type preference (default InternalIP,ExternalIP)",
-    )
-    group.add_argument(
-        "--static-hosts", metavar="PATH", help="hosts-format file of extra, non-node hosts"
-    )
-    group.add_argument(
-        "--exclude-not-ready",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="leave out nodes that are not Ready",
-    )
-    group.add_argument(
-        "--exclude-unschedulable",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="leave out cordoned nodes",
-    )
-    group.add_argument(
-        "--allowed-suffix",
-        metavar="SUFFIX",
-        action="append",
-        help="publish dotted node names under this suffix too (repeatable; default: the domain)",
-    )
-    group.add_argument(
-        "--reserved-suffix",
-        metavar="SUFFIX",
-        action="append",
-        help="never publish a node name under this (repeatable; default cluster.local)",
-    )
+    _setting_flags(parser, "source and records", group)
 
 
 def _log_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("logging")
-    group.add_argument(
-        "--log-format", choices=LOG_FORMATS, help="console on a terminal, JSON otherwise (auto)"
-    )
-    group.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    _setting_flags(parser, "logging")
 
 
 def _sink_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("publishing")
-    group.add_argument(
-        "--hosts-file", metavar="PATH", help="write the hosts file here (its directory must exist)"
-    )
-    group.add_argument(
-        "--dns-listen",
-        metavar="ADDR:PORT",
-        action="append",
-        help="serve DNS on this address (repeatable)",
-    )
-    group.add_argument("--ttl", type=int, metavar="SECONDS", help="TTL of DNS answers (default 30)")
-    group.add_argument(
-        "--negative-ttl",
-        type=int,
-        metavar="SECONDS",
-        help="TTL of negative DNS answers (default 5)",
-    )
-    group.add_argument(
-        "--upstream",
-        metavar="ADDR[:PORT]",
-        action="append",
-        help="forward other names here (repeatable)",
-    )
-    group.add_argument(
-        "--allow-recursion-from",
-        metavar="CIDR",
-        action="append",
-        help="clients allowed to use forwarding (repeatable; default loopback)",
-    )
-    group.add_argument(
-        "--dns-nameserver",
-        metavar="NAME",
-        help="the zone's NS and SOA MNAME (default ns.<domain>)",
-    )
-    group.add_argument(
-        "--dns-hostmaster",
-        metavar="MAILBOX",
-        help="the SOA RNAME, e.g. hostmaster@example.org (default hostmaster.<domain>)",
-    )
-    ops = parser.add_argument_group("operations")
-    ops.add_argument(
-        "--metrics-listen", metavar="ADDR:PORT", help="serve /metrics, /healthz and /readyz"
-    )
-    ops.add_argument(
-        "--control-socket",
-        metavar="PATH",
-        help="control socket for `dump --from daemon` ('' to disable)",
-    )
-    ops.add_argument(
-        "--state-dir",
-        metavar="PATH",
-        help="where the last published records are kept ('' to disable)",
-    )
-    csr = parser.add_argument_group("kubelet serving certificates")
-    csr.add_argument(
-        "--approve-serving-csrs",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="approve kubelet serving CSRs that pass every check",
-    )
-    csr.add_argument(
-        "--csr-allowed-cidr",
-        metavar="CIDR",
-        action="append",
-        help="IP SANs must also lie in one of these (repeatable)",
-    )
-    csr.add_argument(
-        "--csr-denied-cidr",
-        metavar="CIDR",
-        action="append",
-        help="IP SANs must not lie in these (repeatable; default 10.32.0.0/24 10.200.0.0/16)",
-    )
-    csr.add_argument(
-        "--csr-max-expiration-seconds",
-        type=int,
-        metavar="SECONDS",
-        help="refuse longer requested lifetimes",
-    )
-    csr.add_argument(
-        "--csr-address-types",
-        metavar="TYPES",
-        help="node address types an IP SAN may be, comma-separated (default InternalIP)",
-    )
+    for title in ("publishing", "operations", "kubelet serving certificates"):
+        _setting_flags(parser, title)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -262,11 +162,7 @@ def make_parser() -> argparse.ArgumentParser:
             "flag asks for another view, else a fresh LIST"
         ),
     )
-    dump.add_argument(
-        "--control-socket",
-        metavar="PATH",
-        help="the daemon's control socket (default /run/nodehosts/control.sock)",
-    )
+    _add_setting_flag(dump, SETTINGS["control_socket"], help="the daemon's control socket")
     dump.add_argument(
         "--diff",
         action="store_true",
@@ -309,7 +205,10 @@ def make_parser() -> argparse.ArgumentParser:
         help="also serve DNS here ('' to disable; default 127.0.0.1:5353)",
     )
     demo.add_argument("--seed", type=int, default=None, help="random seed for the simulation")
-    _log_flags(demo)  # (the demo's default level is warning: --log-level info shows the daemon's)
+    logging = demo.add_argument_group("logging")
+    _add_setting_flag(logging, SETTINGS["log_format"])
+    # The demo's default level is warning: --log-level info shows the daemon's lines too.
+    _add_setting_flag(logging, SETTINGS["log_level"], shown_default="warning")
     return parser
 
 
@@ -341,38 +240,9 @@ def _dump_view_flags(dump: argparse.ArgumentParser) -> None:
     )
 
 
-# argparse destination -> Settings field, for the flags that map one to one.
-_OVERRIDES = {
-    "kubeconfig": "kubeconfig",
-    "label_selector": "label_selector",
-    "max_page_bytes": "max_page_bytes",
-    "max_line_bytes": "max_line_bytes",
-    "domain": "domain",
-    "address_types": "address_types",
-    "static_hosts": "static_hosts",
-    "exclude_not_ready": "exclude_not_ready",
-    "exclude_unschedulable": "exclude_unschedulable",
-    "hosts_file": "hosts_file",
-    "dns_listen": "dns_listen",
-    "ttl": "ttl",
-    "negative_ttl": "negative_ttl",
-    "upstream": "upstreams",
-    "allow_recursion_from": "allow_recursion_from",
-    "dns_nameserver": "dns_nameserver",
-    "dns_hostmaster": "dns_hostmaster",
-    "log_format": "log_format",
-    "log_level": "log_level",
-    "metrics_listen": "metrics_listen",
-    "control_socket": "control_socket",
-    "state_dir": "state_dir",
-    "approve_serving_csrs": "approve_serving_csrs",
-    "csr_allowed_cidr": "csr_allowed_cidrs",
-    "csr_denied_cidr": "csr_denied_cidrs",
-    "csr_max_expiration_seconds": "csr_max_expiration_seconds",
-    "allowed_suffix": "allowed_suffixes",
-    "reserved_suffix": "reserved_suffixes",
-    "csr_address_types": "csr_address_types",
-}
+def setting_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings' flag values this command has (None: not given), by Settings field."""
+    return {name: getattr(args, name) for name in SETTINGS if hasattr(args, name)}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -386,27 +256,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         config_path = DEFAULT_CONFIG_PATH
     if config_path is not None:
         file_data = read_config_file(config_path)
-    overrides = {
-        field: getattr(args, dest) for dest, field in _OVERRIDES.items() if hasattr(args, dest)
-    }
-    return build_settings(file_data, overrides, config_path=config_path)
+    return build_settings(file_data, setting_overrides(args), config_path=config_path)
 
 
 def check_runtime(settings: Settings, *, command: str) -> None:
     """Problems a daemon would only hit later, reported now as configuration errors."""
     if command == "run" and settings.hosts_file is None and not settings.dns_listen:
-        raise ConfigError("hosts.file / dns.listen: nothing to publish; set at least one")
-    if settings.hosts_file is not None and not settings.hosts_file.parent.is_dir():
-        raise ConfigError(
-            f"hosts.file: directory {settings.hosts_file.parent} does not exist "
-            f"(got {str(settings.hosts_file)!r})"
-        )
-    if settings.static_hosts is not None and not settings.static_hosts.is_file():
-        raise ConfigError(
-            f"records.static_hosts: no such file (got {str(settings.static_hosts)!r})"
-        )
-    if settings.kubeconfig is not None and not settings.kubeconfig.is_file():
-        raise ConfigError(f"kubernetes.kubeconfig: no such file (got {str(settings.kubeconfig)!r})")
+        raise ConfigError.at("hosts.file / dns.listen", "nothing to publish; set at least one")
+    from nodehosts.checkconfig import path_problems
+
+    problems = path_problems(settings)
+    if problems:
+        raise problems[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -485,10 +346,7 @@ def _check_config(args: argparse.Namespace) -> int:
         path = Path(explicit) if explicit else None
     else:
         path = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
-    overrides = {
-        field: getattr(args, dest) for dest, field in _OVERRIDES.items() if hasattr(args, dest)
-    }
-    problems = check(path, overrides, offline=args.offline)
+    problems = check(path, setting_overrides(args), offline=args.offline)
     if not problems and not args.offline:
         # Checks the daemon makes at start that check-config does not know itself.
         try:
@@ -584,7 +442,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _dump_source(args: argparse.Namespace) -> str:
     """daemon, list, or auto; auto with flags that change the view means list."""
-    if args.source == "auto" and any(getattr(args, flag) is not None for flag in _VIEW_FLAGS):
+    if args.source == "auto" and any(getattr(args, name, None) is not None for name in VIEW_KEYS):
         return "list"
     return str(args.source)
 

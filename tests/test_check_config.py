@@ -112,3 +112,18 @@ def test_offline_still_reports_bad_values(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines()[0].startswith(f"{config}:2: dns.ttl: ")
     assert "kubeconfig" not in result.stderr
+
+
+def test_a_rule_between_two_keys_points_at_the_key_it_names(tmp_path: Path) -> None:
+    """dns.negative_ttl longer than dns.ttl: at negative_ttl's line in the file, or at its
+    flag when the flag gave it (the error's key says which setting, not its message)."""
+    config = tmp_path / "config.toml"
+    config.write_text("[dns]\nttl = 10\nnegative_ttl = 20\n")
+    in_file = nodehosts("check-config", "--config", str(config), "--offline")
+    assert in_file.stderr.splitlines()[0] == (
+        f"{config}:3: dns.negative_ttl: 20 is longer than dns.ttl 10"
+    )
+    by_flag = nodehosts("check-config", "--config", "", "--offline", "--negative-ttl", "60")
+    assert by_flag.stderr.splitlines()[0] == (
+        "--negative-ttl: dns.negative_ttl: 60 is longer than dns.ttl 30"
+    )
