@@ -56,9 +56,8 @@ import bisect
 import ipaddress
 import itertools
 import operator
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from functools import lru_cache
 from typing import Final, NamedTuple
 
@@ -71,16 +70,9 @@ from nodehosts.core.model import (
     NodeInfo,
     Publication,
     RecordSet,
+    SkipReason,
 )
-
-MAX_NAME_LENGTH: Final = 253
-MAX_LABEL_LENGTH: Final = 63
-# Longest domain under which every valid single-label name still fits in MAX_NAME_LENGTH.
-MAX_DOMAIN_LENGTH: Final = MAX_NAME_LENGTH - MAX_LABEL_LENGTH - 1
-
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_NAME_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_LABEL_RE: Final = re.compile(_LABEL)
+from nodehosts.core.names import domain_problem, is_under, name_problem
 
 # Claim ranks: lower wins a name. The admin's static file beats every node.
 _RANK_STATIC: Final = 0
@@ -110,16 +102,14 @@ class RecordPolicy:
     reserved_suffixes: tuple[str, ...] = DEFAULT_RESERVED_SUFFIXES
     # The zone's NS name (dns.nameserver); "" means ns.<domain>. Never a node's.
     nameserver: str = ""
+    # Hashed once in __post_init__: every memoised per-node call hashes the policy.
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         domain = self.domain.lower() if self.domain.isascii() else self.domain
         domain = domain.removesuffix(".")
-        if domain:
-            problem = name_problem(domain)
-            if problem is None and len(domain) > MAX_DOMAIN_LENGTH:
-                problem = f"longer than {MAX_DOMAIN_LENGTH} characters"
-            if problem is not None:
-                raise ValueError(f"invalid domain {self.domain!r}: {problem}")
+        if domain and (problem := domain_problem(domain)) is not None:
+            raise ValueError(f"invalid domain {self.domain!r}: {problem}")
         types = tuple(self.address_types)
         if not types or not all(isinstance(kind, str) and kind for kind in types):
             raise ValueError(f"address_types must be non-empty type names, not {types!r}")
@@ -134,11 +124,10 @@ class RecordPolicy:
         object.__setattr__(self, "allowed_suffixes", allowed)
         object.__setattr__(self, "reserved_suffixes", reserved)
         object.__setattr__(self, "nameserver", nameserver or (f"ns.{domain}" if domain else ""))
-        # Hashed once: every memoised per-node call hashes the policy.
         object.__setattr__(self, "_hash", hash(astuple(self)))
 
     def __hash__(self) -> int:
-        return self._hash  # type: ignore[no-any-return]
+        return self._hash
 
 
 def _suffixes(what: str, values: Iterable[str]) -> tuple[str, ...]:
@@ -154,28 +143,23 @@ def _suffixes(what: str, values: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _under(name: str, suffix: str) -> bool:
-    """Whether `name` lies strictly below `suffix`, label-aligned."""
-    return name.endswith(suffix) and name[-len(suffix) - 1 : -len(suffix)] == "."
-
-
 @lru_cache(maxsize=16384)
 def refusal(name: str, policy: RecordPolicy) -> str | None:
     """Why a node may not publish the valid lower-case `name` (before domain expansion)."""
     for form in expand_name(name, policy.domain):
-        if form == _LOCALHOST or _under(form, _LOCALHOST):
+        if form == _LOCALHOST or is_under(form, _LOCALHOST):
             return f"{form!r} is reserved (localhost)"
         if form == policy.domain:
             return f"{form!r} is the zone apex (records.domain)"
         if form == policy.nameserver:
             return f"{form!r} is the zone's NS name (dns.nameserver)"
         for suffix in policy.reserved_suffixes:
-            if form == suffix or _under(form, suffix):
+            if form == suffix or is_under(form, suffix):
                 return (
                     f"{form!r} is under the reserved suffix {suffix!r} (records.reserved_suffixes)"
                 )
     if "." in name and not any(
-        _under(name, suffix) for suffix in (policy.domain, *policy.allowed_suffixes) if suffix
+        is_under(name, suffix) for suffix in (policy.domain, *policy.allowed_suffixes) if suffix
     ):
         allowed = [s for s in (policy.domain, *policy.allowed_suffixes) if s]
         parent = name.partition(".")[2]
@@ -184,30 +168,6 @@ def refusal(name: str, policy: RecordPolicy) -> str | None:
             f" {parent!r} to records.allowed_suffixes (--allowed-suffix {parent})"
         )
     return None
-
-
-@lru_cache(maxsize=16384)
-def name_problem(name: str) -> str | None:
-    """Why `name` (already lower-cased) is not a valid RFC 1123 host name, or None if it is."""
-    if _NAME_RE.fullmatch(name) is not None and len(name) <= MAX_NAME_LENGTH:
-        return None
-    # Slow path, only for invalid names: say exactly what is wrong.
-    if not name:
-        return "empty name"
-    if not name.isascii():
-        return "not ASCII"
-    if len(name) > MAX_NAME_LENGTH:
-        return f"longer than {MAX_NAME_LENGTH} characters"
-    for label in name.split("."):
-        if not label:
-            return "empty label (leading, trailing or double dot)"
-        if len(label) > MAX_LABEL_LENGTH:
-            return f"label {label[:20]!r}... longer than {MAX_LABEL_LENGTH} characters"
-        if label.startswith("-") or label.endswith("-"):
-            return f"label {label!r} starts or ends with '-'"
-        if _LABEL_RE.fullmatch(label) is None:
-            return f"label {label!r} has characters other than a-z, 0-9 and '-'"
-    return "not a host name"  # pragma: no cover - every failure is caught above
 
 
 def address_problem(address: IPAddress) -> str | None:
@@ -329,9 +289,9 @@ def _decision(
     names: tuple[str, ...],
     addresses: tuple[IPAddress, ...],
     reasons: Sequence[str],
-    *,
-    published: bool,
+    skip: SkipReason | None = None,
 ) -> NodeDecision:
+    """Published unless `skip` says why not (its text is the first of `reasons`)."""
     # Positional: keyword arguments make frozen dataclass construction ~1.5x slower.
     return NodeDecision(
         node.name,
@@ -339,9 +299,22 @@ def _decision(
         addresses,
         node.ready,
         node.unschedulable,
-        published,
+        skip is None,
         "; ".join(reasons) or None,
+        skip,
     )
+
+
+def _lost_decision(
+    node: NodeInfo,
+    names: tuple[str, ...],
+    addresses: tuple[IPAddress, ...],
+    notes: Iterable[str],
+    lost: Iterable[tuple[str, str]],
+) -> NodeDecision:
+    """The decision of a node that lost some names (`lost`: name and why) and keeps `names`."""
+    reasons = [*([] if names else ["lost every name"]), *notes, *(note for _, note in lost)]
+    return _decision(node, names, addresses, reasons, None if names else SkipReason.NAME_COLLISION)
 
 
 # Memoised (NodeInfo and RecordPolicy are immutable and hashable). Every build touches every
@@ -355,16 +328,16 @@ def _plan_node(
     `static_addresses`: (address, static host description) pairs; the node never gets those.
     One frozenset per build, so the memoisation key stays cheap to hash and compare."""
     notes: list[str] = []
-    skip: list[str] = []
+    skip: list[tuple[SkipReason, str]] = []
     claims: list[tuple[str, int]] = []
 
     raw = node.name
     name = raw.lower() if raw.isascii() else raw
     problem = name_problem(name)
     if problem is not None:
-        skip.append(f"invalid name {raw!r}: {problem}")
+        skip.append((SkipReason.INVALID_NAME, f"invalid name {raw!r}: {problem}"))
     elif (refused := refusal(name, policy)) is not None:
-        skip.append(f"name not published: {refused}")
+        skip.append((SkipReason.REFUSED_NAME, f"name not published: {refused}"))
     else:
         claims = [(n, _RANK_NODE) for n in expand_name(name, policy.domain)]
         alias_raw = node.hostname
@@ -383,7 +356,8 @@ def _plan_node(
 
     addresses = _select_addresses(node, policy.address_types, notes)
     if not addresses:
-        skip.append(f"no usable {' or '.join(policy.address_types)} address")
+        kinds = " or ".join(policy.address_types)
+        skip.append((SkipReason.NO_ADDRESS, f"no usable {kinds} address"))
     elif static_addresses:
         owners = dict(static_addresses)
         if not owners.keys().isdisjoint(addresses):
@@ -392,11 +366,12 @@ def _plan_node(
             ]
             addresses = tuple(a for a in addresses if a not in owners)
             if not addresses:
-                skip.append("no usable address left: every one belongs to a static host")
+                why = "no usable address left: every one belongs to a static host"
+                skip.append((SkipReason.NO_ADDRESS, why))
     if policy.exclude_not_ready and node.ready is not True:
-        skip.append("not ready")
+        skip.append((SkipReason.NOT_READY, "not ready"))
     if policy.exclude_unschedulable and node.unschedulable:
-        skip.append("unschedulable")
+        skip.append((SkipReason.UNSCHEDULABLE, "unschedulable"))
 
     names = tuple([n for n, _ in claims])
     if skip:
@@ -407,8 +382,9 @@ def _plan_node(
             holder = _Claimant(
                 node.name, node.name, f"node {node.name!r}", tuple(claims), None, node, ()
             )
-        return _NodePlan(holder, _decision(node, names, addresses, skip + notes, published=False))
-    decision = _decision(node, names, addresses, notes, published=True)
+        reasons = [text for _, text in skip] + notes
+        return _NodePlan(holder, _decision(node, names, addresses, reasons, skip[0][0]))
+    decision = _decision(node, names, addresses, notes)
     host = Host(names, addresses, "node", node.name)
     claimant = _Claimant(
         node.name, node.name, f"node {node.name!r}", tuple(claims), host, node, tuple(notes)
@@ -419,15 +395,16 @@ def _plan_node(
 def _static_forms(name: str, domain: str) -> tuple[str, ...]:
     """A static name's forms: as a node name's, plus the bare `x` of an `x.<domain>` (the admin
     wrote one host either way; a node must not take the other form)."""
-    if domain and _under(name, domain):
+    if domain and is_under(name, domain):
         bare = name[: -len(domain) - 1]
         if "." not in bare:
             return (name, bare)
     return expand_name(name, domain)
 
 
-def _static_claimant(host: Host, domain: str) -> _Claimant:
-    """A claimant for a static host; its names and addresses must already be valid."""
+def _static_claimant(host: Host, domain: str) -> tuple[_Claimant, Host]:
+    """A claimant for a static host, and the host it publishes; its names and addresses must
+    already be valid."""
     claims: list[tuple[str, int]] = []
     seen: set[str] = set()
     for raw in host.names:
@@ -447,38 +424,40 @@ def _static_claimant(host: Host, domain: str) -> _Claimant:
             raise ValueError(f"static host {host.names[0]!r}: address {address} {problem}")
     addresses = tuple(sorted(set(host.addresses), key=address_sort_key))
     names = tuple(n for n, _ in claims)
-    return _Claimant(
+    published = Host(names=names, addresses=addresses, origin="static", node=None)
+    claimant = _Claimant(
         owner=names[0],
         label=f"static:{names[0]}",
         description=f"static host {names[0]!r}",
         claims=tuple(claims),
-        host=Host(names=names, addresses=addresses, origin="static", node=None),
+        host=published,
         node=None,
         notes=(),
     )
+    return claimant, published
 
 
 def _static_claimants(static: Iterable[Host], domain: str) -> list[_Claimant]:
     """One claimant per canonical name (hosts sharing it are merged, as the parser does)."""
-    groups: dict[str, list[_Claimant]] = {}
-    for host in static:
-        claimant = _static_claimant(host, domain)
-        groups.setdefault(claimant.owner, []).append(claimant)
+    groups: dict[str, list[tuple[_Claimant, Host]]] = {}
+    for static_host in static:
+        claimant, host = _static_claimant(static_host, domain)
+        groups.setdefault(claimant.owner, []).append((claimant, host))
     claimants: list[_Claimant] = []
     for _, group in sorted(groups.items()):
         if len(group) == 1:
-            claimants.append(group[0])
+            claimants.append(group[0][0])
             continue
-        group.sort(key=lambda c: (c.claims, [address_sort_key(a) for a in c.host.addresses]))
-        claims = tuple(dict.fromkeys(claim for c in group for claim in c.claims))
-        addresses = {address for c in group for address in c.host.addresses}
+        group.sort(key=lambda c: (c[0].claims, [address_sort_key(a) for a in c[1].addresses]))
+        claims = tuple(dict.fromkeys(claim for c, _ in group for claim in c.claims))
+        addresses = {address for _, h in group for address in h.addresses}
         host = Host(
             names=tuple(name for name, _ in claims),
             addresses=tuple(sorted(addresses, key=address_sort_key)),
             origin="static",
             node=None,
         )
-        claimants.append(group[0]._replace(claims=claims, host=host))
+        claimants.append(group[0][0]._replace(claims=claims, host=host))
     return claimants
 
 
@@ -561,6 +540,7 @@ def _build(
     # deterministic): no node may publish these addresses. A frozenset caches its hash.
     first_static: dict[IPAddress, str] = {}
     for claimant in statics:  # sorted by canonical name
+        assert claimant.host is not None  # a static host always publishes
         for address in claimant.host.addresses:
             first_static.setdefault(address, claimant.description)
     static_addresses = frozenset(first_static.items())
@@ -600,11 +580,8 @@ def _build(
                 )
             )
         if claimant.node is not None:
-            reasons = [] if names else ["lost every name"]
-            reasons += claimant.notes
-            reasons += [note for _, note in lost_names]
-            decisions[decision_of[index]] = _decision(
-                claimant.node, names, claimant.host.addresses, reasons, published=bool(names)
+            decisions[decision_of[index]] = _lost_decision(
+                claimant.node, names, claimant.host.addresses, claimant.notes, lost_names
             )
     hosts.sort(key=_canonical)
     publication = Publication(
@@ -777,7 +754,9 @@ class RecordIndex:
     def _rebuild(self, static: Sequence[Host]) -> None:
         """Everything from scratch (at start, and when the policy or static hosts change)."""
         # Decisions as of the previous decision_changes(), to report only what differs.
-        decisions_before = dict(zip(self._decision_names, self._decisions, strict=True))
+        decisions_before: dict[str, NodeDecision | None] = dict(
+            zip(self._decision_names, self._decisions, strict=True)
+        )
         decisions_before.update(self._decisions_touched)
         publication, claimants, static_addresses, plans = _build(
             self._nodes.values(), static, self._policy
@@ -922,12 +901,9 @@ class RecordIndex:
             Host(names, host.addresses, host.origin, host.node) if names else None,
         )
         if claimant.node is not None:
-            reasons = [] if names else ["lost every name"]
-            reasons += claimant.notes
-            reasons += [note for _, note in lost]
             self._set_decision(
                 claimant.node.name,
-                _decision(claimant.node, names, host.addresses, reasons, published=bool(names)),
+                _lost_decision(claimant.node, names, host.addresses, claimant.notes, lost),
             )
 
     def _set_host(self, label: str, host: Host | None) -> None:
