@@ -48,6 +48,15 @@ nothing, so no other node takes them meanwhile. The loser drops only the collidi
 left with no names is not published. Each collision is one `Collision` (owners labelled by node
 name, static hosts as ``static:<canonical>``; winner None when nobody gets it) and a note in each
 losing published node's decision.
+
+Label selection. With a label selector the daemon publishes from the selected Nodes only, but
+a Node outside the selection is still a Node of the cluster, and whoever registers a selected
+Node could otherwise take its name as a Hostname alias (or as a dotted name). So the Nodes
+outside the selection (`hidden`: name -> Hostname) rank exactly as skipped nodes do: they
+publish nothing and hold their names and Hostname at their ranks; a selected node loses such a
+name, and its decision says to which node outside the label selector. Their collisions are
+reported (owner ``hidden:<name>``) only when a selected node or a static host is in them. The
+CSR approver's cluster view applies the same rule to certificates (`nodehosts.core.csr`).
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Final, NamedTuple
 
 from nodehosts.core.model import (
@@ -317,6 +327,51 @@ def _lost_decision(
     return _decision(node, names, addresses, reasons, None if names else SkipReason.NAME_COLLISION)
 
 
+def _name_claims(
+    raw: str,
+    alias_raw: str | None,
+    policy: RecordPolicy,
+    skip: list[tuple[SkipReason, str]],
+    notes: list[str],
+) -> list[tuple[str, int]]:
+    """The (name, rank) claims of a node named `raw` with the Hostname `alias_raw`, canonical
+    first; why its name is refused goes to `skip`, why its Hostname is to `notes`."""
+    name = raw.lower() if raw.isascii() else raw
+    problem = name_problem(name)
+    if problem is not None:
+        skip.append((SkipReason.INVALID_NAME, f"invalid name {raw!r}: {problem}"))
+        return []
+    if (refused := refusal(name, policy)) is not None:
+        skip.append((SkipReason.REFUSED_NAME, f"name not published: {refused}"))
+        return []
+    claims = [(n, _RANK_NODE) for n in expand_name(name, policy.domain)]
+    alias = alias_raw.lower() if alias_raw and alias_raw.isascii() else alias_raw
+    if alias is not None and alias != name:
+        problem = name_problem(alias)
+        if problem is None:
+            problem = refusal(alias, policy)
+        if problem is not None:
+            notes.append(f"ignored Hostname {alias_raw!r}: {problem}")
+        else:
+            own = [n for n, _ in claims]
+            claims += [(n, _RANK_ALIAS) for n in expand_name(alias, policy.domain) if n not in own]
+    return claims
+
+
+_HIDDEN: Final = "hidden:"  # label prefix of a Node outside the label selection
+
+
+@lru_cache(maxsize=8192)
+def _hidden_claimant(name: str, hostname: str | None, policy: RecordPolicy) -> _Claimant | None:
+    """A Node outside the label selection: it publishes nothing, and holds its names at their
+    ranks as a skipped node does (None: it has no valid name nodehosts would publish)."""
+    claims = _name_claims(name, hostname, policy, [], [])
+    if not claims:
+        return None
+    description = f"node {name!r} (outside the label selector)"
+    return _Claimant(name, _HIDDEN + name, description, tuple(claims), None, None, ())
+
+
 # Memoised (NodeInfo and RecordPolicy are immutable and hashable). Every build touches every
 # live node, so stale versions are evicted first; sized for 5000 nodes plus churn.
 @lru_cache(maxsize=8192)
@@ -329,30 +384,7 @@ def _plan_node(
     One frozenset per build, so the memoisation key stays cheap to hash and compare."""
     notes: list[str] = []
     skip: list[tuple[SkipReason, str]] = []
-    claims: list[tuple[str, int]] = []
-
-    raw = node.name
-    name = raw.lower() if raw.isascii() else raw
-    problem = name_problem(name)
-    if problem is not None:
-        skip.append((SkipReason.INVALID_NAME, f"invalid name {raw!r}: {problem}"))
-    elif (refused := refusal(name, policy)) is not None:
-        skip.append((SkipReason.REFUSED_NAME, f"name not published: {refused}"))
-    else:
-        claims = [(n, _RANK_NODE) for n in expand_name(name, policy.domain)]
-        alias_raw = node.hostname
-        alias = alias_raw.lower() if alias_raw and alias_raw.isascii() else alias_raw
-        if alias is not None and alias != name:
-            problem = name_problem(alias)
-            if problem is None:
-                problem = refusal(alias, policy)
-            if problem is not None:
-                notes.append(f"ignored Hostname {alias_raw!r}: {problem}")
-            else:
-                own = [n for n, _ in claims]
-                claims += [
-                    (n, _RANK_ALIAS) for n in expand_name(alias, policy.domain) if n not in own
-                ]
+    claims = _name_claims(node.name, node.hostname, policy, skip, notes)
 
     addresses = _select_addresses(node, policy.address_types, notes)
     if not addresses:
@@ -478,6 +510,8 @@ def _resolve_collisions(
     lost: dict[int, list[tuple[str, str]]] = {}
     for name in sorted(contested):
         ranked = sorted(contested[name])
+        if all(claimants[index].label.startswith(_HIDDEN) for *_, index in ranked):
+            continue  # only Nodes outside the label selection: not published, not reported
         if ranked[0][0] == _RANK_ALIAS:  # only Hostname aliases: nobody's own name
             note = _shared_alias_note(name, [claimants[index].description for *_, index in ranked])
             for _, _, index in ranked:
@@ -514,23 +548,43 @@ def _canonical(host: Host) -> str:
     return host.names[0]
 
 
+# No Nodes outside the label selection (the default of `hidden`).
+NO_HIDDEN: Final[Mapping[str, str | None]] = MappingProxyType({})
+
+
 def build_publication(
-    nodes: Iterable[NodeInfo], static: Sequence[Host], policy: RecordPolicy
+    nodes: Iterable[NodeInfo],
+    static: Sequence[Host],
+    policy: RecordPolicy,
+    hidden: Mapping[str, str | None] = NO_HIDDEN,
 ) -> Publication:
     """Apply the record policy to every node and static host (see the module docstring).
 
     Node names are expected to be unique (they are, in the API); duplicates still give a
     deterministic result. Static hosts must hold valid names and usable addresses, as
     `parse_hosts` returns them; anything else is a caller bug and raises `ValueError`.
+    `hidden`: the Nodes outside the label selection, name -> Hostname (None: none); they
+    publish nothing and keep their names from the selected nodes (module docstring, "Label
+    selection"); an entry named like one of `nodes` is ignored, so the whole cluster may be
+    passed.
     """
-    return _build(nodes, static, policy)[0]
+    return _build(nodes, static, policy, hidden)[0]
+
+
+def hidden_nodes(cluster: Iterable[NodeInfo]) -> dict[str, str | None]:
+    """The `hidden` input from a view of Nodes outside (or of all) the selection."""
+    return {node.name: node.hostname for node in cluster}
 
 
 def _build(
-    nodes: Iterable[NodeInfo], static: Sequence[Host], policy: RecordPolicy
+    nodes: Iterable[NodeInfo],
+    static: Sequence[Host],
+    policy: RecordPolicy,
+    hidden: Mapping[str, str | None] = NO_HIDDEN,
 ) -> tuple[Publication, list[_Claimant], frozenset[tuple[IPAddress, str]], list[_NodePlan]]:
     """`build_publication`, with what `RecordIndex` starts from: the claimants (nodes by name,
-    then static hosts), the static addresses and each node's plan (in node name order)."""
+    hidden nodes by name, then static hosts), the static addresses and each node's plan (in
+    node name order)."""
     ordered = sorted(nodes, key=_node_name)
     if any(a.name == b.name for a, b in itertools.pairwise(ordered)):
         ordered.sort(key=_node_sort_key)  # duplicate names: order them by content too
@@ -556,6 +610,12 @@ def _build(
             claimants.append(plan.claimant)
             decision_of.append(len(decisions))
         decisions.append(plan.decision)
+    if hidden:
+        selected = {node.name for node in ordered}
+        for name in sorted(hidden.keys() - selected):
+            held = _hidden_claimant(name, hidden[name], policy)
+            if held is not None:
+                claimants.append(held)
     claimants.extend(statics)
 
     collisions, lost = _resolve_collisions(claimants)
@@ -605,10 +665,19 @@ class RecordIndex:
     so sinks re-render only those (`Answerer`'s and `HostsRenderer`'s `changes`).
     """
 
-    def __init__(self, policy: RecordPolicy | None = None, static: Sequence[Host] = ()) -> None:
+    def __init__(
+        self,
+        policy: RecordPolicy | None = None,
+        static: Sequence[Host] = (),
+        hidden: Mapping[str, str | None] = NO_HIDDEN,
+    ) -> None:
         self._policy = policy if policy is not None else RecordPolicy()
         self._static: tuple[Host, ...] = ()
         self._nodes: dict[str, NodeInfo] = {}
+        # Nodes outside the label selection: name -> Hostname (a copy), and the mapping last
+        # given (the same object again: nothing to compare)
+        self._hidden: dict[str, str | None] = dict(hidden)
+        self._hidden_given = hidden
         self._static_addresses: frozenset[tuple[IPAddress, str]] = frozenset()
         # label -> claimant; name -> {label: (rank, owner)} of everyone claiming it
         self._claimants: dict[str, _Claimant] = {}
@@ -641,13 +710,23 @@ class RecordIndex:
         static: Sequence[Host],
         policy: RecordPolicy,
         changed: Iterable[str] | None = None,
+        hidden: Mapping[str, str | None] = NO_HIDDEN,
     ) -> Publication:
         """Bring the index to these inputs and return the result.
 
         `nodes` maps each node's name to it (as the inventory does). `changed`, when the caller
         knows it, names every node added, changed or removed since the previous call; without
         it the nodes are compared by identity (the inventory keeps an unchanged node's
-        object; a new equal object is no change)."""
+        object; a new equal object is no change). `hidden` is `build_publication`'s: pass the
+        same mapping object while it is unchanged (it is then not compared), a new one when
+        it changes (only the entries that differ are re-ranked)."""
+        hidden_changed: Iterable[str] = ()
+        if hidden is not self._hidden_given:
+            self._hidden_given = hidden
+            if hidden != self._hidden:
+                was = self._hidden
+                self._hidden = dict(hidden)
+                hidden_changed = {name for name, _ in was.items() ^ self._hidden.items()}
         if policy != self._policy or tuple(static) != self._static:
             self._policy = policy
             self._nodes = dict(nodes)
@@ -655,6 +734,8 @@ class RecordIndex:
             return self.publication()
         old = self._nodes
         limit = max(64, len(old) // 4)  # more changed nodes: one sorted build is cheaper
+        for name in hidden_changed:
+            self._sync_hidden(name)
         realign = False
         if changed is not None:
             candidates = list(dict.fromkeys(changed))
@@ -701,10 +782,14 @@ class RecordIndex:
         """Add or replace the node named `node.name`."""
         self._nodes[node.name] = node
         self._replace_plan(node.name, _plan_node(node, self._policy, self._static_addresses))
+        if node.name in self._hidden:
+            self._sync_hidden(node.name)
 
     def remove_node(self, name: str) -> None:
         if self._nodes.pop(name, None) is not None:
             self._replace_plan(name, None)
+            if name in self._hidden:
+                self._sync_hidden(name)
 
     # --- results
 
@@ -759,7 +844,7 @@ class RecordIndex:
         )
         decisions_before.update(self._decisions_touched)
         publication, claimants, static_addresses, plans = _build(
-            self._nodes.values(), static, self._policy
+            self._nodes.values(), static, self._policy, self._hidden
         )
         self._static = tuple(static)
         self._static_addresses = static_addresses
@@ -841,12 +926,26 @@ class RecordIndex:
         return None if nobody else ranked[0]
 
     def _replace_plan(self, node: str, plan: _NodePlan | None) -> None:
-        self._publication = None
         before = self._plans.pop(node, None)
         if plan is not None:
             self._plans[node] = plan
-        old = before.claimant if before is not None else None
         new = plan.claimant if plan is not None else None
+        self._replace_claimant(before.claimant if before is not None else None, new)
+        if new is None:
+            self._set_decision(node, plan.decision if plan is not None else None)
+
+    def _sync_hidden(self, name: str) -> None:
+        """Claim a hidden node's names while it is hidden and no selected node has its name."""
+        current = self._claimants.get(_HIDDEN + name)
+        wanted = None
+        if name in self._hidden and name not in self._nodes:
+            wanted = _hidden_claimant(name, self._hidden[name], self._policy)
+        if wanted is not current:
+            self._replace_claimant(current, wanted)
+
+    def _replace_claimant(self, old: _Claimant | None, new: _Claimant | None) -> None:
+        """Swap one claimant for another (None: none) and re-rank the names either claims."""
+        self._publication = None
         names: dict[str, None] = {}
         dirty: dict[str, None] = {}
         if old is not None:
@@ -867,14 +966,12 @@ class RecordIndex:
             self._set_collision(name)
         for label in dirty:
             self._refresh(self._claimants[label])
-        if new is None:
-            self._set_decision(node, plan.decision if plan is not None else None)
 
     def _refresh(self, claimant: _Claimant) -> None:
         """Recompute one claimant's host and (for a node) decision from the current claims."""
-        if claimant.host is None:  # a skipped node: holds its names, publishes nothing
-            assert claimant.node is not None
-            self._set_decision(claimant.node.name, self._plans[claimant.node.name].decision)
+        if claimant.host is None:  # a skipped or hidden node: holds its names, publishes nothing
+            if claimant.node is not None:
+                self._set_decision(claimant.node.name, self._plans[claimant.node.name].decision)
             return
         lost: list[tuple[str, str]] = []
         for name, _ in claimant.claims:
@@ -965,7 +1062,7 @@ class RecordIndex:
     def _set_collision(self, name: str) -> None:
         contenders = self._contenders(name)
         collision = None
-        if len(contenders) > 1:
+        if len(contenders) > 1 and not all(label.startswith(_HIDDEN) for label in contenders):
             ranked, nobody = self._ranked(name)
             if nobody:
                 collision = Collision(name, None, tuple(ranked))
