@@ -1,8 +1,8 @@
 """What a valid DNS host name is: the one validator the record policy, the static hosts parser
 and the saved-state reader share, so they cannot disagree about a name.
 
-Contract: names are RFC 1123 host names, checked already lower-cased (lower-casing is the
-caller's: only ASCII is folded, a non-ASCII name is invalid): labels of 1-63 characters from
+Contract: names are RFC 1123 host names, checked already lower-cased (by `fold`: only ASCII
+is folded, a non-ASCII name is invalid): labels of 1-63 characters from
 a-z, 0-9 and '-', not starting or ending with '-', at most 253 characters in all, no trailing
 dot. Pure; answers are cached, as the same names are checked on every rebuild.
 """
@@ -21,6 +21,13 @@ MAX_DOMAIN_LENGTH: Final = MAX_NAME_LENGTH - MAX_LABEL_LENGTH - 1
 _LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _NAME_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _LABEL_RE: Final = re.compile(_LABEL)
+
+
+def fold(name: str) -> str:
+    """`name` lower-cased if it is ASCII, else as it is (and then invalid): str.lower() would
+    fold some non-ASCII letters into ASCII ones (the Kelvin sign into 'k'), making two
+    different names one."""
+    return name.lower() if name.isascii() else name
 
 
 @lru_cache(maxsize=16384)

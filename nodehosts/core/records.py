@@ -82,7 +82,7 @@ from nodehosts.core.model import (
     RecordSet,
     SkipReason,
 )
-from nodehosts.core.names import domain_problem, is_under, name_problem
+from nodehosts.core.names import domain_problem, fold, is_under, name_problem
 
 # Claim ranks: lower wins a name. The admin's static file beats every node.
 _RANK_STATIC: Final = 0
@@ -116,7 +116,7 @@ class RecordPolicy:
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        domain = self.domain.lower() if self.domain.isascii() else self.domain
+        domain = fold(self.domain)
         domain = domain.removesuffix(".")
         if domain and (problem := domain_problem(domain)) is not None:
             raise ValueError(f"invalid domain {self.domain!r}: {problem}")
@@ -336,7 +336,7 @@ def _name_claims(
 ) -> list[tuple[str, int]]:
     """The (name, rank) claims of a node named `raw` with the Hostname `alias_raw`, canonical
     first; why its name is refused goes to `skip`, why its Hostname is to `notes`."""
-    name = raw.lower() if raw.isascii() else raw
+    name = fold(raw)
     problem = name_problem(name)
     if problem is not None:
         skip.append((SkipReason.INVALID_NAME, f"invalid name {raw!r}: {problem}"))
@@ -345,7 +345,7 @@ def _name_claims(
         skip.append((SkipReason.REFUSED_NAME, f"name not published: {refused}"))
         return []
     claims = [(n, _RANK_NODE) for n in expand_name(name, policy.domain)]
-    alias = alias_raw.lower() if alias_raw and alias_raw.isascii() else alias_raw
+    alias = fold(alias_raw) if alias_raw else alias_raw
     if alias is not None and alias != name:
         problem = name_problem(alias)
         if problem is None:
@@ -440,7 +440,7 @@ def _static_claimant(host: Host, domain: str) -> tuple[_Claimant, Host]:
     claims: list[tuple[str, int]] = []
     seen: set[str] = set()
     for raw in host.names:
-        name = raw.lower() if raw.isascii() else raw
+        name = fold(raw)
         problem = name_problem(name)
         if problem is not None:
             raise ValueError(f"static host name {raw!r}: {problem} (use parse_hosts)")
