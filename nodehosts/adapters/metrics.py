@@ -43,7 +43,6 @@ __all__ = [
     "Metrics",
     "MetricsServer",
     "Readiness",
-    "skip_reason_label",
 ]
 
 log = structlog.get_logger(__name__)
@@ -68,24 +67,6 @@ _QTYPE_NUMBERS = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16
 _RCODE_NUMBERS = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP"} | {
     5: "REFUSED"
 }
-
-# First words of the record policy's skip reasons (nodehosts.core.records) -> label values.
-_SKIP_REASONS = (
-    ("invalid name", "invalid_name"),
-    ("no usable", "no_address"),
-    ("not ready", "not_ready"),
-    ("unschedulable", "unschedulable"),
-    ("lost every name", "name_collision"),
-)
-
-
-def skip_reason_label(reason: str | None) -> str:
-    """A skipped node's free-text reason -> one of a few label values (its first cause)."""
-    first = (reason or "").split(";")[0].strip()
-    for prefix, label in _SKIP_REASONS:
-        if first.startswith(prefix):
-            return label
-    return "other"
 
 
 class DnsStats(Protocol):
@@ -292,9 +273,8 @@ class Metrics:
         self._nodes_published.set(sum(1 for d in decisions if d.published))
         skipped: dict[str, int] = {}
         for decision in decisions:
-            if not decision.published:
-                label = skip_reason_label(decision.reason)
-                skipped[label] = skipped.get(label, 0) + 1
+            if decision.skip is not None:  # a SkipReason's value is its label
+                skipped[decision.skip] = skipped.get(decision.skip, 0) + 1
         self._set_by_label(self._nodes_skipped, skipped)
         records = publication.records
         self._hosts.set(len(records))

@@ -9,7 +9,11 @@ what nodehosts knows about the Node the CSR claims to come from, and returns a `
   `Verdict.reason` names the first rule that failed, `Verdict.message` says it for humans;
 - ``ignore``: not ours to decide (another signer) or already decided.
 
-The rules, checked in this order (../shared/notes/csr.md):
+Why so strict: a Node's status (addresses, Hostname) is written by its own kubelet, and with TLS
+bootstrapping whoever holds the bootstrap token can register a Node under any name, so nothing a
+Node says about itself proves ownership. The rules only stop a node from claiming what something
+else already has or what the admin reserved (README.md, "Approving kubelet serving certificates",
+says the same for users). The rules, checked in this order:
 
 1. spec.signerName is kubernetes.io/kubelet-serving, else ignored;
 2. no Approved, Denied or Failed condition and no issued certificate, else ignored;
@@ -88,7 +92,7 @@ DEFAULT_DOMAIN = "node.internal"
 # On the API server's certificate (the lab signs `kubernetes` and `kubernetes.<domain>` forms).
 DEFAULT_RESERVED_NAMES = ("kubernetes",)
 
-# The lab's service and pod ranges (../shared/notes/cluster.md); configure the real ones.
+# The lab's service and pod ranges (provisioning/cluster.env); configure the real ones.
 DEFAULT_DENIED_CIDRS: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("10.32.0.0/24"),
     ipaddress.ip_network("10.200.0.0/16"),
@@ -805,11 +809,11 @@ def _check_ip(
                 f" {_show(policy.address_types)} (csr.address_types)",
                 name,
             )
+        allowed = sorted(node_ip_addresses(node, policy.address_types), key=_ip_key)
         return _pending(
             Reason.IP_SAN_NOT_NODE_ADDRESS,
             f"IP SAN {address} is not an address of node {name} of the types"
-            f" {_show(policy.address_types)} (addresses:"
-            f" {_show(sorted(node_ip_addresses(node, policy.address_types), key=_ip_key))})",
+            f" {_show(policy.address_types)} (addresses: {_show(allowed)})",
             name,
         )
     owner = owners.get(address)

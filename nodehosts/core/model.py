@@ -8,6 +8,7 @@ boundary (`nodehosts.core.nodes.node_from_json`).
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -70,16 +71,22 @@ class RecordSet:
         """Every published name (lower-case) -> its host. Names are unique across hosts."""
         return {name: host for host in self.hosts for name in host.names}
 
-    def by_address(self) -> Mapping[IPAddress, Host]:
-        """Node address -> its host (first host in canonical order wins for shared addresses)."""
-        out: dict[IPAddress, Host] = {}
-        for host in self.hosts:
-            for address in host.addresses:
-                out.setdefault(address, host)
-        return out
-
     def address_count(self) -> int:
         return sum(len(host.addresses) for host in self.hosts)
+
+
+class SkipReason(enum.StrEnum):
+    """Why a node publishes nothing (its first cause), for metrics: each value is a label of
+    `nodehosts_nodes_skipped{reason}`. An enum, so rewording the human text
+    (`NodeDecision.reason`, which also says how to allow a refused name) cannot move a node to
+    another label."""
+
+    INVALID_NAME = "invalid_name"  # metadata.name is not a valid host name
+    REFUSED_NAME = "refused_name"  # a valid name the record policy does not let a node have
+    NO_ADDRESS = "no_address"  # no usable address of the wanted types (or all a static host's)
+    NOT_READY = "not_ready"  # records.exclude_not_ready
+    UNSCHEDULABLE = "unschedulable"  # records.exclude_unschedulable
+    NAME_COLLISION = "name_collision"  # lost every name to other hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,8 @@ class NodeDecision:
     published: bool
     # Why the node was skipped, or a note on what was dropped (a lost name collision).
     reason: str | None = None
+    # The first cause, when not published (None when published).
+    skip: SkipReason | None = None
 
 
 @dataclass(frozen=True, slots=True)

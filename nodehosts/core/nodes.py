@@ -58,3 +58,12 @@ def node_from_json(obj: Any) -> NodeInfo:
         ready=ready,
         unschedulable=spec.get("unschedulable") is True,
     )
+
+
+def hostname_from_json(obj: Any) -> str | None:
+    """The first `Hostname` address of one Node object (None: none), checked as
+    `node_from_json` checks it: all the record policy needs of a Node outside the label
+    selection. An `Inventory(hostname_from_json)` of every Node (no selector) has as its
+    `objects` exactly `build_publication`'s `hidden` (name -> Hostname), and keeps that
+    mapping object while no name or Hostname changes (heartbeats change neither)."""
+    return node_from_json(obj).hostname

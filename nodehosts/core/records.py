@@ -48,6 +48,15 @@ nothing, so no other node takes them meanwhile. The loser drops only the collidi
 left with no names is not published. Each collision is one `Collision` (owners labelled by node
 name, static hosts as ``static:<canonical>``; winner None when nobody gets it) and a note in each
 losing published node's decision.
+
+Label selection. With a label selector the daemon publishes from the selected Nodes only, but
+a Node outside the selection is still a Node of the cluster, and whoever registers a selected
+Node could otherwise take its name as a Hostname alias (or as a dotted name). So the Nodes
+outside the selection (`hidden`: name -> Hostname) rank exactly as skipped nodes do: they
+publish nothing and hold their names and Hostname at their ranks; a selected node loses such a
+name, and its decision says to which node outside the label selector. Their collisions are
+reported (owner ``hidden:<name>``) only when a selected node or a static host is in them. The
+CSR approver's cluster view applies the same rule to certificates (`nodehosts.core.csr`).
 """
 
 from __future__ import annotations
@@ -56,10 +65,10 @@ import bisect
 import ipaddress
 import itertools
 import operator
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Final, NamedTuple
 
 from nodehosts.core.model import (
@@ -71,16 +80,9 @@ from nodehosts.core.model import (
     NodeInfo,
     Publication,
     RecordSet,
+    SkipReason,
 )
-
-MAX_NAME_LENGTH: Final = 253
-MAX_LABEL_LENGTH: Final = 63
-# Longest domain under which every valid single-label name still fits in MAX_NAME_LENGTH.
-MAX_DOMAIN_LENGTH: Final = MAX_NAME_LENGTH - MAX_LABEL_LENGTH - 1
-
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_NAME_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_LABEL_RE: Final = re.compile(_LABEL)
+from nodehosts.core.names import domain_problem, fold, is_under, name_problem
 
 # Claim ranks: lower wins a name. The admin's static file beats every node.
 _RANK_STATIC: Final = 0
@@ -110,16 +112,14 @@ class RecordPolicy:
     reserved_suffixes: tuple[str, ...] = DEFAULT_RESERVED_SUFFIXES
     # The zone's NS name (dns.nameserver); "" means ns.<domain>. Never a node's.
     nameserver: str = ""
+    # Hashed once in __post_init__: every memoised per-node call hashes the policy.
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        domain = self.domain.lower() if self.domain.isascii() else self.domain
+        domain = fold(self.domain)
         domain = domain.removesuffix(".")
-        if domain:
-            problem = name_problem(domain)
-            if problem is None and len(domain) > MAX_DOMAIN_LENGTH:
-                problem = f"longer than {MAX_DOMAIN_LENGTH} characters"
-            if problem is not None:
-                raise ValueError(f"invalid domain {self.domain!r}: {problem}")
+        if domain and (problem := domain_problem(domain)) is not None:
+            raise ValueError(f"invalid domain {self.domain!r}: {problem}")
         types = tuple(self.address_types)
         if not types or not all(isinstance(kind, str) and kind for kind in types):
             raise ValueError(f"address_types must be non-empty type names, not {types!r}")
@@ -134,11 +134,10 @@ class RecordPolicy:
         object.__setattr__(self, "allowed_suffixes", allowed)
         object.__setattr__(self, "reserved_suffixes", reserved)
         object.__setattr__(self, "nameserver", nameserver or (f"ns.{domain}" if domain else ""))
-        # Hashed once: every memoised per-node call hashes the policy.
         object.__setattr__(self, "_hash", hash(astuple(self)))
 
     def __hash__(self) -> int:
-        return self._hash  # type: ignore[no-any-return]
+        return self._hash
 
 
 def _suffixes(what: str, values: Iterable[str]) -> tuple[str, ...]:
@@ -154,28 +153,23 @@ def _suffixes(what: str, values: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _under(name: str, suffix: str) -> bool:
-    """Whether `name` lies strictly below `suffix`, label-aligned."""
-    return name.endswith(suffix) and name[-len(suffix) - 1 : -len(suffix)] == "."
-
-
 @lru_cache(maxsize=16384)
 def refusal(name: str, policy: RecordPolicy) -> str | None:
     """Why a node may not publish the valid lower-case `name` (before domain expansion)."""
     for form in expand_name(name, policy.domain):
-        if form == _LOCALHOST or _under(form, _LOCALHOST):
+        if form == _LOCALHOST or is_under(form, _LOCALHOST):
             return f"{form!r} is reserved (localhost)"
         if form == policy.domain:
             return f"{form!r} is the zone apex (records.domain)"
         if form == policy.nameserver:
             return f"{form!r} is the zone's NS name (dns.nameserver)"
         for suffix in policy.reserved_suffixes:
-            if form == suffix or _under(form, suffix):
+            if form == suffix or is_under(form, suffix):
                 return (
                     f"{form!r} is under the reserved suffix {suffix!r} (records.reserved_suffixes)"
                 )
     if "." in name and not any(
-        _under(name, suffix) for suffix in (policy.domain, *policy.allowed_suffixes) if suffix
+        is_under(name, suffix) for suffix in (policy.domain, *policy.allowed_suffixes) if suffix
     ):
         allowed = [s for s in (policy.domain, *policy.allowed_suffixes) if s]
         parent = name.partition(".")[2]
@@ -184,30 +178,6 @@ def refusal(name: str, policy: RecordPolicy) -> str | None:
             f" {parent!r} to records.allowed_suffixes (--allowed-suffix {parent})"
         )
     return None
-
-
-@lru_cache(maxsize=16384)
-def name_problem(name: str) -> str | None:
-    """Why `name` (already lower-cased) is not a valid RFC 1123 host name, or None if it is."""
-    if _NAME_RE.fullmatch(name) is not None and len(name) <= MAX_NAME_LENGTH:
-        return None
-    # Slow path, only for invalid names: say exactly what is wrong.
-    if not name:
-        return "empty name"
-    if not name.isascii():
-        return "not ASCII"
-    if len(name) > MAX_NAME_LENGTH:
-        return f"longer than {MAX_NAME_LENGTH} characters"
-    for label in name.split("."):
-        if not label:
-            return "empty label (leading, trailing or double dot)"
-        if len(label) > MAX_LABEL_LENGTH:
-            return f"label {label[:20]!r}... longer than {MAX_LABEL_LENGTH} characters"
-        if label.startswith("-") or label.endswith("-"):
-            return f"label {label!r} starts or ends with '-'"
-        if _LABEL_RE.fullmatch(label) is None:
-            return f"label {label!r} has characters other than a-z, 0-9 and '-'"
-    return "not a host name"  # pragma: no cover - every failure is caught above
 
 
 def address_problem(address: IPAddress) -> str | None:
@@ -329,9 +299,9 @@ def _decision(
     names: tuple[str, ...],
     addresses: tuple[IPAddress, ...],
     reasons: Sequence[str],
-    *,
-    published: bool,
+    skip: SkipReason | None = None,
 ) -> NodeDecision:
+    """Published unless `skip` says why not (its text is the first of `reasons`)."""
     # Positional: keyword arguments make frozen dataclass construction ~1.5x slower.
     return NodeDecision(
         node.name,
@@ -339,9 +309,67 @@ def _decision(
         addresses,
         node.ready,
         node.unschedulable,
-        published,
+        skip is None,
         "; ".join(reasons) or None,
+        skip,
     )
+
+
+def _lost_decision(
+    node: NodeInfo,
+    names: tuple[str, ...],
+    addresses: tuple[IPAddress, ...],
+    notes: Iterable[str],
+    lost: Iterable[tuple[str, str]],
+) -> NodeDecision:
+    """The decision of a node that lost some names (`lost`: name and why) and keeps `names`."""
+    reasons = [*([] if names else ["lost every name"]), *notes, *(note for _, note in lost)]
+    return _decision(node, names, addresses, reasons, None if names else SkipReason.NAME_COLLISION)
+
+
+def _name_claims(
+    raw: str,
+    alias_raw: str | None,
+    policy: RecordPolicy,
+    skip: list[tuple[SkipReason, str]],
+    notes: list[str],
+) -> list[tuple[str, int]]:
+    """The (name, rank) claims of a node named `raw` with the Hostname `alias_raw`, canonical
+    first; why its name is refused goes to `skip`, why its Hostname is to `notes`."""
+    name = fold(raw)
+    problem = name_problem(name)
+    if problem is not None:
+        skip.append((SkipReason.INVALID_NAME, f"invalid name {raw!r}: {problem}"))
+        return []
+    if (refused := refusal(name, policy)) is not None:
+        skip.append((SkipReason.REFUSED_NAME, f"name not published: {refused}"))
+        return []
+    claims = [(n, _RANK_NODE) for n in expand_name(name, policy.domain)]
+    alias = fold(alias_raw) if alias_raw else alias_raw
+    if alias is not None and alias != name:
+        problem = name_problem(alias)
+        if problem is None:
+            problem = refusal(alias, policy)
+        if problem is not None:
+            notes.append(f"ignored Hostname {alias_raw!r}: {problem}")
+        else:
+            own = [n for n, _ in claims]
+            claims += [(n, _RANK_ALIAS) for n in expand_name(alias, policy.domain) if n not in own]
+    return claims
+
+
+_HIDDEN: Final = "hidden:"  # label prefix of a Node outside the label selection
+
+
+@lru_cache(maxsize=8192)
+def _hidden_claimant(name: str, hostname: str | None, policy: RecordPolicy) -> _Claimant | None:
+    """A Node outside the label selection: it publishes nothing, and holds its names at their
+    ranks as a skipped node does (None: it has no valid name nodehosts would publish)."""
+    claims = _name_claims(name, hostname, policy, [], [])
+    if not claims:
+        return None
+    description = f"node {name!r} (outside the label selector)"
+    return _Claimant(name, _HIDDEN + name, description, tuple(claims), None, None, ())
 
 
 # Memoised (NodeInfo and RecordPolicy are immutable and hashable). Every build touches every
@@ -355,35 +383,13 @@ def _plan_node(
     `static_addresses`: (address, static host description) pairs; the node never gets those.
     One frozenset per build, so the memoisation key stays cheap to hash and compare."""
     notes: list[str] = []
-    skip: list[str] = []
-    claims: list[tuple[str, int]] = []
-
-    raw = node.name
-    name = raw.lower() if raw.isascii() else raw
-    problem = name_problem(name)
-    if problem is not None:
-        skip.append(f"invalid name {raw!r}: {problem}")
-    elif (refused := refusal(name, policy)) is not None:
-        skip.append(f"name not published: {refused}")
-    else:
-        claims = [(n, _RANK_NODE) for n in expand_name(name, policy.domain)]
-        alias_raw = node.hostname
-        alias = alias_raw.lower() if alias_raw and alias_raw.isascii() else alias_raw
-        if alias is not None and alias != name:
-            problem = name_problem(alias)
-            if problem is None:
-                problem = refusal(alias, policy)
-            if problem is not None:
-                notes.append(f"ignored Hostname {alias_raw!r}: {problem}")
-            else:
-                own = [n for n, _ in claims]
-                claims += [
-                    (n, _RANK_ALIAS) for n in expand_name(alias, policy.domain) if n not in own
-                ]
+    skip: list[tuple[SkipReason, str]] = []
+    claims = _name_claims(node.name, node.hostname, policy, skip, notes)
 
     addresses = _select_addresses(node, policy.address_types, notes)
     if not addresses:
-        skip.append(f"no usable {' or '.join(policy.address_types)} address")
+        kinds = " or ".join(policy.address_types)
+        skip.append((SkipReason.NO_ADDRESS, f"no usable {kinds} address"))
     elif static_addresses:
         owners = dict(static_addresses)
         if not owners.keys().isdisjoint(addresses):
@@ -392,11 +398,12 @@ def _plan_node(
             ]
             addresses = tuple(a for a in addresses if a not in owners)
             if not addresses:
-                skip.append("no usable address left: every one belongs to a static host")
+                why = "no usable address left: every one belongs to a static host"
+                skip.append((SkipReason.NO_ADDRESS, why))
     if policy.exclude_not_ready and node.ready is not True:
-        skip.append("not ready")
+        skip.append((SkipReason.NOT_READY, "not ready"))
     if policy.exclude_unschedulable and node.unschedulable:
-        skip.append("unschedulable")
+        skip.append((SkipReason.UNSCHEDULABLE, "unschedulable"))
 
     names = tuple([n for n, _ in claims])
     if skip:
@@ -407,8 +414,9 @@ def _plan_node(
             holder = _Claimant(
                 node.name, node.name, f"node {node.name!r}", tuple(claims), None, node, ()
             )
-        return _NodePlan(holder, _decision(node, names, addresses, skip + notes, published=False))
-    decision = _decision(node, names, addresses, notes, published=True)
+        reasons = [text for _, text in skip] + notes
+        return _NodePlan(holder, _decision(node, names, addresses, reasons, skip[0][0]))
+    decision = _decision(node, names, addresses, notes)
     host = Host(names, addresses, "node", node.name)
     claimant = _Claimant(
         node.name, node.name, f"node {node.name!r}", tuple(claims), host, node, tuple(notes)
@@ -419,19 +427,20 @@ def _plan_node(
 def _static_forms(name: str, domain: str) -> tuple[str, ...]:
     """A static name's forms: as a node name's, plus the bare `x` of an `x.<domain>` (the admin
     wrote one host either way; a node must not take the other form)."""
-    if domain and _under(name, domain):
+    if domain and is_under(name, domain):
         bare = name[: -len(domain) - 1]
         if "." not in bare:
             return (name, bare)
     return expand_name(name, domain)
 
 
-def _static_claimant(host: Host, domain: str) -> _Claimant:
-    """A claimant for a static host; its names and addresses must already be valid."""
+def _static_claimant(host: Host, domain: str) -> tuple[_Claimant, Host]:
+    """A claimant for a static host, and the host it publishes; its names and addresses must
+    already be valid."""
     claims: list[tuple[str, int]] = []
     seen: set[str] = set()
     for raw in host.names:
-        name = raw.lower() if raw.isascii() else raw
+        name = fold(raw)
         problem = name_problem(name)
         if problem is not None:
             raise ValueError(f"static host name {raw!r}: {problem} (use parse_hosts)")
@@ -447,38 +456,40 @@ def _static_claimant(host: Host, domain: str) -> _Claimant:
             raise ValueError(f"static host {host.names[0]!r}: address {address} {problem}")
     addresses = tuple(sorted(set(host.addresses), key=address_sort_key))
     names = tuple(n for n, _ in claims)
-    return _Claimant(
+    published = Host(names=names, addresses=addresses, origin="static", node=None)
+    claimant = _Claimant(
         owner=names[0],
         label=f"static:{names[0]}",
         description=f"static host {names[0]!r}",
         claims=tuple(claims),
-        host=Host(names=names, addresses=addresses, origin="static", node=None),
+        host=published,
         node=None,
         notes=(),
     )
+    return claimant, published
 
 
 def _static_claimants(static: Iterable[Host], domain: str) -> list[_Claimant]:
     """One claimant per canonical name (hosts sharing it are merged, as the parser does)."""
-    groups: dict[str, list[_Claimant]] = {}
-    for host in static:
-        claimant = _static_claimant(host, domain)
-        groups.setdefault(claimant.owner, []).append(claimant)
+    groups: dict[str, list[tuple[_Claimant, Host]]] = {}
+    for static_host in static:
+        claimant, host = _static_claimant(static_host, domain)
+        groups.setdefault(claimant.owner, []).append((claimant, host))
     claimants: list[_Claimant] = []
     for _, group in sorted(groups.items()):
         if len(group) == 1:
-            claimants.append(group[0])
+            claimants.append(group[0][0])
             continue
-        group.sort(key=lambda c: (c.claims, [address_sort_key(a) for a in c.host.addresses]))
-        claims = tuple(dict.fromkeys(claim for c in group for claim in c.claims))
-        addresses = {address for c in group for address in c.host.addresses}
+        group.sort(key=lambda c: (c[0].claims, [address_sort_key(a) for a in c[1].addresses]))
+        claims = tuple(dict.fromkeys(claim for c, _ in group for claim in c.claims))
+        addresses = {address for _, h in group for address in h.addresses}
         host = Host(
             names=tuple(name for name, _ in claims),
             addresses=tuple(sorted(addresses, key=address_sort_key)),
             origin="static",
             node=None,
         )
-        claimants.append(group[0]._replace(claims=claims, host=host))
+        claimants.append(group[0][0]._replace(claims=claims, host=host))
     return claimants
 
 
@@ -499,6 +510,8 @@ def _resolve_collisions(
     lost: dict[int, list[tuple[str, str]]] = {}
     for name in sorted(contested):
         ranked = sorted(contested[name])
+        if all(claimants[index].label.startswith(_HIDDEN) for *_, index in ranked):
+            continue  # only Nodes outside the label selection: not published, not reported
         if ranked[0][0] == _RANK_ALIAS:  # only Hostname aliases: nobody's own name
             note = _shared_alias_note(name, [claimants[index].description for *_, index in ranked])
             for _, _, index in ranked:
@@ -535,23 +548,43 @@ def _canonical(host: Host) -> str:
     return host.names[0]
 
 
+# No Nodes outside the label selection (the default of `hidden`).
+NO_HIDDEN: Final[Mapping[str, str | None]] = MappingProxyType({})
+
+
 def build_publication(
-    nodes: Iterable[NodeInfo], static: Sequence[Host], policy: RecordPolicy
+    nodes: Iterable[NodeInfo],
+    static: Sequence[Host],
+    policy: RecordPolicy,
+    hidden: Mapping[str, str | None] = NO_HIDDEN,
 ) -> Publication:
     """Apply the record policy to every node and static host (see the module docstring).
 
     Node names are expected to be unique (they are, in the API); duplicates still give a
     deterministic result. Static hosts must hold valid names and usable addresses, as
     `parse_hosts` returns them; anything else is a caller bug and raises `ValueError`.
+    `hidden`: the Nodes outside the label selection, name -> Hostname (None: none); they
+    publish nothing and keep their names from the selected nodes (module docstring, "Label
+    selection"); an entry named like one of `nodes` is ignored, so the whole cluster may be
+    passed.
     """
-    return _build(nodes, static, policy)[0]
+    return _build(nodes, static, policy, hidden)[0]
+
+
+def hidden_nodes(cluster: Iterable[NodeInfo]) -> dict[str, str | None]:
+    """The `hidden` input from a view of Nodes outside (or of all) the selection."""
+    return {node.name: node.hostname for node in cluster}
 
 
 def _build(
-    nodes: Iterable[NodeInfo], static: Sequence[Host], policy: RecordPolicy
+    nodes: Iterable[NodeInfo],
+    static: Sequence[Host],
+    policy: RecordPolicy,
+    hidden: Mapping[str, str | None] = NO_HIDDEN,
 ) -> tuple[Publication, list[_Claimant], frozenset[tuple[IPAddress, str]], list[_NodePlan]]:
     """`build_publication`, with what `RecordIndex` starts from: the claimants (nodes by name,
-    then static hosts), the static addresses and each node's plan (in node name order)."""
+    hidden nodes by name, then static hosts), the static addresses and each node's plan (in
+    node name order)."""
     ordered = sorted(nodes, key=_node_name)
     if any(a.name == b.name for a, b in itertools.pairwise(ordered)):
         ordered.sort(key=_node_sort_key)  # duplicate names: order them by content too
@@ -561,6 +594,7 @@ def _build(
     # deterministic): no node may publish these addresses. A frozenset caches its hash.
     first_static: dict[IPAddress, str] = {}
     for claimant in statics:  # sorted by canonical name
+        assert claimant.host is not None  # a static host always publishes
         for address in claimant.host.addresses:
             first_static.setdefault(address, claimant.description)
     static_addresses = frozenset(first_static.items())
@@ -576,6 +610,12 @@ def _build(
             claimants.append(plan.claimant)
             decision_of.append(len(decisions))
         decisions.append(plan.decision)
+    if hidden:
+        selected = {node.name for node in ordered}
+        for name in sorted(hidden.keys() - selected):
+            held = _hidden_claimant(name, hidden[name], policy)
+            if held is not None:
+                claimants.append(held)
     claimants.extend(statics)
 
     collisions, lost = _resolve_collisions(claimants)
@@ -600,11 +640,8 @@ def _build(
                 )
             )
         if claimant.node is not None:
-            reasons = [] if names else ["lost every name"]
-            reasons += claimant.notes
-            reasons += [note for _, note in lost_names]
-            decisions[decision_of[index]] = _decision(
-                claimant.node, names, claimant.host.addresses, reasons, published=bool(names)
+            decisions[decision_of[index]] = _lost_decision(
+                claimant.node, names, claimant.host.addresses, claimant.notes, lost_names
             )
     hosts.sort(key=_canonical)
     publication = Publication(
@@ -628,10 +665,19 @@ class RecordIndex:
     so sinks re-render only those (`Answerer`'s and `HostsRenderer`'s `changes`).
     """
 
-    def __init__(self, policy: RecordPolicy | None = None, static: Sequence[Host] = ()) -> None:
+    def __init__(
+        self,
+        policy: RecordPolicy | None = None,
+        static: Sequence[Host] = (),
+        hidden: Mapping[str, str | None] = NO_HIDDEN,
+    ) -> None:
         self._policy = policy if policy is not None else RecordPolicy()
         self._static: tuple[Host, ...] = ()
         self._nodes: dict[str, NodeInfo] = {}
+        # Nodes outside the label selection: name -> Hostname (a copy), and the mapping last
+        # given (the same object again: nothing to compare)
+        self._hidden: dict[str, str | None] = dict(hidden)
+        self._hidden_given = hidden
         self._static_addresses: frozenset[tuple[IPAddress, str]] = frozenset()
         # label -> claimant; name -> {label: (rank, owner)} of everyone claiming it
         self._claimants: dict[str, _Claimant] = {}
@@ -664,13 +710,23 @@ class RecordIndex:
         static: Sequence[Host],
         policy: RecordPolicy,
         changed: Iterable[str] | None = None,
+        hidden: Mapping[str, str | None] = NO_HIDDEN,
     ) -> Publication:
         """Bring the index to these inputs and return the result.
 
         `nodes` maps each node's name to it (as the inventory does). `changed`, when the caller
         knows it, names every node added, changed or removed since the previous call; without
         it the nodes are compared by identity (the inventory keeps an unchanged node's
-        object; a new equal object is no change)."""
+        object; a new equal object is no change). `hidden` is `build_publication`'s: pass the
+        same mapping object while it is unchanged (it is then not compared), a new one when
+        it changes (only the entries that differ are re-ranked)."""
+        hidden_changed: Iterable[str] = ()
+        if hidden is not self._hidden_given:
+            self._hidden_given = hidden
+            if hidden != self._hidden:
+                was = self._hidden
+                self._hidden = dict(hidden)
+                hidden_changed = {name for name, _ in was.items() ^ self._hidden.items()}
         if policy != self._policy or tuple(static) != self._static:
             self._policy = policy
             self._nodes = dict(nodes)
@@ -678,6 +734,8 @@ class RecordIndex:
             return self.publication()
         old = self._nodes
         limit = max(64, len(old) // 4)  # more changed nodes: one sorted build is cheaper
+        for name in hidden_changed:
+            self._sync_hidden(name)
         realign = False
         if changed is not None:
             candidates = list(dict.fromkeys(changed))
@@ -724,10 +782,14 @@ class RecordIndex:
         """Add or replace the node named `node.name`."""
         self._nodes[node.name] = node
         self._replace_plan(node.name, _plan_node(node, self._policy, self._static_addresses))
+        if node.name in self._hidden:
+            self._sync_hidden(node.name)
 
     def remove_node(self, name: str) -> None:
         if self._nodes.pop(name, None) is not None:
             self._replace_plan(name, None)
+            if name in self._hidden:
+                self._sync_hidden(name)
 
     # --- results
 
@@ -777,10 +839,12 @@ class RecordIndex:
     def _rebuild(self, static: Sequence[Host]) -> None:
         """Everything from scratch (at start, and when the policy or static hosts change)."""
         # Decisions as of the previous decision_changes(), to report only what differs.
-        decisions_before = dict(zip(self._decision_names, self._decisions, strict=True))
+        decisions_before: dict[str, NodeDecision | None] = dict(
+            zip(self._decision_names, self._decisions, strict=True)
+        )
         decisions_before.update(self._decisions_touched)
         publication, claimants, static_addresses, plans = _build(
-            self._nodes.values(), static, self._policy
+            self._nodes.values(), static, self._policy, self._hidden
         )
         self._static = tuple(static)
         self._static_addresses = static_addresses
@@ -862,12 +926,26 @@ class RecordIndex:
         return None if nobody else ranked[0]
 
     def _replace_plan(self, node: str, plan: _NodePlan | None) -> None:
-        self._publication = None
         before = self._plans.pop(node, None)
         if plan is not None:
             self._plans[node] = plan
-        old = before.claimant if before is not None else None
         new = plan.claimant if plan is not None else None
+        self._replace_claimant(before.claimant if before is not None else None, new)
+        if new is None:
+            self._set_decision(node, plan.decision if plan is not None else None)
+
+    def _sync_hidden(self, name: str) -> None:
+        """Claim a hidden node's names while it is hidden and no selected node has its name."""
+        current = self._claimants.get(_HIDDEN + name)
+        wanted = None
+        if name in self._hidden and name not in self._nodes:
+            wanted = _hidden_claimant(name, self._hidden[name], self._policy)
+        if wanted is not current:
+            self._replace_claimant(current, wanted)
+
+    def _replace_claimant(self, old: _Claimant | None, new: _Claimant | None) -> None:
+        """Swap one claimant for another (None: none) and re-rank the names either claims."""
+        self._publication = None
         names: dict[str, None] = {}
         dirty: dict[str, None] = {}
         if old is not None:
@@ -888,14 +966,12 @@ class RecordIndex:
             self._set_collision(name)
         for label in dirty:
             self._refresh(self._claimants[label])
-        if new is None:
-            self._set_decision(node, plan.decision if plan is not None else None)
 
     def _refresh(self, claimant: _Claimant) -> None:
         """Recompute one claimant's host and (for a node) decision from the current claims."""
-        if claimant.host is None:  # a skipped node: holds its names, publishes nothing
-            assert claimant.node is not None
-            self._set_decision(claimant.node.name, self._plans[claimant.node.name].decision)
+        if claimant.host is None:  # a skipped or hidden node: holds its names, publishes nothing
+            if claimant.node is not None:
+                self._set_decision(claimant.node.name, self._plans[claimant.node.name].decision)
             return
         lost: list[tuple[str, str]] = []
         for name, _ in claimant.claims:
@@ -922,12 +998,9 @@ class RecordIndex:
             Host(names, host.addresses, host.origin, host.node) if names else None,
         )
         if claimant.node is not None:
-            reasons = [] if names else ["lost every name"]
-            reasons += claimant.notes
-            reasons += [note for _, note in lost]
             self._set_decision(
                 claimant.node.name,
-                _decision(claimant.node, names, host.addresses, reasons, published=bool(names)),
+                _lost_decision(claimant.node, names, host.addresses, claimant.notes, lost),
             )
 
     def _set_host(self, label: str, host: Host | None) -> None:
@@ -989,7 +1062,7 @@ class RecordIndex:
     def _set_collision(self, name: str) -> None:
         contenders = self._contenders(name)
         collision = None
-        if len(contenders) > 1:
+        if len(contenders) > 1 and not all(label.startswith(_HIDDEN) for label in contenders):
             ranked, nobody = self._ranked(name)
             if nobody:
                 collision = Collision(name, None, tuple(ranked))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import threading
 import urllib.error
@@ -15,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nodehosts.adapters import dns_server, upstream
-from nodehosts.adapters.metrics import Metrics, MetricsServer, Readiness, skip_reason_label
-from nodehosts.core.model import NodeInfo
+from nodehosts.adapters.metrics import Metrics, MetricsServer, Readiness
+from nodehosts.core.model import Host, NodeInfo
 from nodehosts.core.records import RecordPolicy, build_publication
 
 
@@ -365,18 +366,29 @@ def test_every_metric_is_named_by_the_convention() -> None:
                 assert sample.name.endswith("_total"), sample.name
 
 
-@pytest.mark.parametrize(
-    ("reason", "label"),
-    [
-        ("invalid name 'Bad_Name': label 'bad_name' has characters", "invalid_name"),
-        ("no usable InternalIP or ExternalIP address", "no_address"),
-        ("not ready; ignored InternalIP 'x': unparsable", "not_ready"),
-        ("unschedulable", "unschedulable"),
-        ("lost every name; ignored Hostname 'X'", "name_collision"),
-        ("something new", "other"),
-        (None, "other"),
-    ],
-)
-def test_skip_reason_labels(reason: str | None, label: str) -> None:
-    """Free-text skip reasons become a handful of label values."""
-    assert skip_reason_label(reason) == label
+async def test_every_skip_reason_is_its_own_label(served: Served) -> None:
+    """Each cause of a skip is counted under its label (a refused name used to fall into
+    `other`, as the label was guessed from the reason's wording)."""
+    nodes = [
+        node("Bad_Name", ("InternalIP", "10.240.0.1")),
+        node("api.cluster.local", ("InternalIP", "10.240.0.2")),
+        node("worker-0", ("Hostname", "worker-0")),
+        node("worker-1", ("InternalIP", "10.240.0.4"), ready=False),
+        NodeInfo("worker-2", (("InternalIP", "10.240.0.5"),), True, True),
+        node("lb-0.node.internal", ("InternalIP", "10.240.0.6")),
+    ]
+    static = [Host(("lb-0",), (ipaddress.ip_address("10.240.0.40"),), "static")]
+    policy = RecordPolicy(exclude_not_ready=True, exclude_unschedulable=True)
+    served.metrics.observe_publication(build_publication(nodes, static, policy))
+    samples = await served.samples()
+    skipped = {
+        dict(k[1])["reason"]: v for k, v in samples.items() if k[0] == "nodehosts_nodes_skipped"
+    }
+    assert skipped == {
+        "invalid_name": 1,
+        "refused_name": 1,
+        "no_address": 1,
+        "not_ready": 1,
+        "unschedulable": 1,
+        "name_collision": 1,
+    }

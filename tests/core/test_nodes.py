@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from nodehosts.core.inventory import Inventory
 from nodehosts.core.model import NodeInfo
-from nodehosts.core.nodes import BadNode, node_from_json
+from nodehosts.core.nodes import BadNode, hostname_from_json, node_from_json
 
 # Trimmed from a real kubelet-registered Node: what nodehosts ignores is there on purpose.
 WORKER: dict[str, Any] = {
@@ -177,3 +178,21 @@ def test_a_broken_node_after_the_name_is_reported_with_its_name() -> None:
 def test_bad_node_is_a_value_error() -> None:
     """Callers catching ValueError for bad input also catch BadNode."""
     assert issubclass(BadNode, ValueError)
+
+
+def test_the_lean_view_of_a_node_outside_the_selection_is_its_hostname() -> None:
+    """An inventory of every Node keeping only Hostnames is the record policy's `hidden`: the
+    same mapping object through heartbeats, a new one when a Hostname changes."""
+    inventory = Inventory(hostname_from_json, errors=(BadNode,))
+    inventory.replace([WORKER, worker(metadata={"name": "worker-1"}, status={})], "1")
+    hidden = inventory.objects
+    assert hidden == {"worker-0": "worker-0", "worker-1": None}
+    heartbeat = worker(metadata={**WORKER["metadata"], "resourceVersion": "123457"})
+    heartbeat["status"]["conditions"][0]["status"] = "True"
+    assert not inventory.apply("MODIFIED", heartbeat)
+    assert inventory.objects is hidden
+    renamed = worker(status={"addresses": [{"type": "Hostname", "address": "controller-0"}]})
+    assert inventory.apply("MODIFIED", renamed)
+    assert inventory.objects == {"worker-0": "controller-0", "worker-1": None}
+    with pytest.raises(BadNode, match=r"status\.addresses"):
+        hostname_from_json(worker(status={"addresses": "x"}))

@@ -8,14 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodehosts.core.model import Collision, Host, NodeInfo, Publication
-from nodehosts.core.records import (
-    RecordPolicy,
-    address_problem,
-    build_publication,
-    name_problem,
-    parse_address,
-)
+from nodehosts.core.model import Collision, Host, NodeInfo, Publication, SkipReason
+from nodehosts.core.names import name_problem
+from nodehosts.core.records import RecordPolicy, address_problem, build_publication, parse_address
 
 ip = ipaddress.ip_address
 
@@ -483,6 +478,39 @@ def test_a_skipped_node_reports_every_reason_and_what_it_would_publish() -> None
     assert decision.addresses == (ip("10.0.0.1"),)
     assert decision.ready is False
     assert decision.unschedulable is True
+
+
+@pytest.mark.parametrize(
+    ("skipped", "reason", "text"),
+    [
+        (node("Bad_Name", internal("10.0.0.1")), SkipReason.INVALID_NAME, "invalid name"),
+        (node("api.cluster.local", internal("10.0.0.1")), SkipReason.REFUSED_NAME, "records."),
+        (node("w", hostname("w")), SkipReason.NO_ADDRESS, "no usable"),
+        (node("w", internal("10.240.0.40")), SkipReason.NO_ADDRESS, "belongs to a static host"),
+        (node("w", internal("10.0.0.1"), ready=None), SkipReason.NOT_READY, "not ready"),
+        (node("w", internal("10.0.0.1"), unschedulable=True), SkipReason.UNSCHEDULABLE, "unsch"),
+        (node("lb-0", internal("10.0.0.1")), SkipReason.NAME_COLLISION, "lost every name"),
+        # Several causes: the first is the one counted.
+        (node("w", ready=False, unschedulable=True), SkipReason.NO_ADDRESS, "no usable"),
+        (node("w", internal("10.0.0.1"), ready=False, unschedulable=True), "not_ready", "not"),
+        (node("Bad_", ready=False), SkipReason.INVALID_NAME, "invalid name"),
+    ],
+)
+def test_every_skip_has_one_reason_code_and_its_text(
+    skipped: NodeInfo, reason: SkipReason, text: str
+) -> None:
+    """The metric label comes from the cause, not the wording; the text says the same first."""
+    policy = RecordPolicy(exclude_not_ready=True, exclude_unschedulable=True)
+    publication = publish(skipped, statics=(static(("lb-0",), "10.240.0.40"),), policy=policy)
+    decision = decision_of(publication, skipped.name)
+    assert (decision.published, decision.skip) == (False, reason)
+    assert text in (decision.reason or "").split(";")[0]
+
+
+def test_a_published_node_has_no_skip_reason_even_with_a_note() -> None:
+    publication = publish(node("w", internal("10.0.0.1"), internal("junk")))
+    decision = decision_of(publication, "w")
+    assert decision.published and decision.skip is None and "junk" in (decision.reason or "")
 
 
 def test_an_excluded_node_keeps_its_names_from_others() -> None:

@@ -56,8 +56,16 @@ _nodes = st.builds(
     st.booleans(),
     st.booleans(),
 )
+# Nodes outside the label selection: the selected ones' names too (the caller may pass the
+# whole cluster), a hidden node holding a selected node's alias or FQDN, and its own aliases.
+_hidden = st.dictionaries(
+    st.sampled_from([*_NAMES, "controller-0", "x", "db"]),
+    st.sampled_from([*_ALIASES, "worker-2"]),
+    max_size=3,
+)
 _steps = st.one_of(
     st.tuples(st.just("set"), _nodes),
+    st.tuples(st.just("hidden"), _hidden),
     st.tuples(st.just("delete"), st.sampled_from(_NAMES)),
     st.tuples(st.just("static"), st.lists(st.sampled_from(_STATIC), max_size=2, unique=True)),
     st.tuples(st.just("policy"), st.tuples(st.booleans(), st.booleans())),
@@ -77,14 +85,19 @@ def _apply(
     start=st.lists(_nodes, max_size=5),
     steps=st.lists(st.lists(_steps, min_size=1, max_size=3), min_size=1, max_size=12),
     hints=st.booleans(),
+    hidden=_hidden,
 )
 def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
-    start: list[NodeInfo], steps: list[list[tuple[str, object]]], hints: bool
+    start: list[NodeInfo],
+    steps: list[list[tuple[str, object]]],
+    hints: bool,
+    hidden: dict[str, str | None],
 ) -> None:
     """Adds, address moves, renames via Hostname, deletes (and re-adds, which reorder the
     mapping), with or without the caller naming the changed nodes, name and address collisions with
     nodes and static hosts, Hostnames several nodes report (nobody's), skipped nodes holding
-    their names, static host and policy edits: after every batch the
+    their names, Nodes leaving and joining the label selection (`hidden`), static host and
+    policy edits: after every batch the
     publication is exactly the full build's, the reported host changes turn the previous
     record set into the new one, and the hosts text and DNS answers built from those changes
     are exactly the ones built from scratch."""
@@ -92,8 +105,8 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
     static: list[Host] = []
     policy = POLICY
     index = RecordIndex(policy, static)
-    previous = index.update(nodes, static, policy)
-    assert previous == build_publication(nodes.values(), static, policy)
+    previous = index.update(nodes, static, policy, hidden=hidden)
+    assert previous == build_publication(nodes.values(), static, policy, hidden)
     assert [name for name, _, _ in index.decision_changes()] == sorted(nodes)
     renderer = HostsRenderer()
     renderer.render(previous.records, index.changes())
@@ -109,13 +122,15 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
             elif kind == "delete":
                 nodes.pop(str(value), None)
                 touched.append(str(value))
+            elif kind == "hidden":
+                hidden = dict(value)  # type: ignore[call-overload]
             elif kind == "static":
                 static = list(value)  # type: ignore[call-overload]
             else:
                 not_ready, cordoned = value  # type: ignore[misc]
                 policy = RecordPolicy(exclude_not_ready=not_ready, exclude_unschedulable=cordoned)
-        got = index.update(nodes, static, policy, touched if hints else None)
-        assert got == build_publication(nodes.values(), static, policy)
+        got = index.update(nodes, static, policy, touched if hints else None, hidden)
+        assert got == build_publication(nodes.values(), static, policy, hidden)
         changes = index.changes()
         if changes is not None:
             assert changes.before is previous.records and changes.after is got.records
