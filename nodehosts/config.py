@@ -18,7 +18,6 @@ Nothing else in nodehosts reads the config file or re-validates.
 from __future__ import annotations
 
 import ipaddress
-import re
 import reprlib
 import tomllib
 from collections.abc import Callable, Mapping
@@ -26,7 +25,8 @@ from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from nodehosts.core.csr import CsrPolicy
+from nodehosts.core.csr import DEFAULT_DENIED_CIDRS, CsrPolicy
+from nodehosts.core.names import domain_problem, label_problem
 from nodehosts.core.records import RecordPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/nodehosts/config.toml")
@@ -65,8 +65,6 @@ class ConfigError(ValueError):
 
 # --- parsers: each takes (where, value) and returns the typed value or raises ConfigError.
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
 
 # Values as errors show them: bounded, so a huge or deeply nested value makes a short message
 # instead of a RecursionError.
@@ -101,10 +99,7 @@ def _domain(where: str, value: Any) -> str:
     if not isinstance(value, str):
         raise _bad(where, value, "expected a domain name")
     domain = value.strip().strip(".").lower()
-    # At most 189 characters leaves room for a 63-character label within DNS's 253.
-    if domain and (
-        len(domain) > 189 or not all(_LABEL.match(label) for label in domain.split("."))
-    ):
+    if domain and domain_problem(domain) is not None:
         raise _bad(where, value, "not a valid DNS domain")
     return domain
 
@@ -127,7 +122,7 @@ def _optional_mailbox(where: str, value: Any) -> str | None:
     local, at, domain = value.partition("@")
     if not at:
         return _optional_name(where, value)
-    if not local or not _LABEL.match(local.lower()):
+    if not local or label_problem(local.lower()) is not None:
         raise _bad(where, value, "the mailbox's local part must be one DNS label")
     return f"{local.lower()}@{_optional_name(where, domain)}"
 
@@ -670,7 +665,7 @@ class Settings:
     )
     # The lab's service and pod ranges: a kubelet has no business with addresses in them.
     csr_denied_cidrs: tuple[Network, ...] = field(
-        default=(ipaddress.ip_network("10.32.0.0/24"), ipaddress.ip_network("10.200.0.0/16")),
+        default=DEFAULT_DENIED_CIDRS,
         metadata=_setting(
             "csr.denied_cidrs",
             _networks,

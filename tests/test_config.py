@@ -105,6 +105,9 @@ def test_an_empty_domain_means_bare_names_only() -> None:
         ({"dns": {"listen": ["127.0.0.1:53"]}, "records": {"domain": ""}}, {}, "records.domain"),
         ({"dns": {"nameserver": "ns"}}, {}, "dns.nameserver"),
         ({"dns": {"hostmaster": "a b@example.org"}}, {}, "dns.hostmaster"),
+        # A trailing newline in the local part once passed (a `$` regex anchor matches before it)
+        # and would have gone into the SOA RNAME.
+        ({"dns": {"hostmaster": "host\n@example.org"}}, {}, "dns.hostmaster"),
     ],
 )
 def test_bad_values_name_the_key_and_the_value(

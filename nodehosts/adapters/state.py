@@ -32,7 +32,8 @@ import structlog
 
 from nodehosts.adapters.atomicfile import fsync_directory, replace_file
 from nodehosts.core.model import Host, RecordSet
-from nodehosts.core.records import address_problem, address_sort_key, name_problem
+from nodehosts.core.names import name_problem
+from nodehosts.core.records import address_problem, address_sort_key
 
 __all__ = [
     "FORMAT",
