@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from nodehosts import app
+from nodehosts.app import daemon as app
 from nodehosts.adapters.sdnotify import Notifier
 from nodehosts.app import Daemon
 from nodehosts.config import Settings
