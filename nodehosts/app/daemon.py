@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import datetime
 import functools
-import gc
 import os
 import signal
 import time
@@ -471,19 +470,14 @@ class Daemon:
         The record set is incremental (RecordIndex: only what the changed nodes touch). Above
         OFF_LOOP_NODES its update, the DNS answers and the hosts text are built in worker
         threads (only the publisher touches them), and DNS keeps answering from the previous
-        answers meanwhile instead of stalling. The cyclic gc is paused meanwhile and what the
-        publication leaves alive is frozen after it (nodehosts.adapters.gcpause): otherwise
-        full collections, 40-200 ms each with the GIL held, ran several times per 20,000-Node
-        publication. The price: cyclic garbage alive at that moment is never collected; the
-        daemon makes next to none (its data is acyclic).
+        answers meanwhile instead of stalling. Around it: nodehosts.runtime's gc and malloc
+        policy for a publication (gc paused while building, what it leaves frozen after).
         """
-        from nodehosts.adapters.gcpause import gc_paused
-        from nodehosts.adapters.malloc import trim
+        from nodehosts import runtime
 
-        with gc_paused():
+        with runtime.publication_gc():
             await self._publish()
-        gc.freeze()
-        await asyncio.to_thread(trim)  # free pages between what the publication keeps
+        await runtime.after_publication()
 
     async def _publish(self) -> None:
         inputs = (self.nodes, self.static_hosts, self.settings.record_policy)
@@ -529,10 +523,6 @@ class Daemon:
         if not self.ready.is_set():
             self.ready.set()
             self.metrics.set_ready(True)
-            # What exists now (the imports, the first inventory and records) lives for long:
-            # keep the cyclic GC from walking it on every full collection (30-45 ms each with
-            # 5000 nodes, landing inside a change's latency; bench/dns/change_latency.py).
-            gc.freeze()
             log.info("ready", hosts=len(records), generation=self.generation)
             self._status_sent = self._status_text()
             self._notifier.notify(ready=True, status=self._status_sent)

@@ -175,7 +175,7 @@ def nodehosts_command() -> list[str]:
 
 
 def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> int:
-    from nodehosts.adapters.eventloop import run as run_loop
+    from nodehosts.runtime import run as run_loop
     from nodehosts.app import Daemon, run_daemon
     from nodehosts.config import build_settings
 
