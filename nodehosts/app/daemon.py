@@ -168,7 +168,7 @@ def credential_files(
     settings: Settings, environ: Mapping[str, str] | None = None
 ) -> frozenset[Path]:
     """The files the API client is built from, to rebuild it when they change (blocking)."""
-    from nodehosts.adapters.reload import kubeconfig_files
+    from nodehosts.adapters.filewatch import kubeconfig_files
 
     env = os.environ if environ is None else environ
     if settings.kubeconfig is not None:
@@ -837,13 +837,13 @@ class Daemon:
 
     async def _start_watcher(self) -> None:
         try:
-            from nodehosts.adapters.reload import FileWatcher
+            from nodehosts.adapters.filewatch import FileWatcher
 
             paths = await self._watched_paths()
             watcher = FileWatcher(paths, self._files_changed)
             await watcher.start()
         except Exception as error:  # inotify limits, a missing library: SIGHUP still works
-            log.error("file_watch_failed", error=str(error))
+            log.error("file_watcher_start_failed", error=str(error), fallback="SIGHUP")
             return
         self._watcher = watcher
 

@@ -258,7 +258,7 @@ class FileWatcher:
                 watch = observer.schedule(self._handler, str(directory), recursive=False)
             except OSError as error:
                 # Gone again, or out of inotify watches: the periodic check still covers it.
-                log.warning("file_watch_failed", directory=str(directory), error=str(error))
+                log.warning("directory_watch_failed", directory=str(directory), error=str(error))
                 continue
             self._watches[directory] = (watch, identity)
 
