@@ -561,9 +561,9 @@ def _run_once(settings: Settings) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from nodehosts.runtime import run as run_loop
-    from nodehosts.runtime import fix_mmap_threshold
     from nodehosts.app import Daemon, StartupError, run_daemon
+    from nodehosts.runtime import fix_mmap_threshold
+    from nodehosts.runtime import run as run_loop
 
     fix_mmap_threshold()
 
