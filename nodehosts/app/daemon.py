@@ -128,11 +128,6 @@ class Daemon:
         if settings.hosts_file is not None:
             self.publisher.hosts = HostsSink(settings.hosts_file, self.metrics, clock)
             self.publisher.sinks.append(self.publisher.hosts)
-        if settings.state_dir is not None:
-            from nodehosts.adapters.state import StateStore
-
-            store = StateStore(settings.state_dir)
-            self.publisher.state = StateKeeper(store, self.metrics, clock)
         self.reloader = Reloader(self, self.publisher, self.metrics, reload_settings)
         self.source: NodeSource | None = None
         self.approver: CsrApprover | None = None
@@ -220,9 +215,14 @@ class Daemon:
             log.info("stopped", generation=self.status.generation)
 
     async def _start_sinks(self) -> None:
-        """The hosts file read (its generation restored), the DNS server started, then the
-        saved records served."""
+        """The state file opened, the hosts file read (its generation restored), the DNS server
+        started, then the saved records served."""
         settings, publisher = self.settings, self.publisher
+        if settings.state_dir is not None:  # only a running daemon saves (not a benchmark's)
+            from nodehosts.adapters.state import StateStore
+
+            store = StateStore(settings.state_dir)
+            publisher.state = StateKeeper(store, self.metrics, self._clock)
         if publisher.hosts is not None:
             generation = await publisher.hosts.load()
             if generation is not None:
