@@ -270,7 +270,7 @@ def kubeconfig_files(kubeconfig: Path) -> frozenset[Path]:
     kubeconfig that cannot be read or parsed gives just itself: watching it is how a fixed
     one gets noticed.
     """
-    import yaml  # a dependency of the kubernetes client; only needed here
+    import yaml  # type: ignore[import-untyped]  # a kubernetes client dependency; no stubs installed
 
     files = {Path(os.path.abspath(kubeconfig))}
     try:
