@@ -419,9 +419,9 @@ def _run_once(settings: Settings) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from nodehosts.adapters.eventloop import run as run_loop
-    from nodehosts.adapters.malloc import fix_mmap_threshold
     from nodehosts.app import Daemon, StartupError, run_daemon
+    from nodehosts.runtime import fix_mmap_threshold
+    from nodehosts.runtime import run as run_loop
 
     fix_mmap_threshold()
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from nodehosts import app
 from nodehosts.adapters.sdnotify import Notifier
-from nodehosts.app import Daemon
+from nodehosts.app import Daemon, publisher
 from nodehosts.config import Settings
 from nodehosts.core.hosts import read_generation
 from nodehosts.core.model import NodeInfo
@@ -69,13 +68,13 @@ async def test_an_idle_daemon_publishes_a_change_at_once(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first LIST and a lone change later are each written without waiting a window."""
-    monkeypatch.setattr(app, "COALESCE_SECONDS", 3600.0)
+    monkeypatch.setattr(publisher, "COALESCE_SECONDS", 3600.0)
     hosts = daemon.settings.hosts_file
     assert hosts is not None
     daemon.nodes_synced(_nodes(("worker-0", "10.240.0.101")), "1")
     await _file_shows(hosts, "10.240.0.101 worker-0.node.internal worker-0")
     await asyncio.sleep(0.2)  # idle: nothing else changed since
-    monkeypatch.setattr(app, "COALESCE_SECONDS", 0.1)  # idle for longer than the window
+    monkeypatch.setattr(publisher, "COALESCE_SECONDS", 0.1)  # idle for longer than the window
     daemon.nodes_changed(_nodes(("worker-0", "10.240.0.102")), "2")
     text = await _file_shows(hosts, "10.240.0.102 worker-0.node.internal worker-0")
     assert read_generation(text) == 2
@@ -86,7 +85,7 @@ async def test_a_burst_of_changes_makes_a_handful_of_writes_and_ends_complete(
 ) -> None:
     """200 changes arriving back to back: the first is published at once, the rest together
     after the window, and the file ends with every change in it."""
-    monkeypatch.setattr(app, "COALESCE_SECONDS", 1.0)
+    monkeypatch.setattr(publisher, "COALESCE_SECONDS", 1.0)
     hosts = daemon.settings.hosts_file
     assert hosts is not None
     nodes: dict[str, Any] = _nodes(("worker-0", "10.240.0.101"))

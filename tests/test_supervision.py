@@ -80,10 +80,18 @@ async def test_a_clean_stop_is_exit_0(tmp_path: Path) -> None:
     """Background tasks that finish their job (a reload) are no failure."""
     config = settings(tmp_path)
     daemon = Daemon(config, source_factory=IdleSource, reload_settings=lambda: config)
-    loop = asyncio.get_running_loop()
-    loop.call_later(0.1, daemon.request_reload, "SIGHUP")
-    loop.call_later(1.0, daemon.stop)
+    asyncio.get_running_loop().call_later(0.1, daemon.request_reload, "SIGHUP")
+
+    async def stop_after_the_reload() -> None:
+        # Not after a fixed time: on a loaded machine the reload may take longer than that.
+        while "reload_finished" not in [entry["event"] for entry in logs]:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the finished task's done callbacks run meanwhile
+        daemon.stop()
+
     with capture_logs() as logs:
+        stopper = asyncio.create_task(stop_after_the_reload())
         assert await run_with_timeout(daemon) == 0
+        await stopper
     assert "reload_finished" in [entry["event"] for entry in logs]
     assert "task_failed" not in [entry["event"] for entry in logs]

@@ -232,7 +232,7 @@ def child_env() -> dict[str, str]:
 
 WARM_UP = (
     "import kubernetes, kubernetes.client, kubernetes.config, uvloop, nodehosts.cli, "
-    "nodehosts.app, nodehosts.adapters.kube, nodehosts.adapters.eventloop, "
+    "nodehosts.app, nodehosts.adapters.kube, nodehosts.runtime, "
     "nodehosts.adapters.hostsfile, nodehosts.core.records, nodehosts.core.hosts; print(1)"
 )
 

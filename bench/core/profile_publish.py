@@ -66,11 +66,12 @@ async def profile_publish(
 ) -> None:
     settings = build_settings({}, {"hosts_file": str(workdir / "nodes.hosts")})
     daemon = Daemon(settings)
-    daemon.nodes, daemon.synced = dict(nodes), True
+    daemon.nodes_synced(dict(nodes), "1")  # what the Node source calls after its LIST
+    publisher = daemon.publisher
     profile = cProfile.Profile()
     started = time.perf_counter()
     profile.enable()
-    await daemon.publish()
+    await publisher.publish()
     profile.disable()
     print(f"first publish ({len(nodes)} nodes): {time.perf_counter() - started:.3f} s")
     top(profile, count, "first publish")
@@ -82,14 +83,14 @@ async def profile_publish(
         cpu: list[float] = []
         for serial in range(changes):
             name = names[(serial * 97 + profiled) % len(names)]
-            current = dict(daemon.nodes)
+            current = dict(publisher.nodes)
             address = f"172.{30 + profiled}.{serial >> 8}.{serial & 255}"
             current[name] = readdressed(current[name], address)
-            daemon.nodes = current
+            daemon.nodes_changed(current, str(serial + 2))
             started, started_cpu = time.perf_counter(), time.thread_time()
             if profiled:
                 profile.enable()
-            await daemon.publish()
+            await publisher.publish()
             if profiled:
                 profile.disable()
             seconds.append(time.perf_counter() - started)

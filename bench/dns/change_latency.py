@@ -33,10 +33,13 @@ answer within `--change-timeout`, counted at that value), and a breakdown of whe
 from the daemon's own JSON log: the write -> its `node_published` line (watch delivery, the
 daemon's coalescing delay while busy, updating the record set), -> its `dns_zone_updated` line
 (rebuilding the answer cache), -> the bench seeing the answer (next poll). `--trace` starts the
-daemon through a wrapper (TRACER below) that also times the watch delivery, the hand-over to the
-event loop, the coalescing, RecordIndex.update, _log_decisions, DnsService.update and every cyclic
-gc run inside the daemon, and prints the slowest changes stage by stage. Exit status: 0 when
-p99 <= `--target-ms` (100) and no change was missed, 1 otherwise, 2 when the setup failed.
+daemon through a wrapper (TRACER below) that registers an observer with the daemon's public hook
+(nodehosts.app.statusboard.OBSERVERS; nothing is patched) and a gc callback, and prints the
+slowest changes stage by stage: the write until the change is on the event loop, the
+coalescing, building the record set, the sinks (DNS), and every cyclic gc run inside the
+daemon. (The time in the watch thread, delivery vs parsing, needs a hook in the kube
+source.) Exit status: 0 when p99 <= `--target-ms` (100) and no change was missed, 1
+otherwise, 2 when the setup failed.
 
 Everything is on loopback and bounded (each wait has a timeout); a default run takes about
 40 s. The bench process lowers its GIL switch interval to 0.5 ms so that its heartbeat and
@@ -277,15 +280,14 @@ def daemon_command(python: str, kubeconfig: Path, port: int, *, trace: bool) -> 
     ]
 
 
-# --trace: the same daemon, started through this wrapper, which records (time.time()) when the
-# watch thread read and posted each change, when the loop got it, each publish, the time spent in
-# RecordIndex.update / _log_decisions / DnsService.update, and every cyclic gc run (generation,
+# --trace: the same daemon, started through this wrapper, which records (time.time()) each of the
+# daemon's observer events (statusboard.EVENTS: a change on the loop, a publication's start,
+# its record set built, its sinks done) and every cyclic gc run (generation,
 # duration), and writes them as JSON lines to $NODEHOSTS_BENCH_TRACE when the daemon exits.
 TRACER = r"""
 import atexit, gc, json, os, runpy, sys, threading, time
 
 events = []
-local = threading.local()
 
 def record(name, **fields):
     events.append(dict(fields, event=name, t=time.time(), thread=threading.current_thread().name))
@@ -303,52 +305,10 @@ def on_gc(phase, info):
 
 gc.callbacks.append(on_gc)
 
-import nodehosts.app as app
-import nodehosts.adapters.kube as kube
-from nodehosts.adapters.dns_server import DnsService
+from nodehosts.app import statusboard
 
-def timed(owner, name, label):
-    original = getattr(owner, name)
-    def wrapper(*args, **kwargs):
-        began = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            record(label, seconds=time.perf_counter() - began)
-    setattr(owner, name, wrapper)
-
-import nodehosts.core.records as records
-timed(records.RecordIndex, "update", "build_publication")
-timed(app.Daemon, "_log_decisions", "log_decisions")
-timed(DnsService, "update", "dns_update")
-
-original_apply = kube.CollectionSource._apply
-def apply(self, line, loop):
-    local.read = time.time()
-    return original_apply(self, line, loop)
-kube.CollectionSource._apply = apply
-
-original_post = kube.CollectionSource._post
-def post(self, item, loop):
-    if item[0] == "state" and not item[1]:
-        record("posted", read=getattr(local, "read", None))
-    return original_post(self, item, loop)
-kube.CollectionSource._post = post
-
-original_changed = app.Daemon.nodes_changed
-def nodes_changed(self, nodes, version):
-    record("loop_got")
-    return original_changed(self, nodes, version)
-app.Daemon.nodes_changed = nodes_changed
-
-original_publish = app.Daemon.publish
-async def publish(self):
-    record("publish_start")
-    try:
-        return await original_publish(self)
-    finally:
-        record("publish_end")
-app.Daemon.publish = publish
+# The daemon's own points (statusboard.EVENTS), through its public observer hook.
+statusboard.OBSERVERS.append(lambda event, status: record(event))
 
 def dump():
     with open(os.environ["NODEHOSTS_BENCH_TRACE"], "w") as out:
@@ -495,15 +455,11 @@ def attribute(changes: Sequence[Change], events: Sequence[dict[str, Any]]) -> No
 
 
 TRACE_STAGES = (
-    ("write -> watch thread reads the event (API server, HTTP)", "delivered"),
-    ("watch thread: parse + inventory update", "parsed"),
-    ("posted -> loop runs nodes_changed", "handed_over"),
+    ("write -> the loop has it (API server, watch thread, hand-over)", "delivered"),
     ("nodes_changed -> publish starts (coalescing; none when idle)", "coalesced"),
-    ("publish starts -> DNS zone swapped", "published"),
-    ("  RecordIndex.update (the record set)", "build"),
-    ("  _log_decisions", "decisions"),
-    ("  DnsService.update", "dns_update"),
-    ("zone swapped -> answer seen (poll, round trip)", "answered"),
+    ("publish starts -> record set built (RecordIndex.update, decision logs)", "build"),
+    ("record set built -> sinks done (DnsService.update)", "sinks"),
+    ("sinks done -> answer seen (poll, round trip)", "answered"),
     ("cyclic gc pauses inside the window (sum)", "gc"),
 )
 
@@ -523,27 +479,22 @@ def analyse_trace(changes: Sequence[Change], events: Sequence[dict[str, Any]]) -
         if change.latency_s is None:
             continue
         start, end = change.wall_start, change.wall_start + change.latency_s
-        posted = after("posted", start)
-        if posted is None or posted["t"] > end or posted.get("read") is None:
+        got = after("nodes_changed", start)
+        if got is None or got["t"] > end:
             continue
-        got, began = after("loop_got", posted["t"]), after("publish_start", posted["t"])
-        swapped = after("dns_update", posted["t"])
-        if got is None or began is None or swapped is None or swapped["t"] > end:
+        began = after("publish_started", got["t"])
+        built = after("records_built", began["t"]) if began else None
+        done = after("published", built["t"]) if built else None
+        if began is None or built is None or done is None or done["t"] > end:
             continue
-        build = after("build_publication", began["t"])
-        decisions = after("log_decisions", began["t"])
         in_window = [g["seconds"] for g in gcs if start <= g["t"] <= end]
         per_change.append(
             {
-                "delivered": posted["read"] - start,
-                "parsed": posted["t"] - posted["read"],
-                "handed_over": got["t"] - posted["t"],
+                "delivered": got["t"] - start,
                 "coalesced": began["t"] - got["t"],
-                "published": swapped["t"] - began["t"],
-                "build": build["seconds"] if build else math.nan,
-                "decisions": decisions["seconds"] if decisions else math.nan,
-                "dns_update": swapped["seconds"],
-                "answered": end - swapped["t"],
+                "build": built["t"] - began["t"],
+                "sinks": done["t"] - built["t"],
+                "answered": end - done["t"],
                 "gc": sum(in_window),
                 "gc_max": max(in_window, default=0.0),
                 "latency": change.latency_s,

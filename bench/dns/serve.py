@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.dns.names import bench_hosts
 from nodehosts import logs
 from nodehosts.adapters.dns_server import DnsService
-from nodehosts.adapters.eventloop import loop_name, run
 from nodehosts.core.answer import ZoneConfig
+from nodehosts.runtime import loop_name, run
 
 
 async def serve(names: int, port: int, address: str) -> None:

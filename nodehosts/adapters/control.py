@@ -110,7 +110,7 @@ class ControlServer:
     def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
         self._path = Path(path)
         self._handlers: dict[str, Handler] = {"ping": self._ping, **handlers}
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._inode: tuple[int, int] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
 

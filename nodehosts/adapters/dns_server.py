@@ -40,10 +40,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
-from nodehosts.adapters.eventloop import loop_name
 from nodehosts.adapters.upstream import Upstreams, UpstreamStats
 from nodehosts.core.answer import AnswerCounts, Answerer, Forward, ZoneConfig, next_serial
 from nodehosts.core.model import HostChanges, RecordSet
+from nodehosts.runtime import loop_name
 
 log = structlog.get_logger(__name__)
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodehosts.adapters import eventloop
+from nodehosts import runtime as eventloop
 from nodehosts.adapters.dns_server import DnsService
 from nodehosts.core.answer import ZoneConfig
 from nodehosts.core.model import Host, RecordSet

@@ -321,7 +321,7 @@ REQUIRED_FILES = {
 }
 REQUIRED_MODULES = {  # the daemon's parts, named so that a lost one is named in the failure
     "nodehosts/cli.py",
-    "nodehosts/app.py",
+    "nodehosts/app/daemon.py",
     "nodehosts/adapters/dns_server.py",
     "nodehosts/adapters/upstream.py",
     "nodehosts/adapters/csr_approver.py",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nodehosts.adapters.reload import FileWatcher, kubeconfig_files
+from nodehosts.adapters.filewatch import FileWatcher, kubeconfig_files
 from tests.helpers.files import replace_by_rename
 
 TIMEOUT = 5.0

@@ -1,4 +1,5 @@
-"""The glibc mmap threshold pin that keeps steady RSS down after large LISTs."""
+"""nodehosts.runtime's malloc knobs: the mmap threshold pin that keeps steady RSS down after large
+LISTs, and trim after a publication."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import subprocess
 import sys
 import textwrap
 
-from nodehosts.adapters.malloc import fix_mmap_threshold
+from nodehosts.runtime import fix_mmap_threshold
 
 # Decode-sized buffers allocated and freed in a worker thread, the way LIST pages are, then
 # the resident size of the process. Measured in a fresh interpreter so nothing else counts.
 PROBE = textwrap.dedent(
     """
     import sys, threading
-    from nodehosts.adapters.malloc import fix_mmap_threshold
+    from nodehosts.runtime import fix_mmap_threshold
     if sys.argv[1] == "fixed":
         assert fix_mmap_threshold()
     def pages():
@@ -55,7 +56,7 @@ def test_freed_large_buffers_are_returned_to_the_system() -> None:
 
 TRIM_PROBE = textwrap.dedent(
     """
-    from nodehosts.adapters.malloc import fix_mmap_threshold, trim
+    from nodehosts.runtime import fix_mmap_threshold, trim
     assert fix_mmap_threshold()
     def rss():
         for line in open("/proc/self/status"):

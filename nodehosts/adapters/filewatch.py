@@ -258,7 +258,7 @@ class FileWatcher:
                 watch = observer.schedule(self._handler, str(directory), recursive=False)
             except OSError as error:
                 # Gone again, or out of inotify watches: the periodic check still covers it.
-                log.warning("file_watch_failed", directory=str(directory), error=str(error))
+                log.warning("directory_watch_failed", directory=str(directory), error=str(error))
                 continue
             self._watches[directory] = (watch, identity)
 
@@ -270,7 +270,7 @@ def kubeconfig_files(kubeconfig: Path) -> frozenset[Path]:
     kubeconfig that cannot be read or parsed gives just itself: watching it is how a fixed
     one gets noticed.
     """
-    import yaml  # a dependency of the kubernetes client; only needed here
+    import yaml  # type: ignore[import-untyped]  # a kubernetes client dependency; no stubs installed
 
     files = {Path(os.path.abspath(kubeconfig))}
     try:

@@ -1,0 +1,30 @@
+"""The daemon: sources -> one pure record set -> sinks, supervised as named asyncio tasks.
+
+`daemon` is the supervisor (start, stop, tasks, the control socket's answers); what it
+publishes and how is in `publisher`, live reloads in `reloader`; the state it reports is the
+pure value `nodehosts.core.status.Status`.
+"""
+
+from nodehosts.app.daemon import (
+    MAX_STATIC_HOSTS_BYTES,
+    Daemon,
+    StartupError,
+    StaticHostsError,
+    credential_files,
+    hosts_body,
+    plan_settings_change,
+    read_static_hosts,
+    run_daemon,
+)
+
+__all__ = [
+    "MAX_STATIC_HOSTS_BYTES",
+    "Daemon",
+    "StartupError",
+    "StaticHostsError",
+    "credential_files",
+    "hosts_body",
+    "plan_settings_change",
+    "read_static_hosts",
+    "run_daemon",
+]

@@ -1,0 +1,204 @@
+"""What the daemon serves and why, as one immutable value.
+
+Contract: `Status` is frozen; every change is a pure function below that returns a new value
+(the daemon holds the current one and replaces it). The records served come from one
+`Source`: nothing yet, the saved records of an earlier run (stale, until the first sync) or
+the live publication. `generation` is restored once at start (`restored`) and counted up in
+one place only (`published`, when what the sinks hold changed). Times are Unix seconds passed
+in by the caller: no clock is read here. `systemd_status`, `readiness` and `dump_fields` are
+what `systemctl status`, /readyz and `nodehosts dump` show.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from dataclasses import dataclass, replace
+from typing import Any
+
+from nodehosts.core.model import Publication, RecordSet
+
+_NOTHING = RecordSet()
+
+
+class Source(enum.Enum):
+    """Where the records served come from."""
+
+    NONE = "none"  # nothing served yet
+    SAVED = "saved"  # an earlier run's, from the state file: stale until the first sync
+    LIVE = "live"  # this run's publication
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """The API failure that is going on (the source's reason label and its message)."""
+
+    reason: str
+    message: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What is served (records, from which source, which generation) and the Node source's
+    state behind it (synced, last sync, the API error going on)."""
+
+    records: RecordSet = _NOTHING
+    source: Source = Source.NONE
+    # The last publication (decisions, collisions) whether or not it changed the records.
+    publication: Publication | None = None
+    # Counts what the sinks hold: hosts-file writes with a hosts file, else record-set changes.
+    generation: int = 0
+    # A complete LIST has arrived (the publisher may publish).
+    synced: bool = False
+    resource_version: str | None = None
+    last_sync: float | None = None
+    last_error: ApiError | None = None
+    # When the state file was last written (or, while SAVED, when the served records were).
+    state_saved_at: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Every enabled sink holds a live publication (READY=1, /readyz 200)."""
+        return self.source is Source.LIVE
+
+    @property
+    def stale(self) -> bool:
+        return self.source is Source.SAVED
+
+    @property
+    def next_generation(self) -> int:
+        """The generation a publication that changes the sinks gets (the hosts file header)."""
+        return self.generation + 1
+
+
+# --- transitions
+
+
+def restored(status: Status, *, generation: int) -> Status:
+    """At start: the generation the hosts file header (or the state file) left off at."""
+    return replace(status, generation=generation)
+
+
+def serving_saved(status: Status, records: RecordSet, *, saved_at: float) -> Status:
+    """At start, before any sync: the saved records are served, stale."""
+    return replace(status, records=records, source=Source.SAVED, state_saved_at=saved_at)
+
+
+def synced(status: Status, resource_version: str, *, at: float) -> Status:
+    """A complete LIST arrived: the API works, the publisher may publish."""
+    return replace(
+        status, synced=True, resource_version=resource_version, last_sync=at, last_error=None
+    )
+
+
+def changed(status: Status, resource_version: str, *, at: float) -> Status:
+    """A watch event changed the Nodes."""
+    return replace(status, resource_version=resource_version, last_sync=at)
+
+
+def api_failed(status: Status, reason: str, message: str, *, at: float) -> Status:
+    return replace(status, last_error=ApiError(reason, message, at))
+
+
+def api_recovered(status: Status) -> Status:
+    return replace(status, last_error=None)
+
+
+def published(
+    status: Status, publication: Publication, *, sinks_changed: bool | None = None
+) -> Status:
+    """Every sink holds `publication.records` now.
+
+    `sinks_changed`: whether the sink that counts generations (the hosts file) was written;
+    None when there is no such sink, and then a different record set counts.
+    """
+    records = publication.records
+    if sinks_changed is None:
+        sinks_changed = status.source is Source.NONE or records != status.records
+    generation = status.next_generation if sinks_changed else status.generation
+    return replace(
+        status,
+        records=records,
+        source=Source.LIVE,
+        publication=publication,
+        generation=generation,
+    )
+
+
+def evaluated(status: Status, publication: Publication) -> Status:
+    """A publication that left the records as they are (a skipped node, a new note)."""
+    return replace(status, publication=publication)
+
+
+def state_saved(status: Status, *, at: float) -> Status:
+    return replace(status, state_saved_at=at)
+
+
+# --- what it shows
+
+
+def iso(timestamp: float | None) -> str | None:
+    """UTC, to the second, as the logs and `dump` show times."""
+    if timestamp is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def systemd_status(status: Status) -> str:
+    """The STATUS= line for `systemctl status`."""
+    error = status.last_error
+    if not status.ready:
+        if status.stale:
+            api = f"API unreachable ({error.reason})" if error else "waiting for the API"
+            return (
+                f"serving saved records, {api}: {len(status.records)} hosts "
+                f"saved {iso(status.state_saved_at)}"
+            )
+        if status.synced:
+            return "publishing the first complete list of Nodes"
+        if error:
+            return f"waiting for the first list of Nodes; API error: {error.reason}"
+        return "waiting for the first list of Nodes"
+    decisions = status.publication.decisions if status.publication is not None else ()
+    published_nodes = sum(1 for decision in decisions if decision.published)
+    text = (
+        f"{published_nodes}/{len(decisions)} nodes published, {len(status.records)} hosts, "
+        f"generation {status.generation}, last sync {iso(status.last_sync)}"
+    )
+    if error:
+        text += f"; API error since {iso(error.at)}: {error.reason}"
+    return text
+
+
+def readiness(status: Status) -> tuple[bool, str]:
+    """(ready, why) for /readyz."""
+    if status.ready:
+        return True, f"{len(status.records)} hosts published, generation {status.generation}"
+    error = f" (API error: {status.last_error.reason})" if status.last_error else ""
+    if status.stale:
+        return False, f"serving saved records until the first sync{error}"
+    return False, f"waiting for the first complete list of Nodes{error}"
+
+
+def dump_fields(status: Status, *, now: float) -> dict[str, Any]:
+    """The status part of `nodehosts dump --from daemon` (JSON values)."""
+    error = status.last_error
+    return {
+        "ready": status.ready,
+        "stale": status.stale,
+        "synced": status.synced,
+        "generation": status.generation,
+        "resource_version": status.resource_version,
+        "last_sync": iso(status.last_sync),
+        "last_sync_age_seconds": (
+            None if status.last_sync is None else round(now - status.last_sync, 3)
+        ),
+        "last_error": (
+            None
+            if error is None
+            else {"reason": error.reason, "message": error.message, "at": iso(error.at)}
+        ),
+        "state_saved_at": iso(status.state_saved_at),
+    }

@@ -1,0 +1,125 @@
+"""Every process-level knob of nodehosts in one place: the event loop, malloc and the gc.
+
+Contract:
+
+- Event loop: `run(main)` runs one coroutine to completion on a fresh loop and returns its
+  result, like `asyncio.run`. The loop is uvloop's when the `uvloop` package can be imported
+  (a dependency on Linux; python3-uvloop in Debian) unless `use_uvloop=False`; asking for
+  uvloop when it is missing raises `RuntimeError`. `loop_factory()` gives the factory for
+  `asyncio.Runner` or tests, `loop_name()` names the running loop for logs. The DNS server
+  reads its UDP sockets in a loop from a reader callback, so it is about as fast on either
+  loop (bench/README.md); uvloop is the default because the package is built around it.
+- malloc: `fix_mmap_threshold()` is called once at `nodehosts run` start. It pins glibc's
+  mmap threshold (M_MMAP_THRESHOLD) at 128 KiB. Without it, each multi-megabyte LIST page
+  raises the dynamic threshold, later pages land in the watch thread's arena, and ~11 MiB of
+  freed memory stays resident for good (measured by bench/core: steady RSS 72 -> 61 MiB with
+  kubernetes 37.x). Allocations above the threshold are mmapped and returned on free. A no-op
+  where there is no glibc (musl, macOS). `trim()` gives free heap pages back to the kernel
+  (glibc's malloc_trim(0): every arena, free pages inside the heap too). Blocking (it walks
+  the heap; ctypes releases the GIL): call it from a worker thread.
+- gc, around a publication: `with publication_gc():` pauses the cyclic gc while the record
+  set, the DNS answers and the hosts text are built (nodehosts.adapters.gcpause: otherwise
+  full collections, 40-200 ms each with the GIL held, ran several times per 20,000-Node
+  publication), and `await after_publication()` then freezes what the publication left alive
+  (`gc.freeze()`: later collections skip it; with 5000 Nodes a full collection took 30-45 ms
+  inside a change's latency, bench/dns/change_latency.py) and trims malloc (the build frees
+  the previous records and answers in between long-lived objects). The price: cyclic garbage
+  alive at that moment is never collected; the daemon makes next to none (its data is
+  acyclic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import structlog
+
+from nodehosts.adapters.gcpause import gc_paused
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def loop_factory(*, use_uvloop: bool | None = None) -> LoopFactory:
+    """uvloop's `new_event_loop` (when wanted and available) or asyncio's."""
+    if use_uvloop is False:
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError as exc:
+        if use_uvloop:
+            raise RuntimeError("uvloop was requested but cannot be imported") from exc
+        return asyncio.new_event_loop
+    factory: LoopFactory = uvloop.new_event_loop
+    return factory
+
+
+def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool | None = None, debug: bool = False) -> T:
+    """Run `main` on a new loop (uvloop if available) and return its result."""
+    with asyncio.Runner(debug=debug, loop_factory=loop_factory(use_uvloop=use_uvloop)) as runner:
+        return runner.run(main)
+
+
+def loop_name(loop: asyncio.AbstractEventLoop | None = None) -> str:
+    """ "uvloop" or "asyncio": which implementation `loop` (default: the running one) is."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+# --- malloc
+
+M_MMAP_THRESHOLD = -3  # from <malloc.h>
+THRESHOLD_BYTES = 128 * 1024
+
+
+def fix_mmap_threshold(threshold: int = THRESHOLD_BYTES) -> bool:
+    """Pin the threshold; True when glibc accepted it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    accepted = bool(mallopt(M_MMAP_THRESHOLD, threshold) == 1)
+    if not accepted:
+        log.warning("malloc_threshold_not_set", threshold=threshold)
+    return accepted
+
+
+def trim() -> bool:
+    """malloc_trim(0); True when some memory was given back."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        malloc_trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    malloc_trim.restype = ctypes.c_int
+    return bool(malloc_trim(0))
+
+
+# --- gc around a publication
+
+
+@contextlib.contextmanager
+def publication_gc() -> Iterator[None]:
+    """No cyclic gc while a publication is built (its objects are acyclic)."""
+    with gc_paused():
+        yield
+
+
+async def after_publication() -> None:
+    """Freeze what the publication left alive; give free heap pages back (off the loop)."""
+    gc.freeze()
+    await asyncio.to_thread(trim)

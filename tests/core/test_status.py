@@ -1,0 +1,190 @@
+"""The daemon's status as a pure value: every transition, readiness, STATUS= text and dump part."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from nodehosts.core import status as st
+from nodehosts.core.model import Host, NodeDecision, Publication, RecordSet
+from nodehosts.core.status import ApiError, Source, Status
+
+T0 = 1_767_268_800.0  # 2026-01-01T12:00:00Z
+
+
+def _records(*names: str) -> RecordSet:
+    return RecordSet(
+        tuple(
+            Host((name,), (ipaddress.ip_address(f"10.240.0.{10 + i}"),), "node")
+            for i, name in enumerate(names)
+        )
+    )
+
+
+def _publication(records: RecordSet, skipped: int = 0) -> Publication:
+    decisions = tuple(
+        NodeDecision(h.names[0], h.names, h.addresses, True, False, True) for h in records.hosts
+    ) + tuple(
+        NodeDecision(f"bad-{i}", (), (), False, False, False, "not ready") for i in range(skipped)
+    )
+    return Publication(records=records, decisions=decisions)
+
+
+def test_a_fresh_status_serves_nothing_and_is_not_ready() -> None:
+    status = Status()
+    assert status.source is Source.NONE
+    assert (status.ready, status.stale, status.synced, status.generation) == (
+        False,
+        False,
+        False,
+        0,
+    )
+    assert status.next_generation == 1
+    assert st.readiness(status) == (False, "waiting for the first complete list of Nodes")
+    assert st.systemd_status(status) == "waiting for the first list of Nodes"
+
+
+def test_restored_sets_the_generation_and_nothing_else() -> None:
+    status = st.restored(Status(), generation=41)
+    assert status == Status(generation=41)
+    assert status.next_generation == 42
+
+
+def test_serving_saved_records_is_stale_and_not_ready() -> None:
+    saved = _records("worker-0", "worker-1")
+    status = st.serving_saved(Status(), saved, saved_at=T0)
+    assert (status.source, status.stale, status.ready) == (Source.SAVED, True, False)
+    assert status.records == saved
+    assert st.systemd_status(status) == (
+        "serving saved records, waiting for the API: 2 hosts saved 2026-01-01T12:00:00Z"
+    )
+    assert st.readiness(status) == (False, "serving saved records until the first sync")
+    failing = st.api_failed(status, "unreachable", "connection refused", at=T0 + 5)
+    assert st.systemd_status(failing) == (
+        "serving saved records, API unreachable (unreachable): 2 hosts saved 2026-01-01T12:00:00Z"
+    )
+    assert st.readiness(failing) == (
+        False,
+        "serving saved records until the first sync (API error: unreachable)",
+    )
+
+
+def test_an_api_error_before_the_first_list_is_shown_then_cleared_by_a_sync() -> None:
+    status = st.api_failed(Status(), "forbidden", "403", at=T0)
+    assert status.last_error == ApiError("forbidden", "403", T0)
+    assert st.systemd_status(status) == "waiting for the first list of Nodes; API error: forbidden"
+    assert st.readiness(status) == (
+        False,
+        "waiting for the first complete list of Nodes (API error: forbidden)",
+    )
+    synced = st.synced(status, "7", at=T0 + 1)
+    assert (synced.synced, synced.resource_version, synced.last_sync) == (True, "7", T0 + 1)
+    assert synced.last_error is None
+    assert st.systemd_status(synced) == "publishing the first complete list of Nodes"
+    assert not synced.ready
+
+
+def test_api_recovered_clears_the_error_only() -> None:
+    status = st.synced(Status(), "1", at=T0)
+    failing = st.api_failed(status, "unreachable", "refused", at=T0 + 1)
+    assert st.api_recovered(failing) == status
+
+
+def test_changed_moves_the_resource_version_and_last_sync() -> None:
+    status = st.changed(st.synced(Status(), "1", at=T0), "2", at=T0 + 3)
+    assert (status.resource_version, status.last_sync) == ("2", T0 + 3)
+    assert status.generation == 0  # nothing is published by an event alone
+
+
+def test_the_first_publication_makes_it_ready_and_counts_a_generation() -> None:
+    records = _records("worker-0")
+    status = st.published(st.synced(Status(), "1", at=T0), _publication(records, skipped=1))
+    assert (status.source, status.ready, status.stale, status.generation) == (
+        Source.LIVE,
+        True,
+        False,
+        1,
+    )
+    assert status.records == records
+    assert st.readiness(status) == (True, "1 hosts published, generation 1")
+    assert st.systemd_status(status) == (
+        "1/2 nodes published, 1 hosts, generation 1, last sync 2026-01-01T12:00:00Z"
+    )
+
+
+def test_an_empty_first_publication_still_counts_a_generation() -> None:
+    status = st.published(st.synced(Status(), "1", at=T0), _publication(RecordSet()))
+    assert (status.ready, status.generation) == (True, 1)
+
+
+def test_without_a_hosts_file_a_generation_is_a_different_record_set() -> None:
+    first = st.published(Status(), _publication(_records("a")))
+    same = st.published(first, _publication(_records("a")))
+    other = st.published(same, _publication(_records("a", "b")))
+    assert (first.generation, same.generation, other.generation) == (1, 1, 2)
+
+
+def test_with_a_hosts_file_a_generation_is_a_write() -> None:
+    start = st.restored(Status(), generation=9)
+    unchanged = st.published(start, _publication(_records("a")), sinks_changed=False)
+    assert (unchanged.ready, unchanged.generation) == (True, 9)
+    written = st.published(unchanged, _publication(_records("a")), sinks_changed=True)
+    assert written.generation == 10
+
+
+def test_the_first_sync_replaces_saved_records_and_keeps_counting_from_them() -> None:
+    saved = st.serving_saved(st.restored(Status(), generation=5), _records("a"), saved_at=T0)
+    same = st.published(saved, _publication(_records("a")))
+    assert (same.source, same.stale, same.generation) == (Source.LIVE, False, 5)
+    other = st.published(saved, _publication(_records("b")))
+    assert other.generation == 6
+
+
+def test_evaluated_keeps_the_records_and_updates_the_counts() -> None:
+    status = st.published(st.synced(Status(), "1", at=T0), _publication(_records("a")))
+    evaluated = st.evaluated(status, _publication(_records("a"), skipped=2))
+    assert (evaluated.records, evaluated.generation) == (status.records, status.generation)
+    assert st.systemd_status(evaluated).startswith("1/3 nodes published, 1 hosts, generation 1")
+
+
+def test_an_api_error_after_ready_is_appended_to_the_status_text() -> None:
+    status = st.published(st.synced(Status(), "1", at=T0), _publication(_records("a")))
+    failing = st.api_failed(status, "unreachable", "refused", at=T0 + 60)
+    assert failing.ready  # the records stay published
+    assert st.systemd_status(failing) == (
+        "1/1 nodes published, 1 hosts, generation 1, last sync 2026-01-01T12:00:00Z"
+        "; API error since 2026-01-01T12:01:00Z: unreachable"
+    )
+    assert st.readiness(failing) == (True, "1 hosts published, generation 1")
+
+
+def test_state_saved_is_shown_in_the_dump() -> None:
+    status = st.state_saved(Status(), at=T0)
+    assert st.dump_fields(status, now=T0)["state_saved_at"] == "2026-01-01T12:00:00Z"
+
+
+def test_dump_fields() -> None:
+    status = st.api_failed(st.synced(Status(), "12", at=T0), "gone", "410", at=T0 + 2)
+    assert st.dump_fields(status, now=T0 + 2.5) == {
+        "ready": False,
+        "stale": False,
+        "synced": True,
+        "generation": 0,
+        "resource_version": "12",
+        "last_sync": "2026-01-01T12:00:00Z",
+        "last_sync_age_seconds": 2.5,
+        "last_error": {"reason": "gone", "message": "410", "at": "2026-01-01T12:00:02Z"},
+        "state_saved_at": None,
+    }
+    fresh = st.dump_fields(Status(), now=T0)
+    assert (fresh["last_sync"], fresh["last_sync_age_seconds"], fresh["last_error"]) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_status_is_immutable() -> None:
+    with pytest.raises(AttributeError):
+        Status().generation = 3  # type: ignore[misc]  # the point: frozen
