@@ -23,25 +23,19 @@ import structlog
 
 from nodehosts.app.publisher import Publisher, read_static_hosts
 from nodehosts.app.telemetry import DaemonMetrics
-from nodehosts.config import ConfigError, Settings, file_key
+from nodehosts.config import LIVE_KEYS, ConfigError, Settings, file_key
 
 if TYPE_CHECKING:
     from nodehosts.adapters.filewatch import FileWatcher
 
 log = structlog.get_logger(__name__)
 
-# Settings applied to the running daemon by a reload. Everything else (listeners, sockets,
-# files the daemon owns, the CSR approver) is bound at start and needs a restart.
+# Settings a reload applies that change the records: they ask for a new publication. (What a
+# reload applies at all is config.LIVE_KEYS, declared on each setting; the rest is bound at
+# start and needs a restart.)
 RECORD_POLICY_KEYS = frozenset(
     {"domain", "address_types", "exclude_not_ready", "exclude_unschedulable"}
 ) | {"allowed_suffixes", "reserved_suffixes"}
-LIVE_KEYS = RECORD_POLICY_KEYS | {
-    "static_hosts",
-    "kubeconfig",
-    "label_selector",
-    "log_format",
-    "log_level",
-}
 # The DNS server's zone is built from the domain when it starts.
 DNS_ZONE_KEYS = frozenset({"domain"})
 
@@ -84,15 +78,6 @@ def credential_files(
         if item:
             files |= kubeconfig_files(Path(os.path.expanduser(item)))
     return frozenset(files)
-
-
-def _config_key(error: ConfigError) -> str:
-    """The `section.key` (or flag) a ConfigError is about; "file" for a broken file."""
-    key = getattr(error, "key", None)  # ConfigError.key, where config.py sets it
-    if isinstance(key, str):
-        return key
-    head = str(error).partition(": ")[0]
-    return "file" if head.startswith("config file ") else head
 
 
 def _absolute(path: Path) -> Path:
@@ -201,7 +186,7 @@ class Reloader:
         except ConfigError as error:
             log.error(
                 "config_rejected",
-                key=_config_key(error),
+                key=error.where or "file",
                 error=str(error),
                 trigger=trigger,
                 kept="the running configuration",
