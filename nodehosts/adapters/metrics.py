@@ -5,7 +5,8 @@ Contract:
 - All metrics are defined here, in `Metrics`, on a registry of its own (never the process-wide
   default one), so several daemons can live in one process (tests) and nothing a library
   registers globally leaks into our exposition. Names are ``nodehosts_<area>_<what>`` in base
-  units, counters end in ``_total``. The daemon never touches prometheus objects: it calls the
+  units, counters end in ``_total``. No ``*_created`` series: the registry leaves them out of
+  every scrape (`_Registry`). The daemon never touches prometheus objects: it calls the
   update methods (`observe_publication`, `api_error`, `hosts_file_written`, ...), whose label
   values come from small fixed vocabularies.
 - DNS counters are pulled, not pushed: `attach_dns(stats)` hands over an object satisfying
@@ -24,14 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from nodehosts import __version__
 from nodehosts.core.model import Publication
@@ -121,7 +124,7 @@ def _label(value: str | int, numbers: Mapping[int, str], known: frozenset[str]) 
     return name if name in known else "other"
 
 
-class _DnsCollector:
+class _DnsCollector(Collector):  # an ABC in prometheus_client 0.16, a Protocol later
     """Reads the attached DnsStats at scrape time."""
 
     def __init__(self) -> None:
@@ -171,11 +174,40 @@ class _DnsCollector:
         yield from extras.values()
 
 
+# Family types whose children prometheus_client gives a `<name>_created` sample.
+_WITH_CREATED = frozenset({"counter", "histogram", "summary"})
+
+
+class _Registry(CollectorRegistry):
+    """A registry whose scrapes leave out the ``<name>_created`` samples.
+
+    prometheus_client gives every counter, histogram and summary child a `_created` sample (its
+    creation time): one more series per labelled child that no query of ours uses, and in the
+    classic text format each shows up as a gauge family of its own. The library's switches do
+    not fit every supported version: `disable_created_metrics()` came in 0.18 (bookworm has
+    0.16), and PROMETHEUS_DISABLE_CREATED_SERIES is read once, when prometheus_client is first
+    imported, for the whole process. Filtering our own registry's output works the same on all
+    of them and touches no other registry. Every exposition format reads `collect()`.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        for family in super().collect():
+            if family.type in _WITH_CREATED:
+                created = family.name + "_created"
+                samples = [s for s in family.samples if s.name != created]
+                if len(samples) != len(family.samples):
+                    trimmed = copy.copy(family)  # the collector's object stays as it was
+                    trimmed.samples = samples
+                    yield trimmed
+                    continue
+            yield family
+
+
 class Metrics:
     """The daemon's metrics on a private registry, with one update method per event."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry: CollectorRegistry = _Registry(auto_describe=True)
         r = self.registry
         info = Gauge(
             "nodehosts_build_info", "Always 1; the running version.", ["version"], registry=r
@@ -281,7 +313,7 @@ class Metrics:
             registry=r,
         )
         self._dns = _DnsCollector()
-        r.register(self._dns)  # type: ignore[arg-type]
+        r.register(self._dns)
 
     # --- what the daemon publishes
 
@@ -488,7 +520,8 @@ class MetricsServer:
                 raise
             await self._accept(reader, writer)
         finally:
-            self._connections.discard(task)  # type: ignore[arg-type]
+            if task is not None:
+                self._connections.discard(task)
             self._slots.release()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
