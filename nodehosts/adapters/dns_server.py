@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
+from nodehosts.adapters.metrics import Durations
 from nodehosts.adapters.upstream import Upstreams, UpstreamStats
 from nodehosts.core.answer import AnswerCounts, Answerer, Forward, ZoneConfig, next_serial
 from nodehosts.core.model import HostChanges, RecordSet
@@ -66,6 +67,7 @@ class DnsStats:
     """Counters of the DNS service; every number only grows. Read at scrape time (metrics.py)."""
 
     __slots__ = (
+        "answer_seconds",
         "answers",
         "forwards_shed",
         "tcp_connections",
@@ -89,6 +91,8 @@ class DnsStats:
         self.tcp_evicted = 0
         self.forwards_shed = 0  # forwards refused because too many were in flight
         self.zone_updates = 0
+        # Answer times (metrics.py): per wakeup for local answers, per forward for upstream ones.
+        self.answer_seconds = {"local": Durations(), "upstream": Durations()}
 
     @property
     def queries(self) -> dict[tuple[int, int], int]:
@@ -290,9 +294,11 @@ class DnsService:
     async def _forward(
         self, upstreams: Upstreams, forward: Forward, send: Callable[[bytes], None]
     ) -> None:
+        started = time.perf_counter()
         reply = await upstreams.resolve(forward)
         self.stats.answers.count(forward.qtype, reply[3] & 0x0F)
         send(reply)
+        self.stats.answer_seconds["upstream"].observe(time.perf_counter() - started)
 
     def tcp_opened(self, connection: _TcpConnection) -> None:
         self.stats.tcp_connections += 1
@@ -329,6 +335,7 @@ class _UdpListener:
         loop.add_reader(self._fd, self._readable)
 
     def _readable(self) -> None:
+        started = time.perf_counter()
         service = self._service
         stats = service.stats
         handle = service.answerer.handle
@@ -351,6 +358,8 @@ class _UdpListener:
             elif result is not None:
                 service.forward(result, functools.partial(self._send, addr=addr))  # type: ignore[arg-type]
         stats.udp_queries += received
+        if received:
+            stats.answer_seconds["local"].observe(time.perf_counter() - started, received)
 
     def _send(self, reply: bytes, addr: tuple[str, int]) -> None:
         if self._fd >= 0:
@@ -389,6 +398,7 @@ class _TcpConnection(asyncio.Protocol):
         self._service.tcp_opened(self)
 
     def data_received(self, data: bytes) -> None:
+        started, queries = time.perf_counter(), self._service.stats.tcp_queries
         buffer = self._buffer
         buffer += data
         service = self._service
@@ -411,6 +421,8 @@ class _TcpConnection(asyncio.Protocol):
                 if self._pending >= _TCP_PIPELINE and self._transport is not None:
                     self._transport.pause_reading()
                 service.forward(result, self._forwarded)  # type: ignore[arg-type]
+        if answered := service.stats.tcp_queries - queries:
+            service.stats.answer_seconds["local"].observe(time.perf_counter() - started, answered)
 
     def _send(self, reply: bytes) -> None:
         transport = self._transport

@@ -5,13 +5,15 @@ Contract:
 - All metrics are defined here, in `Metrics`, on a registry of its own (never the process-wide
   default one), so several daemons can live in one process (tests) and nothing a library
   registers globally leaks into our exposition. Names are ``nodehosts_<area>_<what>`` in base
-  units, counters end in ``_total``. The daemon never touches prometheus objects: it calls the
+  units, counters end in ``_total``. No ``*_created`` series: the registry leaves them out of
+  every scrape (`_Registry`). The daemon never touches prometheus objects: it calls the
   update methods (`observe_publication`, `api_error`, `hosts_file_written`, ...), whose label
   values come from small fixed vocabularies.
 - DNS counters are pulled, not pushed: `attach_dns(stats)` hands over an object satisfying
   `DnsStats` (plain dicts of ints the DNS hot path increments), and its values are read at
   scrape time. Unknown query types and rcodes are folded into ``other`` so a client cannot
-  grow the label set.
+  grow the label set. Answer times likewise: the DNS service counts them into `Durations`
+  (bucket counts and a sum), read as the ``nodehosts_dns_answer_seconds`` histogram.
 - `MetricsServer` is a small asyncio HTTP/1.1 server (one request per connection): it answers
   on the event loop, so ``GET /healthz`` answering at all means the loop is alive; ``GET
   /readyz`` is 200 when the `readiness` callback says ready (first sync published by every
@@ -23,23 +25,28 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import copy
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from nodehosts import __version__
 from nodehosts.core.model import Publication
 
 __all__ = [
+    "ANSWER_SECONDS_BUCKETS",
     "DNS_QTYPES",
     "DNS_RCODES",
     "DnsStats",
+    "Durations",
     "Metrics",
     "MetricsServer",
     "Readiness",
@@ -73,7 +80,8 @@ class DnsStats(Protocol):
     """What the DNS service counts (nodehosts.adapters.dns_server.DnsStats has this shape).
 
     Plain ints, so its hot path stays a dict increment. Optional extra int attributes, read
-    when present: udp_queries, tcp_queries, tcp_timeouts, tcp_evicted, zone_updates.
+    when present: udp_queries, tcp_queries, tcp_timeouts, tcp_evicted, zone_updates; and
+    answer_seconds, a mapping of source (local, upstream) -> `Durations`.
     """
 
     @property
@@ -85,6 +93,31 @@ class DnsStats(Protocol):
     def forwarder_errors(self) -> Mapping[str, int]:
         """Reason -> failed forwards (timeout, unreachable, ...), a small fixed set."""
         ...
+
+
+# Upper bounds of nodehosts_dns_answer_seconds: answers from the zone take microseconds (the
+# low buckets show the event loop falling behind), forwarded ones an upstream's round trip,
+# up to the forwarder's timeout and failover.
+ANSWER_SECONDS_BUCKETS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5)
+_BUCKET_LABELS = (*(repr(bound) for bound in ANSWER_SECONDS_BUCKETS), "+Inf")  # as `le` values
+
+
+class Durations:
+    """Durations counted by `ANSWER_SECONDS_BUCKETS` bucket, and their sum: a histogram the
+    hot path fills with a bisect and two additions (no lock, no prometheus object), read at
+    scrape time. `counts[i]` is per bucket, not cumulative; the last one is above every bound.
+    """
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(ANSWER_SECONDS_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float, count: int = 1) -> None:
+        """`count` events that took `seconds` in all, each counted at their mean."""
+        self.counts[bisect.bisect_left(ANSWER_SECONDS_BUCKETS, seconds / count)] += count
+        self.total += seconds
 
 
 # Optional DnsStats int attributes -> (metric name, help, label values).
@@ -102,20 +135,20 @@ def _label(value: str | int, numbers: Mapping[int, str], known: frozenset[str]) 
     return name if name in known else "other"
 
 
-class _DnsCollector:
+class _DnsCollector(Collector):  # an ABC in prometheus_client 0.16, a Protocol later
     """Reads the attached DnsStats at scrape time."""
 
     def __init__(self) -> None:
         self.stats: DnsStats | None = None
 
-    def describe(self) -> Iterator[CounterMetricFamily]:
+    def describe(self) -> Iterator[Metric]:
         yield from self._families()
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         yield from self._families(self.stats)
 
     @staticmethod
-    def _families(stats: DnsStats | None = None) -> Iterator[CounterMetricFamily]:
+    def _families(stats: DnsStats | None = None) -> Iterator[Metric]:
         queries = CounterMetricFamily(
             "nodehosts_dns_queries",
             "DNS queries answered, by query type and response code.",
@@ -125,6 +158,13 @@ class _DnsCollector:
             "nodehosts_dns_forwarder_errors",
             "Queries the upstream forwarder failed to answer, by reason.",
             labels=["reason"],
+        )
+        answer_seconds = HistogramMetricFamily(
+            "nodehosts_dns_answer_seconds",
+            "Time from reading a DNS query to sending its answer or handing it to the forwarder"
+            " (source=local; UDP and TCP queries read at one wakeup share their mean), and from"
+            " the hand-over to sending the upstream's answer (source=upstream).",
+            labels=["source"],
         )
         extras: dict[str, CounterMetricFamily] = {}
         for _, name, documentation, values in _DNS_EXTRA:
@@ -147,16 +187,53 @@ class _DnsCollector:
                 value = getattr(stats, attribute, None)
                 if isinstance(value, int):
                     extras[name].add_metric(list(values), value)
+            by_source: Mapping[str, Durations] = getattr(stats, "answer_seconds", {})
+            for source, durations in sorted(by_source.items()):
+                cumulative, buckets = 0, []
+                for bound, count in zip(_BUCKET_LABELS, durations.counts, strict=True):
+                    cumulative += count
+                    buckets.append((bound, cumulative))
+                answer_seconds.add_metric([source], buckets, durations.total)
         yield queries
         yield errors
+        yield answer_seconds
         yield from extras.values()
+
+
+# Family types whose children prometheus_client gives a `<name>_created` sample.
+_WITH_CREATED = frozenset({"counter", "histogram", "summary"})
+
+
+class _Registry(CollectorRegistry):
+    """A registry whose scrapes leave out the ``<name>_created`` samples.
+
+    prometheus_client gives every counter, histogram and summary child a `_created` sample (its
+    creation time): one more series per labelled child that no query of ours uses, and in the
+    classic text format each shows up as a gauge family of its own. The library's switches do
+    not fit every supported version: `disable_created_metrics()` came in 0.18 (bookworm has
+    0.16), and PROMETHEUS_DISABLE_CREATED_SERIES is read once, when prometheus_client is first
+    imported, for the whole process. Filtering our own registry's output works the same on all
+    of them and touches no other registry. Every exposition format reads `collect()`.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        for family in super().collect():
+            if family.type in _WITH_CREATED:
+                created = family.name + "_created"
+                samples = [s for s in family.samples if s.name != created]
+                if len(samples) != len(family.samples):
+                    trimmed = copy.copy(family)  # the collector's object stays as it was
+                    trimmed.samples = samples
+                    yield trimmed
+                    continue
+            yield family
 
 
 class Metrics:
     """The daemon's metrics on a private registry, with one update method per event."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry: CollectorRegistry = _Registry(auto_describe=True)
         r = self.registry
         info = Gauge(
             "nodehosts_build_info", "Always 1; the running version.", ["version"], registry=r
@@ -262,7 +339,7 @@ class Metrics:
             registry=r,
         )
         self._dns = _DnsCollector()
-        r.register(self._dns)  # type: ignore[arg-type]
+        r.register(self._dns)
 
     # --- what the daemon publishes
 
@@ -468,7 +545,8 @@ class MetricsServer:
                 raise
             await self._accept(reader, writer)
         finally:
-            self._connections.discard(task)  # type: ignore[arg-type]
+            if task is not None:
+                self._connections.discard(task)
             self._slots.release()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

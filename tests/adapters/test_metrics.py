@@ -11,14 +11,30 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import dns.message
+import dns.query
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from nodehosts.adapters import dns_server, upstream
-from nodehosts.adapters.metrics import Metrics, MetricsServer, Readiness
+from nodehosts.adapters.dns_server import DnsService
+from nodehosts.adapters.metrics import (
+    ANSWER_SECONDS_BUCKETS,
+    Durations,
+    Metrics,
+    MetricsServer,
+    Readiness,
+)
+from nodehosts.core.answer import ZoneConfig
 from nodehosts.core.model import Host, NodeInfo
 from nodehosts.core.records import RecordPolicy, build_publication
+from tests.helpers.dnsmasq import stand_in_upstream
 
 
 @dataclass
@@ -216,6 +232,7 @@ class FakeDnsStats:
 
     queries: dict[tuple[str | int, str | int], int] = field(default_factory=dict)
     forwarder_errors: dict[str, int] = field(default_factory=dict)
+    answer_seconds: dict[str, Durations] = field(default_factory=dict)
 
 
 async def test_dns_counters_are_read_at_scrape_time(served: Served) -> None:
@@ -262,6 +279,87 @@ async def test_dns_families_exist_without_a_dns_service(served: Served) -> None:
     response = await served.get("/metrics")
     assert "# TYPE nodehosts_dns_queries_total counter" in response.body
     assert "nodehosts_dns_queries_total{" not in response.body
+    assert "# TYPE nodehosts_dns_answer_seconds histogram" in response.body
+    assert "nodehosts_dns_answer_seconds_bucket{" not in response.body
+
+
+def bucket(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], source: str, le: str
+) -> float:
+    return samples[("nodehosts_dns_answer_seconds_bucket", (("le", le), ("source", source)))]
+
+
+async def test_dns_answer_times_are_a_cumulative_histogram(served: Served) -> None:
+    """Durations land in the first bucket whose bound they do not exceed (`le`), a batch at
+    its mean; the buckets read cumulative, with the sum and the count of answers."""
+    local, upstream_times = Durations(), Durations()
+    stats = FakeDnsStats(answer_seconds={"local": local, "upstream": upstream_times})
+    served.metrics.attach_dns(stats)
+    local.observe(0.0001)  # on a bound: that bucket
+    local.observe(0.0004, 4)  # 4 answers read at one wakeup, 0.1 ms each
+    local.observe(0.00002)
+    upstream_times.observe(3.0)  # above every bound
+    samples = await served.samples()
+    assert [bucket(samples, "local", le) for le in ("1e-05", "5e-05", "0.0001", "2.5", "+Inf")] == [
+        0, 1, 6, 6, 6
+    ]  # fmt: skip
+    assert samples[("nodehosts_dns_answer_seconds_count", (("source", "local"),))] == 6
+    assert samples[("nodehosts_dns_answer_seconds_sum", (("source", "local"),))] == pytest.approx(
+        0.00052
+    )
+    assert bucket(samples, "upstream", "2.5") == 0
+    assert bucket(samples, "upstream", "+Inf") == 1
+    assert len(ANSWER_SECONDS_BUCKETS) + 1 == len(
+        [key for key in samples if key[0].endswith("_bucket") and ("source", "local") in key[1]]
+    )
+
+
+async def test_answer_times_of_the_real_dns_service(served: Served, tmp_path: Path) -> None:
+    """Every query the DNS service reads, over UDP and TCP, is one local answer time (as many
+    as nodehosts_dns_received counts); a forwarded query is one upstream answer time too, and
+    one that waited out a silent first upstream took at least that upstream's timeout."""
+    timeout = 0.3
+    with (
+        stand_in_upstream(tmp_path) as forwarder,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole,
+    ):
+        hole.bind(("127.0.0.1", 0))
+        service = DnsService(
+            listen=[("127.0.0.1", 0)], zone=ZoneConfig(), upstream_timeout=timeout,
+            upstreams=[hole.getsockname(), ("127.0.0.1", forwarder.port)],
+        )  # fmt: skip
+        service.update(PUBLICATION.records)
+        await service.start()
+        try:
+            served.metrics.attach_dns(service.stats)
+            port = service.addresses[0][1]
+
+            def ask(name: str, *, tcp: bool = False) -> list[str]:
+                query = dns.message.make_query(name, "A")
+                exchange = dns.query.tcp if tcp else dns.query.udp
+                reply = exchange(query, "127.0.0.1", port=port, timeout=30)
+                return [item.to_text() for rrset in reply.answer for item in rrset]
+
+            for _ in range(3):
+                assert await asyncio.to_thread(ask, "worker-0.node.internal") == ["10.240.0.101"]
+            assert await asyncio.to_thread(ask, "worker-1", tcp=True) == ["10.240.0.102"]
+            assert await asyncio.to_thread(ask, "upstream.example") == ["192.0.2.7"]
+            samples = await served.samples()
+        finally:
+            await service.stop()
+    count = {
+        source: samples[("nodehosts_dns_answer_seconds_count", (("source", source),))]
+        for source in ("local", "upstream")
+    }
+    received = sum(
+        samples[("nodehosts_dns_received_total", (("transport", t),))] for t in ("udp", "tcp")
+    )
+    assert count == {"local": 5, "upstream": 1}
+    assert received == 5
+    assert samples[("nodehosts_dns_answer_seconds_sum", (("source", "upstream"),))] >= timeout
+    assert bucket(samples, "upstream", "0.1") == 0
+    assert bucket(samples, "upstream", "+Inf") == 1
+    assert samples[("nodehosts_dns_answer_seconds_sum", (("source", "local"),))] > 0
 
 
 async def test_openmetrics_when_asked(served: Served) -> None:
@@ -270,6 +368,60 @@ async def test_openmetrics_when_asked(served: Served) -> None:
     assert response.status == 200
     assert response.content_type.startswith("application/openmetrics-text")
     assert response.body.endswith("# EOF\n")
+
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+@pytest.mark.parametrize("accept", ["", OPENMETRICS], ids=["text", "openmetrics"])
+async def test_no_created_series_and_every_other_series_stays(served: Served, accept: str) -> None:
+    """prometheus_client adds a `<name>_created` sample to every counter, histogram and
+    summary child (in the text format a gauge family of its own per counter): none is scraped,
+    in either format, and every other sample is, with its value: counters' `_total`, a
+    histogram's buckets, sum and count, gauges, the pulled DNS counters."""
+    metrics = served.metrics
+    metrics.observe_publication(PUBLICATION)
+    metrics.api_error("timeout")
+    metrics.watch_restart("expired")
+    metrics.csr_approved()
+    metrics.reloaded("config", ok=True)
+    stats = dns_server.DnsStats(upstream.UpstreamStats())
+    stats.answers.count(1, 0)
+    stats.udp_queries += 1
+    metrics.attach_dns(stats)
+    # Any histogram registered on the daemon's registry (none of the library's own kind yet).
+    histogram = Histogram(
+        "nodehosts_test_seconds", "A test histogram.", ["kind"], buckets=(0.001, 0.01),
+        registry=metrics.registry,
+    )  # fmt: skip
+    histogram.labels("a").observe(0.005)
+    histogram.labels("b").observe(0.5)
+
+    response = await served.get("/metrics", accept=accept)
+    assert response.status == 200
+    assert "_created" not in response.body
+    parse = openmetrics_families if accept else text_string_to_metric_families
+    scraped = {
+        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for family in parse(response.body)
+        for sample in family.samples
+    }
+    # What the library's own registry would expose, less the `_created` samples.
+    unfiltered = {
+        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for family in CollectorRegistry.collect(metrics.registry)
+        for sample in family.samples
+    }
+    created = {key for key in unfiltered if key[0].endswith("_created")}
+    assert {key[0] for key in created} >= {
+        "nodehosts_api_errors_created", "nodehosts_hosts_file_writes_created",
+        "nodehosts_test_seconds_created",
+    }  # fmt: skip
+    assert scraped == unfiltered - created
+    assert ("nodehosts_api_errors_total", (("reason", "timeout"),), 1.0) in scraped
+    assert ("nodehosts_test_seconds_bucket", (("kind", "a"), ("le", "0.01")), 1.0) in scraped
+    assert ("nodehosts_test_seconds_bucket", (("kind", "b"), ("le", "+Inf")), 1.0) in scraped
+    assert ("nodehosts_test_seconds_count", (("kind", "b"),), 1.0) in scraped
 
 
 async def test_unknown_paths_and_methods(served: Served) -> None:
@@ -362,7 +514,7 @@ def test_every_metric_is_named_by_the_convention() -> None:
     for family in metrics.registry.collect():
         assert family.name.startswith("nodehosts_"), family.name
         for sample in family.samples:
-            if family.type == "counter" and not sample.name.endswith("_created"):
+            if family.type == "counter":
                 assert sample.name.endswith("_total"), sample.name
 
 

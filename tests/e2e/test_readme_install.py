@@ -1,4 +1,4 @@
-"""README "Install on Debian", line by line, on a booted Debian bookworm (systemd-nspawn).
+"""README "Install on Debian", line by line, on booted Debian bookworm and trixie (systemd-nspawn).
 
 The test reads the shell block of that README section and runs every line as written, with
 only these stand-ins, each checked rather than skipped:
@@ -14,6 +14,8 @@ only these stand-ins, each checked rather than skipped:
 - 127.0.0.1:53 becomes a free 127.0.153.N:53 (the container shares the host's network).
 
 A README line the test does not know fails it, so the README and this test cannot drift.
+The package is built once and installed on every suite of NODEHOSTS_E2E_SUITES (default
+`bookworm trixie`, as test_deb_e2e.py), each from a fresh overlay of its cached root.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 
 import pytest
 from nspawn import Container, cached_root
-from test_deb_e2e import NODES, TOKEN, free_dns_address, prerequisites
+from test_deb_e2e import NODES, SUITES, TOKEN, free_dns_address, prerequisites
 
 pytestmark = pytest.mark.e2e
 
@@ -61,8 +63,9 @@ def api() -> Iterator[Any]:
         yield server
 
 
-def make_deb_with_a_broken_python_first(tmp_path: Path) -> None:
-    bad = tmp_path / "pyenv-shims"
+def make_deb_with_a_broken_python_first(directory: Path) -> Path:
+    """`make deb` as the README's first line, with a pyenv-like python first on PATH."""
+    bad = directory / "pyenv-shims"
     bad.mkdir()
     for name in ("python3", "python"):
         script = bad / name
@@ -71,36 +74,49 @@ def make_deb_with_a_broken_python_first(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "PATH": f"{bad}:{os.environ['PATH']}",
-        "PYTHONPATH": str(tmp_path / "nowhere"),
+        "PYTHONPATH": str(directory / "nowhere"),
         "DEB_BUILD_OPTIONS": "nocheck",
     }
     result = subprocess.run(
         ["make", "deb"], cwd=TOP, env=env, capture_output=True, text=True, timeout=900, check=False
     )
     assert result.returncode == 0, f"make deb failed:\n{result.stdout}\n{result.stderr}"
+    debs = sorted((TOP / "dist").glob("nodehosts_*_all.deb"))
+    assert len(debs) == 1, debs
+    return debs[0]
 
 
-def test_readme_install_on_debian(api: Any, tmp_path: Path) -> None:
-    """Every line of the README's install block works on a fresh bookworm, as written."""
+@pytest.fixture(scope="module")
+def lines() -> list[str]:
+    lines = install_lines()
+    assert lines[0] == "make deb", lines
+    return lines
+
+
+@pytest.fixture(scope="module")
+def deb(lines: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's `make deb`, once for every suite (the package is arch all)."""
     missing = prerequisites()
     if missing:
         message = f"end-to-end test needs: {', '.join(missing)}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    lines = install_lines()
-    assert lines[0] == "make deb", lines
-    make_deb_with_a_broken_python_first(tmp_path)
-    debs = sorted((TOP / "dist").glob("nodehosts_*_all.deb"))
-    assert len(debs) == 1, debs
+    return make_deb_with_a_broken_python_first(tmp_path_factory.mktemp("make-deb"))
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_readme_install_on_debian(suite: str, api: Any, deb: Path, lines: list[str]) -> None:
+    """Every line of the README's install block works on a fresh bookworm and trixie, as
+    written."""
     address = free_dns_address()
-    with Container("bookworm", cached_root("bookworm")) as c:
+    with Container(suite, cached_root(suite)) as c:
         c.run("chown", "_apt:root", "/var/cache/apt/archives/partial", check=False)
         c.path("/etc/dpkg/dpkg.cfg.d/e2e-unsafe-io").write_text("force-unsafe-io\n")
         c.path("/etc/apt/apt.conf.d/90e2e-yes").write_text('APT::Get::Assume-Yes "true";\n')
         c.run("apt-get", "update", "-q", timeout=300)
         (c.path("/root/dist")).mkdir()
-        (c.path("/root/dist") / debs[0].name).write_bytes(debs[0].read_bytes())
+        (c.path("/root/dist") / deb.name).write_bytes(deb.read_bytes())
         api.write_kubeconfig(c.path("/root/nodehosts.kubeconfig"), token=TOKEN)
         outputs: dict[str, str] = {}
         try:
