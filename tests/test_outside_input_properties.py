@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodehosts.adapters.control import ControlServer
-from nodehosts.adapters.kube import KubeApiError, NodeSource, _decode_list
+from nodehosts.adapters.kube import KubeApiError, NodeSource
+from nodehosts.adapters.kube.reflector import _decode_list
 from nodehosts.adapters.state import StateFormatError, decode_state, encode_state
 from nodehosts.config import ConfigError, build_settings
 from nodehosts.core.csr import BadCsr, CsrPolicy, NodeIndex, csr_from_json

@@ -808,7 +808,7 @@ def test_a_list_page_is_read_in_any_layout(indent, metadata_first):
     """Items are decoded one by one when metadata comes first; other layouts still work."""
     import json
 
-    from nodehosts.adapters.kube import _decode_list
+    from nodehosts.adapters.kube.reflector import _decode_list
 
     items = [make_node(f"n{i}", addresses=[f"10.0.0.{i}"]) for i in range(3)]
     metadata = {"resourceVersion": "7", "continue": "abc"}
@@ -829,7 +829,7 @@ def test_a_list_page_is_read_in_any_layout(indent, metadata_first):
 )
 def test_a_broken_list_page_is_a_bad_response(body):
     """Broken JSON anywhere in a page is a bad_response, also when found while iterating."""
-    from nodehosts.adapters.kube import _decode_list
+    from nodehosts.adapters.kube.reflector import _decode_list
 
     with pytest.raises(KubeApiError) as caught:
         _, items = _decode_list(body, "/api/v1/nodes")

@@ -8,7 +8,7 @@ Contract:
   with kubernetes 22.6 and 37.x: only config loading and the urllib3 pool `ApiClient` would
   use (`RESTClientObject`: TLS, client certificates, proxy) are used, with credentials from
   `auth_settings()` per request (so refreshed tokens are picked up). No API classes, no models:
-  responses are raw JSON, and those modules are not even imported (`kubeimport`).
+  responses are raw JSON, and those modules are not even imported (`leanimport`).
 - `CollectionSource` lists and watches one collection (e.g. /api/v1/nodes, or CSRs) into an
   `Inventory`: LIST paged with `limit` (each page dropped after extracting, gc paused during
   the decode), then WATCH from the list's resourceVersion with bookmarks and `timeoutSeconds`,
@@ -48,7 +48,7 @@ import structlog
 
 from nodehosts import __version__
 from nodehosts.adapters.gcpause import gc_paused
-from nodehosts.adapters.kubeimport import OfficialClient, new_pool_manager, official_client
+from nodehosts.adapters.kube.leanimport import OfficialClient, new_pool_manager, official_client
 from nodehosts.core.inventory import BOOKMARK, EVENT_TYPES, Inventory, NodeInventory
 from nodehosts.core.model import NodeInfo
 
@@ -93,7 +93,7 @@ def load_client_configuration(
     service_account_dir: Path = SERVICE_ACCOUNT_DIR,
 ) -> Configuration:
     """The official client's Configuration: kubeconfig, else in-cluster, else the default file."""
-    # Imported on first use, and only the client's configuration and transport (kubeimport):
+    # Imported on first use, and only the client's configuration and transport (leanimport):
     # `nodehosts --version` and `check-config` should not pay for it at all.
     client = official_client()
 
