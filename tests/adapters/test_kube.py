@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 import tracemalloc
@@ -26,6 +27,7 @@ from nodehosts.adapters.kube import (
     list_nodes,
     load_client_configuration,
 )
+from nodehosts.adapters.kube.config import SERVICE_ACCOUNT_DIR, credential_files
 from nodehosts.core.model import NodeInfo
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.conftest import API_TOKEN
@@ -754,6 +756,41 @@ def test_the_kubeconfig_environment_variable_is_the_default(api_server, kubeconf
     """$KUBECONFIG is used when no file is given and we are not in a pod."""
     configuration = load_client_configuration(None, environ={"KUBECONFIG": str(kubeconfig)})
     assert configuration.host == api_server.url
+
+
+def test_credential_files_follow_the_configuration_that_is_loaded(api_server, tmp_path):
+    """The files watched for rotation are those of the kubeconfig the client loads: $KUBECONFIG
+    (every file of the list, with what its context references) unless --kubeconfig is given;
+    in a pod, the service account's CA (a rotated token is re-read by the client itself)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = api_server.write_kubeconfig(tmp_path / "a" / "kubeconfig", token="x")
+    second = tmp_path / "b" / "kubeconfig"
+    second.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1', "
+        "certificate-authority: ca.pem}}]\n"
+        "users: [{name: u, user: {tokenFile: ../token}}]\n"
+    )
+    # The loader reads every user's files of a merged list: the ones listed below.
+    (tmp_path / "token").write_text("y")
+    (tmp_path / "b" / "ca.pem").write_text("")
+    environ = {"KUBECONFIG": f"{first}{os.pathsep}{second}"}
+    assert credential_files(None, environ) == {
+        first,
+        second,
+        tmp_path / "b" / "ca.pem",
+        tmp_path / "token",
+    }
+    assert load_client_configuration(None, environ=environ).host
+    assert credential_files(second, environ) == {
+        second,
+        tmp_path / "b" / "ca.pem",
+        tmp_path / "token",
+    }
+    in_pod = {"KUBERNETES_SERVICE_HOST": "10.32.0.1", "KUBECONFIG": str(first)}
+    assert credential_files(None, in_pod) == {SERVICE_ACCOUNT_DIR / "ca.crt"}
 
 
 def test_in_cluster_configuration_uses_the_service_account_over_tls(tmp_path):

@@ -4,19 +4,20 @@ The names below stay importable from the package itself so that `nodehosts.app` 
 until it imports them from the modules that hold them.
 """
 
+from nodehosts.adapters.kube.config import (
+    SERVICE_ACCOUNT_DIR,
+    KubeConfigError,
+    load_client_configuration,
+)
+from nodehosts.adapters.kube.errors import KubeApiError, ResourceExpired
 from nodehosts.adapters.kube.reflector import (
     NODES_PATH,
-    SERVICE_ACCOUNT_DIR,
     CollectionSource,
-    KubeApiError,
-    KubeConfigError,
     KubeTransport,
     NodeListener,
     NodeSource,
-    ResourceExpired,
     Tuning,
     list_nodes,
-    load_client_configuration,
     object_path,
 )
 

@@ -1,14 +1,7 @@
-"""The Kubernetes API: client configuration from the official client, list/watch of our own.
+"""List/watch of one API collection into an Inventory, reported on the asyncio loop.
 
 Contract:
 
-- `load_client_configuration(kubeconfig)` returns the official client's `Configuration` from the
-  given kubeconfig, else in-cluster (when KUBERNETES_SERVICE_HOST is set), else $KUBECONFIG or
-  ~/.kube/config; any problem raises `KubeConfigError` naming the file and the problem. Works
-  with kubernetes 22.6 and 37.x: only config loading and the urllib3 pool `ApiClient` would
-  use (`RESTClientObject`: TLS, client certificates, proxy) are used, with credentials from
-  `auth_settings()` per request (so refreshed tokens are picked up). No API classes, no models:
-  responses are raw JSON, and those modules are not even imported (`leanimport`).
 - `CollectionSource` lists and watches one collection (e.g. /api/v1/nodes, or CSRs) into an
   `Inventory`: LIST paged with `limit` (each page dropped after extracting, gc paused during
   the decode), then WATCH from the list's resourceVersion with bookmarks and `timeoutSeconds`,
@@ -32,7 +25,6 @@ import asyncio
 import contextlib
 import http.client
 import json
-import os
 import random
 import re
 import socket
@@ -40,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -48,7 +39,9 @@ import structlog
 
 from nodehosts import __version__
 from nodehosts.adapters.gcpause import gc_paused
-from nodehosts.adapters.kube.leanimport import OfficialClient, new_pool_manager, official_client
+from nodehosts.adapters.kube.config import KubeConfigError
+from nodehosts.adapters.kube.errors import KubeApiError, ResourceExpired, describe, status_error
+from nodehosts.adapters.kube.leanimport import new_pool_manager
 from nodehosts.core.inventory import BOOKMARK, EVENT_TYPES, Inventory, NodeInventory
 from nodehosts.core.model import NodeInfo
 
@@ -57,17 +50,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NODES_PATH",
-    "SERVICE_ACCOUNT_DIR",
     "CollectionSource",
-    "KubeApiError",
-    "KubeConfigError",
     "KubeTransport",
     "NodeListener",
     "NodeSource",
-    "ResourceExpired",
     "Tuning",
     "list_nodes",
-    "load_client_configuration",
     "object_path",
 ]
 
@@ -76,113 +64,6 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 NODES_PATH = "/api/v1/nodes"
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-class KubeConfigError(Exception):
-    """The client configuration cannot be loaded; the message names the file and the problem."""
-
-
-def load_client_configuration(
-    kubeconfig: Path | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
-) -> Configuration:
-    """The official client's Configuration: kubeconfig, else in-cluster, else the default file."""
-    # Imported on first use, and only the client's configuration and transport (leanimport):
-    # `nodehosts --version` and `check-config` should not pay for it at all.
-    client = official_client()
-
-    env = os.environ if environ is None else environ
-    if kubeconfig is not None:
-        return _from_kubeconfig(str(kubeconfig), client)
-    if env.get("KUBERNETES_SERVICE_HOST"):
-        return _in_cluster(env, service_account_dir, client)
-    default = env.get("KUBECONFIG") or "~/.kube/config"
-    paths = [os.path.expanduser(p) for p in default.split(os.pathsep) if p]
-    if not any(os.path.exists(p) for p in paths):
-        raise KubeConfigError(
-            f"{default}: no such file, and KUBERNETES_SERVICE_HOST is not set (not in a pod); "
-            "pass --kubeconfig"
-        )
-    return _from_kubeconfig(os.pathsep.join(paths), client)
-
-
-def _from_kubeconfig(path: str, client: OfficialClient) -> Configuration:
-    if os.pathsep not in path and not os.path.isfile(path):
-        raise KubeConfigError(f"{path}: no such file")
-    configuration = client.configuration_class()
-    try:
-        client.kube_config.load_kube_config(
-            config_file=path, client_configuration=configuration, persist_config=False
-        )
-    except Exception as error:  # the loader raises anything from yaml to KeyError
-        raise KubeConfigError(f"{path}: {_describe(error)}") from error
-    if not configuration.host:
-        raise KubeConfigError(f"{path}: the current context has no cluster server")
-    return configuration
-
-
-def _in_cluster(env: Mapping[str, str], directory: Path, client: OfficialClient) -> Configuration:
-    configuration = client.configuration_class()
-    try:
-        client.incluster_config.InClusterConfigLoader(
-            token_filename=str(directory / "token"),
-            cert_filename=str(directory / "ca.crt"),
-            environ=env,
-        ).load_and_set(configuration)
-    except Exception as error:
-        raise KubeConfigError(
-            f"{directory}: in-cluster configuration (KUBERNETES_SERVICE_HOST is set): "
-            f"{_describe(error)}"
-        ) from error
-    return configuration
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class KubeApiError(Exception):
-    """A failed API call: `reason` is a short fixed word for logs and metrics."""
-
-    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
-        where = reason if status is None else f"{reason} ({status})"
-        super().__init__(f"{where}: {message}")
-        self.reason, self.message, self.status = reason, message, status
-
-
-class ResourceExpired(KubeApiError):
-    """410 Gone/Expired: the version is older than the server's history; relist."""
-
-
-def _status_error(status: int, body: bytes) -> KubeApiError:
-    message = ""
-    with contextlib.suppress(ValueError, AttributeError):
-        message = str(json.loads(body).get("message") or "")
-    if not message:
-        message = body[:200].decode("utf-8", "replace").strip() or http.client.responses.get(
-            status, "error"
-        )
-    if status == 410:
-        return ResourceExpired("expired", message, status)
-    if status == 401:
-        reason = "unauthorized"
-    elif status == 403:
-        reason = "forbidden"
-    elif status >= 500:
-        reason = "server_error"
-    else:
-        reason = "http_error"
-    return KubeApiError(reason, message, status)
 
 
 def _transport_error(error: BaseException, where: str) -> KubeApiError:
@@ -245,7 +126,7 @@ class KubeTransport:
             # Called per request: the token refresh hooks (in-cluster, exec) run in here.
             settings = self._configuration.auth_settings()
         except Exception as error:
-            raise KubeApiError("config_error", f"credentials: {_describe(error)}") from error
+            raise KubeApiError("config_error", f"credentials: {describe(error)}") from error
         for setting in settings.values():
             if setting.get("in") == "header" and setting.get("value"):
                 headers[str(setting["key"])] = str(setting["value"])
@@ -366,7 +247,7 @@ class KubeTransport:
         finally:
             self.finish(response, reuse=reuse)
         if not 200 <= response.status < 300:
-            raise _status_error(response.status, data)
+            raise status_error(response.status, data)
         return data
 
     def interrupt(self) -> None:
@@ -801,7 +682,7 @@ class CollectionSource(Generic[T]):
                     if self._interrupted(stop):
                         continue
                     self._log.exception("source_internal_error")
-                    self._failed(KubeApiError("internal_error", _describe(error)), loop)
+                    self._failed(KubeApiError("internal_error", describe(error)), loop)
         finally:
             self._drop_transport()
 
@@ -901,7 +782,7 @@ class CollectionSource(Generic[T]):
         clean = False
         try:
             if response.status != 200:
-                raise _status_error(response.status, transport.read(response))
+                raise status_error(response.status, transport.read(response))
             self._log.debug("watch_started", resource_version=query["resourceVersion"])
             self._healthy(loop)
             lines = _lines(response, tuning.max_line_bytes)
