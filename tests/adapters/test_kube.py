@@ -845,7 +845,7 @@ def test_a_list_page_is_read_in_any_layout(indent, metadata_first):
     """Items are decoded one by one when metadata comes first; other layouts still work."""
     import json
 
-    from nodehosts.adapters.kube.reflector import _decode_list
+    from nodehosts.adapters.kube.listjson import decode_list
 
     items = [make_node(f"n{i}", addresses=[f"10.0.0.{i}"]) for i in range(3)]
     metadata = {"resourceVersion": "7", "continue": "abc"}
@@ -854,7 +854,7 @@ def test_a_list_page_is_read_in_any_layout(indent, metadata_first):
         if metadata_first
         else {"kind": "NodeList", "items": items, "metadata": metadata}
     )
-    got_metadata, got_items = _decode_list(json.dumps(document, indent=indent).encode(), "/x")
+    got_metadata, got_items = decode_list(json.dumps(document, indent=indent).encode(), "/x")
     assert got_metadata == metadata
     assert list(got_items) == items
 
@@ -866,9 +866,9 @@ def test_a_list_page_is_read_in_any_layout(indent, metadata_first):
 )
 def test_a_broken_list_page_is_a_bad_response(body):
     """Broken JSON anywhere in a page is a bad_response, also when found while iterating."""
-    from nodehosts.adapters.kube.reflector import _decode_list
+    from nodehosts.adapters.kube.listjson import decode_list
 
     with pytest.raises(KubeApiError) as caught:
-        _, items = _decode_list(body, "/api/v1/nodes")
+        _, items = decode_list(body, "/api/v1/nodes")
         list(items)
     assert caught.value.reason == "bad_response"

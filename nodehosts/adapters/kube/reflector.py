@@ -26,7 +26,6 @@ import contextlib
 import http.client
 import json
 import random
-import re
 import socket
 import threading
 import time
@@ -42,7 +41,15 @@ from nodehosts.adapters.gcpause import gc_paused
 from nodehosts.adapters.kube.config import KubeConfigError
 from nodehosts.adapters.kube.errors import KubeApiError, ResourceExpired, describe, status_error
 from nodehosts.adapters.kube.leanimport import new_pool_manager
-from nodehosts.core.inventory import BOOKMARK, EVENT_TYPES, Inventory, NodeInventory
+from nodehosts.adapters.kube.listjson import (
+    CHUNK_BYTES,
+    MAX_LINE_BYTES,
+    MAX_PAGE_BYTES,
+    decode_event,
+    decode_list,
+    watch_lines,
+)
+from nodehosts.core.inventory import BOOKMARK, Inventory, NodeInventory
 from nodehosts.core.model import NodeInfo
 
 if TYPE_CHECKING:
@@ -192,7 +199,7 @@ class KubeTransport:
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.stream(_CHUNK, decode_content=True):
+            for chunk in response.stream(CHUNK_BYTES, decode_content=True):
                 size += len(chunk)
                 if size > limit:
                     raise KubeApiError(
@@ -279,12 +286,6 @@ _gc_paused = gc_paused  # decoding big JSON: the cyclic gc rescans every new dic
 
 # --------------------------------------------------------------------------- list / watch
 
-# Default size caps (config keys kubernetes.max_page_bytes / max_line_bytes): a page
-# of 500 realistic Nodes is ~5-6 MB, so 64 MiB leaves 10x room (128 KB per Node); etcd
-# refuses objects over 1.5 MiB, so no legitimate watch event line comes near 16 MiB.
-MAX_PAGE_BYTES = 64 * 1024 * 1024
-MAX_LINE_BYTES = 16 * 1024 * 1024
-_CHUNK = 65536
 # The loop thread found the inventory locked (a LIST in progress): try delivering again then.
 _FLUSH_RETRY_SECONDS = 0.01
 
@@ -325,7 +326,7 @@ def _list_into(
         query["limit"] = str(page_size)
         if token:
             query["continue"] = token
-        metadata, items = _decode_list(transport.request_bytes("GET", path, query=query), path)
+        metadata, items = decode_list(transport.request_bytes("GET", path, query=query), path)
         pages += 1
         version = metadata.get("resourceVersion")
         if not isinstance(version, str) or not version:
@@ -348,105 +349,6 @@ def _list_into(
 
         inventory.replace(every_item(), version)
     return pages
-
-
-_DECODER = json.JSONDecoder()
-_SPACE = re.compile(r"[ \t\n\r]*")
-
-
-def _decode_list(data: bytes, path: str) -> tuple[dict[str, Any], Iterator[Any]]:
-    """A LIST page's metadata, and its items decoded one at a time as they are iterated.
-
-    Decoding a whole 500-Node page builds ~30 MB of objects at once, and the few strings we
-    keep from it pin that memory long after (allocator fragmentation); one item at a time keeps
-    both the peak and the steady state small. This relies on `metadata` coming before `items`,
-    as the apiserver writes it; any other layout falls back to decoding the whole page.
-    """
-    try:
-        text = data.decode()
-        del data
-        position = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
-        if text[position : position + 1] != "{":
-            raise ValueError("not an object")
-        position += 1
-        metadata: Any = None
-        while True:
-            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
-            if text[position : position + 1] == "}":
-                break
-            key, position = _DECODER.raw_decode(text, position)
-            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
-            if text[position : position + 1] != ":":
-                raise ValueError("expected ':'")
-            position = _SPACE.match(text, position + 1).end()  # type: ignore[union-attr]
-            if key == "items" and isinstance(metadata, dict):
-                if text[position : position + 1] != "[":
-                    raise ValueError("items is not a list")
-                return metadata, _decode_items(text, position + 1, path)
-            value, position = _DECODER.raw_decode(text, position)
-            if key == "metadata":
-                metadata = value
-            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
-            if text[position : position + 1] == ",":
-                position += 1
-        document = json.loads(text)  # an unusual layout: decode it all
-    except ValueError as error:
-        raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
-    except RecursionError:
-        raise KubeApiError("bad_response", f"{path}: nested too deeply") from None
-    metadata = document.get("metadata") if isinstance(document, dict) else None
-    items = document.get("items") if isinstance(document, dict) else None
-    if not isinstance(metadata, dict) or not isinstance(items, list):
-        raise KubeApiError("bad_response", f"{path}: not a list (no metadata or items)")
-    return metadata, iter(items)
-
-
-def _decode_items(text: str, position: int, path: str) -> Iterator[Any]:
-    try:
-        while True:
-            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
-            if text[position : position + 1] == "]":
-                return
-            item, position = _DECODER.raw_decode(text, position)
-            yield item
-            del item
-            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
-            if text[position : position + 1] == ",":
-                position += 1
-            elif text[position : position + 1] != "]":
-                raise ValueError(f"expected ',' or ']' at {position}")
-    except ValueError as error:
-        raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
-    except RecursionError:
-        raise KubeApiError("bad_response", f"{path}: an item is nested too deeply") from None
-
-
-def _lines(response: Any, max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
-    """The newline-delimited lines of a streaming body, as chunks arrive; a line longer than
-    `max_line` raises KubeApiError "response_too_large" as soon as that much of it arrived."""
-    limit = max_line
-    pending = b""
-    for chunk in response.stream(_CHUNK, decode_content=True):
-        if not chunk:
-            continue
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            if len(line) > limit:
-                _line_too_large(limit)
-            if line.strip():
-                yield line
-        if len(pending) > limit:
-            _line_too_large(limit)
-    if pending.strip():
-        yield pending
-
-
-def _line_too_large(limit: int) -> None:
-    raise KubeApiError(
-        "response_too_large",
-        f"watch event line larger than {limit} bytes (kubernetes.max_line_bytes)",
-    )
 
 
 class CollectionSource(Generic[T]):
@@ -785,7 +687,9 @@ class CollectionSource(Generic[T]):
                 raise status_error(response.status, transport.read(response))
             self._log.debug("watch_started", resource_version=query["resourceVersion"])
             self._healthy(loop)
-            lines = _lines(response, tuning.max_line_bytes)
+            lines = watch_lines(
+                response.stream(CHUNK_BYTES, decode_content=True), tuning.max_line_bytes
+            )
             while True:
                 try:
                     line = next(lines)
@@ -809,26 +713,7 @@ class CollectionSource(Generic[T]):
             self._wake.clear()
 
     def _apply(self, line: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            event = json.loads(line)
-        except ValueError as error:
-            raise KubeApiError("bad_response", f"watch event is not JSON: {error}") from error
-        except RecursionError:
-            raise KubeApiError("bad_response", "watch event is nested too deeply") from None
-        if not isinstance(event, dict):
-            raise KubeApiError("bad_response", "watch event is not an object")
-        event_type, obj = event.get("type"), event.get("object")
-        if not isinstance(event_type, str):
-            raise KubeApiError("bad_response", "watch event type is not a string")
-        if event_type == "ERROR":
-            status = obj if isinstance(obj, dict) else {}
-            code = status.get("code")
-            message = str(status.get("message") or "watch ERROR event")
-            if code == 410:
-                raise ResourceExpired("expired", message, 410)
-            raise KubeApiError("watch_error", message, code if isinstance(code, int) else None)
-        if event_type not in EVENT_TYPES:
-            raise KubeApiError("bad_response", f"unknown watch event type {event_type!r}")
+        event_type, obj = decode_event(line)
         with self._inventory_lock:
             changed = self._inventory.apply(event_type, obj)
         if changed:
