@@ -13,13 +13,12 @@ from nodehosts.adapters.kube.errors import KubeApiError, ResourceExpired
 from nodehosts.adapters.kube.reflector import (
     NODES_PATH,
     CollectionSource,
-    KubeTransport,
     NodeListener,
     NodeSource,
     Tuning,
     list_nodes,
-    object_path,
 )
+from nodehosts.adapters.kube.transport import KubeTransport, object_path
 
 __all__ = [
     "NODES_PATH",

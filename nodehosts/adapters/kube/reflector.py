@@ -23,24 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
-import json
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
-from urllib.parse import quote, urlencode
 
 import structlog
 
-from nodehosts import __version__
 from nodehosts.adapters.gcpause import gc_paused
-from nodehosts.adapters.kube.config import KubeConfigError
 from nodehosts.adapters.kube.errors import KubeApiError, ResourceExpired, describe, status_error
-from nodehosts.adapters.kube.leanimport import new_pool_manager
 from nodehosts.adapters.kube.listjson import (
     CHUNK_BYTES,
     MAX_LINE_BYTES,
@@ -48,6 +41,13 @@ from nodehosts.adapters.kube.listjson import (
     decode_event,
     decode_list,
     watch_lines,
+)
+from nodehosts.adapters.kube.transport import (
+    Backoff,
+    ClientHolder,
+    KubeTransport,
+    network_errors,
+    transport_error,
 )
 from nodehosts.core.inventory import BOOKMARK, Inventory, NodeInventory
 from nodehosts.core.model import NodeInfo
@@ -58,12 +58,10 @@ if TYPE_CHECKING:
 __all__ = [
     "NODES_PATH",
     "CollectionSource",
-    "KubeTransport",
     "NodeListener",
     "NodeSource",
     "Tuning",
     "list_nodes",
-    "object_path",
 ]
 
 log = structlog.get_logger(__name__)
@@ -71,217 +69,6 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 NODES_PATH = "/api/v1/nodes"
-
-
-def _transport_error(error: BaseException, where: str) -> KubeApiError:
-    from urllib3 import exceptions
-
-    if isinstance(error, KubeApiError):
-        return error
-    if isinstance(error, exceptions.NewConnectionError):
-        reason = "unreachable"
-    elif isinstance(error, exceptions.TimeoutError):
-        reason = "timeout"
-    elif isinstance(error, exceptions.SSLError):
-        reason = "tls_error"
-    else:
-        reason = "connection_lost"
-    # urllib3 wraps the cause in a tuple or a long repr; keep the part an operator reads.
-    first = error.args[0] if error.args else None
-    text = first if isinstance(first, str) else str(error)
-    text = text.rpartition("Failed to establish a new connection: ")[2]
-    return KubeApiError(reason, f"{where}: {text.strip() or type(error).__name__}"[:300])
-
-
-# Exceptions a request or a body read can raise for network reasons.
-def _network_errors() -> tuple[type[BaseException], ...]:
-    from urllib3 import exceptions
-
-    return (exceptions.HTTPError, OSError, http.client.HTTPException, ValueError)
-
-
-# --------------------------------------------------------------------------- transport
-
-
-class KubeTransport:
-    """HTTP to the API server with the official client's TLS, proxy and credential settings."""
-
-    def __init__(
-        self,
-        configuration: Configuration,
-        *,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
-        max_body_bytes: int | None = None,
-    ) -> None:
-        self._configuration = configuration
-        # A body read whole (a LIST page, an error Status) stops at this size.
-        self.max_body_bytes = MAX_PAGE_BYTES if max_body_bytes is None else max_body_bytes
-        # Only the pool ApiClient would use: the API classes and models are never touched
-        # (import cost and RSS, and ApiClient.call_api's signature differs in 22.6 and 37.x).
-        self._pool = new_pool_manager(configuration)
-        self.base = str(configuration.host).rstrip("/")
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self._lock = threading.Lock()
-        self._open_responses: set[Any] = set()
-        self._interrupted = False
-
-    def headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": f"nodehosts/{__version__}"}
-        try:
-            # Called per request: the token refresh hooks (in-cluster, exec) run in here.
-            settings = self._configuration.auth_settings()
-        except Exception as error:
-            raise KubeApiError("config_error", f"credentials: {describe(error)}") from error
-        for setting in settings.values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[str(setting["key"])] = str(setting["value"])
-        return headers
-
-    def open(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: Any = None,
-        read_timeout: float | None = None,
-    ) -> Any:
-        """Send a request; return the streaming urllib3 response (status not checked)."""
-        import urllib3
-
-        with self._lock:
-            if self._interrupted:
-                raise KubeApiError("interrupted", "the source is stopping or restarting")
-        url = self.base + path + ("?" + urlencode(query) if query else "")
-        headers = self.headers()
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        timeout = urllib3.Timeout(
-            connect=self.connect_timeout,
-            read=self.read_timeout if read_timeout is None else read_timeout,
-        )
-        try:
-            response = self._pool.request(
-                method,
-                url,
-                body=data,
-                headers=headers,
-                timeout=timeout,
-                retries=False,  # we retry with our own backoff, and log each failure
-                preload_content=False,
-            )
-        except _network_errors() as error:
-            raise _transport_error(error, self.base) from error
-        with self._lock:
-            self._open_responses.add(response)
-            interrupted = self._interrupted
-        if interrupted:  # interrupt() ran while we were connecting
-            _shutdown_socket(response)
-        return response
-
-    def finish(self, response: Any, *, reuse: bool) -> None:
-        """Give a response's connection back (reuse) or close it (after an error)."""
-        with self._lock:
-            self._open_responses.discard(response)
-        with contextlib.suppress(Exception):
-            if not reuse:
-                response.close()
-            response.release_conn()
-
-    def read(self, response: Any) -> bytes:
-        """The whole body of a response, at most `max_body_bytes` (else KubeApiError
-        "response_too_large", before reading more); network failures become KubeApiError."""
-        limit = self.max_body_bytes
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            for chunk in response.stream(CHUNK_BYTES, decode_content=True):
-                size += len(chunk)
-                if size > limit:
-                    raise KubeApiError(
-                        "response_too_large",
-                        f"{self.base}: response body larger than {limit} bytes"
-                        " (kubernetes.max_page_bytes)",
-                    )
-                chunks.append(chunk)
-        except _network_errors() as error:
-            raise _transport_error(error, self.base) from error
-        # urllib3 1.26 (bookworm) returns a body cut short as if it were whole when read in
-        # chunks; what Content-Length still promised tells.
-        remaining = getattr(response, "length_remaining", None)
-        if remaining:
-            raise KubeApiError(
-                "connection_lost", f"{self.base}: the body ended {remaining} bytes early"
-            )
-        return b"".join(chunks)
-
-    def request_json(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: Any = None,
-    ) -> Any:
-        """One request whose 2xx answer is JSON; anything else raises KubeApiError."""
-        data = self.request_bytes(method, path, query=query, body=body)
-        with _gc_paused():
-            try:
-                return json.loads(data)
-            except ValueError as error:
-                raise KubeApiError("bad_response", f"{path}: not JSON: {error}") from error
-            except RecursionError:
-                raise KubeApiError("bad_response", f"{path}: nested too deeply") from None
-
-    def request_bytes(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: Any = None,
-    ) -> bytes:
-        """One request; the body of a 2xx answer, else KubeApiError."""
-        response = self.open(method, path, query=query, body=body)
-        reuse = False
-        try:
-            data = self.read(response)
-            reuse = True
-        finally:
-            self.finish(response, reuse=reuse)
-        if not 200 <= response.status < 300:
-            raise status_error(response.status, data)
-        return data
-
-    def interrupt(self) -> None:
-        """From any thread: fail every read in progress promptly, and every later request."""
-        with self._lock:
-            self._interrupted = True
-            responses = list(self._open_responses)
-        for response in responses:
-            _shutdown_socket(response)
-
-    def close(self) -> None:
-        self.interrupt()
-        with contextlib.suppress(Exception):
-            self._pool.clear()
-
-
-def _shutdown_socket(response: Any) -> None:
-    # urllib3 1.26 and 2.x both keep the connection of an unreleased streaming response here;
-    # shutting the socket down wakes a recv() blocked in another thread.
-    connection = getattr(response, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError, ValueError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-_gc_paused = gc_paused  # decoding big JSON: the cyclic gc rescans every new dict (2x slower)
 
 
 # --------------------------------------------------------------------------- list / watch
@@ -334,7 +121,7 @@ def _list_into(
         next_token = metadata.get("continue") or None
         return items, version, next_token
 
-    with _gc_paused():
+    with gc_paused():  # decoding big JSON: the cyclic gc rescans every new dict (2x slower)
         items, version, token = fetch(None)
 
         def every_item() -> Iterator[Any]:
@@ -385,13 +172,17 @@ class CollectionSource(Generic[T]):
         if field_selector:
             self._selectors["fieldSelector"] = field_selector
         self.tuning = tuning
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(tuning.backoff_base, tuning.backoff_cap, rng=rng)
         self._log = log.bind(path=path)
         self._restart = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._transport_lock = threading.Lock()
-        self._transport: KubeTransport | None = None
+        self._client = ClientHolder(
+            configure,
+            connect_timeout=tuning.connect_timeout,
+            read_timeout=tuning.read_timeout,
+            max_body_bytes=tuning.max_page_bytes,
+        )
         self._running = False
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -448,7 +239,7 @@ class CollectionSource(Generic[T]):
         except asyncio.CancelledError:
             stop.set()
             self._wake.set()
-            self._interrupt()
+            self._client.interrupt()
             # The worker ends at its next check; do not wait for a connect that hangs.
             await asyncio.wait({done}, timeout=1.0)
             raise
@@ -460,13 +251,7 @@ class CollectionSource(Generic[T]):
         """Rebuild the client configuration (rotated credentials) and relist, promptly."""
         self._restart.set()
         self._wake.set()
-        self._interrupt()
-
-    def _interrupt(self) -> None:
-        with self._transport_lock:
-            transport = self._transport
-        if transport is not None:
-            transport.interrupt()
+        self._client.interrupt()
 
     def _post(self, item: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
         with self._outbox_lock:
@@ -546,11 +331,11 @@ class CollectionSource(Generic[T]):
                 if self._restart.is_set():
                     self._restart.clear()
                     self._wake.clear()
-                    self._drop_transport()
+                    self._client.drop()
                     need_list = True
                     self._log.info("source_restarting")
                 try:
-                    transport = self._current_transport()
+                    transport = self._client.current()
                     if need_list:
                         self._list(transport, loop, stop)
                         need_list, self._attempt = False, 0
@@ -573,8 +358,7 @@ class CollectionSource(Generic[T]):
                 except KubeApiError as error:
                     if self._interrupted(stop):
                         continue
-                    if error.status in (401, 403) or error.reason == "config_error":
-                        self._drop_transport()  # reload credentials before the next try
+                    self._client.failed(error)  # bad credentials: reload before the next try
                     if error.reason == "response_too_large":
                         # Watching again from the same version would meet the same event:
                         # relist instead (a page has a larger cap than an event line).
@@ -586,40 +370,13 @@ class CollectionSource(Generic[T]):
                     self._log.exception("source_internal_error")
                     self._failed(KubeApiError("internal_error", describe(error)), loop)
         finally:
-            self._drop_transport()
+            self._client.drop()
 
     def _interrupted(self, stop: threading.Event) -> bool:
         return stop.is_set() or self._restart.is_set()
 
-    def _current_transport(self) -> KubeTransport:
-        with self._transport_lock:
-            if self._transport is not None:
-                return self._transport
-        try:
-            configuration = self._configure()
-        except KubeConfigError as error:
-            raise KubeApiError("config_error", str(error)) from error
-        tuning = self.tuning
-        transport = KubeTransport(
-            configuration,
-            connect_timeout=tuning.connect_timeout,
-            read_timeout=tuning.read_timeout,
-            max_body_bytes=tuning.max_page_bytes,
-        )
-        with self._transport_lock:
-            self._transport = transport
-        return transport
-
-    def _drop_transport(self) -> None:
-        with self._transport_lock:
-            transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()
-
     def _failed(self, error: KubeApiError, loop: asyncio.AbstractEventLoop) -> None:
-        tuning = self.tuning
-        ceiling = min(tuning.backoff_cap, tuning.backoff_base * 2 ** min(self._attempt, 32))
-        delay = self._rng.uniform(0, ceiling)  # "full jitter": retries of many clients spread
+        delay = self._backoff.delay(self._attempt)
         self._log.warning(
             "api_error",
             reason=error.reason,
@@ -695,8 +452,8 @@ class CollectionSource(Generic[T]):
                     line = next(lines)
                 except StopIteration:
                     break
-                except _network_errors() as error:
-                    raise _transport_error(error, transport.base) from error
+                except network_errors() as error:
+                    raise transport_error(error, transport.base) from error
                 if stop.is_set():
                     return
                 self._apply(line, loop)
@@ -797,9 +554,3 @@ def list_nodes(
     finally:
         transport.close()
     return dict(inventory.objects), inventory.resource_version
-
-
-def object_path(collection_path: str, name: str, subresource: str | None = None) -> str:
-    """The path of one object (and optionally a subresource) in a collection."""
-    path = f"{collection_path}/{quote(name, safe='')}"
-    return f"{path}/{subresource}" if subresource else path
