@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 import structlog
 
@@ -75,6 +76,29 @@ NODES_PATH = "/api/v1/nodes"
 
 # The loop thread found the inventory locked (a LIST in progress): try delivering again then.
 _FLUSH_RETRY_SECONDS = 0.01
+
+
+# What the worker thread posts to the loop thread.
+class StateChanged(NamedTuple):
+    """The inventory changed; `synced`: by a complete LIST. It carries no objects: the loop
+    thread takes one snapshot of the inventory when it delivers, however many came meanwhile."""
+
+    synced: bool
+
+
+class Failed(NamedTuple):
+    """A request failed and will be retried; the last state stays valid."""
+
+    reason: str
+    message: str
+
+
+class Recovered(NamedTuple):
+    """The first success after failures."""
+
+
+Posted = StateChanged | Failed | Recovered
+_SYNCED, _CHANGED, _RECOVERED = StateChanged(synced=True), StateChanged(synced=False), Recovered()
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,12 +212,12 @@ class CollectionSource(Generic[T]):
         self._failing = False
         self._attempt = 0
         self._expired_in_a_row = 0
-        # Deliveries waiting for the loop thread: ("error", (reason, message)), ("recovered",),
-        # ("state", sync?). A state item carries no objects: the loop thread takes one snapshot
-        # of the inventory when it delivers, however many events came meanwhile (a snapshot
-        # per event copied the whole map each time: 2000 events x 20,000 Nodes ran the RSS
-        # from 144 to 832 MB). The worker holds this lock while it changes the inventory.
-        self._outbox: list[tuple[Any, ...]] = []
+        # Deliveries waiting for the loop thread. A StateChanged carries no objects: the loop
+        # thread takes one snapshot of the inventory when it delivers, however many events came
+        # meanwhile (a snapshot per event copied the whole map each time: 2000 events x 20,000
+        # Nodes ran the RSS from 144 to 832 MB). The worker holds this lock while it changes
+        # the inventory.
+        self._outbox: list[Posted] = []
         self._outbox_lock = threading.Lock()
         self._inventory_lock = threading.Lock()
         self._flush_scheduled = False
@@ -253,7 +277,7 @@ class CollectionSource(Generic[T]):
         self._wake.set()
         self._client.interrupt()
 
-    def _post(self, item: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
+    def _post(self, item: Posted, loop: asyncio.AbstractEventLoop) -> None:
         with self._outbox_lock:
             self._outbox.append(item)
             if self._flush_scheduled:
@@ -269,7 +293,7 @@ class CollectionSource(Generic[T]):
         if stop.is_set():
             return
         snapshot: tuple[Mapping[str, T], str] | None = None
-        if any(item[0] == "state" for item in items):
+        if any(type(item) is StateChanged for item in items):
             # Never wait on the loop thread: the worker holds the lock through a whole LIST.
             if not self._inventory_lock.acquire(blocking=False):
                 self._retry_flush(items, stop)
@@ -281,26 +305,24 @@ class CollectionSource(Generic[T]):
         on_synced, on_changed, on_error, on_recovered = self._callbacks
         # Runs of state updates collapse into one call with the newest state (a sync if any
         # of them was one); errors and recoveries keep their place in between.
-        state: tuple[Any, ...] | None = None
-        synced = False
+        changed = synced = False  # in the current run of StateChanged
         calls: list[Callable[[], None]] = []
 
         def close_run() -> None:
-            nonlocal state, synced
-            if state is not None and snapshot is not None:
+            nonlocal changed, synced
+            if changed and snapshot is not None:
                 objects, version = snapshot
                 target = on_synced if synced else on_changed
                 calls.append(lambda: target(objects, version))
-            state, synced = None, False
+            changed = synced = False
 
         for item in items:
-            if item[0] == "state":
-                state, synced = item, synced or item[1]
+            if isinstance(item, StateChanged):
+                changed, synced = True, synced or item.synced
                 continue
             close_run()
-            if item[0] == "error":
-                reason, message = item[1]
-                calls.append(lambda r=reason, m=message: on_error(r, m))
+            if isinstance(item, Failed):
+                calls.append(functools.partial(on_error, item.reason, item.message))
             elif on_recovered is not None:
                 calls.append(on_recovered)
         close_run()
@@ -310,7 +332,7 @@ class CollectionSource(Generic[T]):
             except Exception:
                 self._log.exception("listener_failed")
 
-    def _retry_flush(self, items: list[tuple[Any, ...]], stop: threading.Event) -> None:
+    def _retry_flush(self, items: list[Posted], stop: threading.Event) -> None:
         """The inventory is being changed (a LIST): deliver these a moment later."""
         with self._outbox_lock:
             self._outbox[:0] = items
@@ -385,7 +407,7 @@ class CollectionSource(Generic[T]):
             retry_in=round(delay, 3),
         )
         self._failing = True
-        self._post(("error", (error.reason, error.message)), loop)
+        self._post(Failed(error.reason, error.message), loop)
         self._attempt += 1
         self._wake.wait(delay)
         self._wake.clear()
@@ -394,7 +416,7 @@ class CollectionSource(Generic[T]):
         if self._failing:
             self._failing = False
             self._log.info("api_recovered")
-            self._post(("recovered",), loop)
+            self._post(_RECOVERED, loop)
 
     def _list(
         self, transport: KubeTransport, loop: asyncio.AbstractEventLoop, stop: threading.Event
@@ -419,7 +441,7 @@ class CollectionSource(Generic[T]):
             seconds=round(time.monotonic() - started, 3),
         )
         self._healthy(loop)
-        self._post(("state", True), loop)
+        self._post(_SYNCED, loop)
 
     def _watch(
         self, transport: KubeTransport, loop: asyncio.AbstractEventLoop, stop: threading.Event
@@ -474,7 +496,7 @@ class CollectionSource(Generic[T]):
         with self._inventory_lock:
             changed = self._inventory.apply(event_type, obj)
         if changed:
-            self._post(("state", False), loop)
+            self._post(_CHANGED, loop)
         elif event_type == BOOKMARK:
             self._log.debug("watch_bookmark", resource_version=self._inventory.resource_version)
 
