@@ -108,7 +108,8 @@ class KubeTransport:
         headers = {"Accept": "application/json", "User-Agent": f"nodehosts/{__version__}"}
         try:
             # Called per request: the token refresh hooks (in-cluster, exec) run in here.
-            settings = self._configuration.auth_settings()
+            # The client's (37.x: typed as a dict of object) {name: {in, key, value, ...}}.
+            settings: Mapping[str, Any] = self._configuration.auth_settings()
         except Exception as error:
             raise KubeApiError("config_error", f"credentials: {describe(error)}") from error
         for setting in settings.values():
