@@ -59,7 +59,8 @@ def child(mode: str, kubeconfig: Path) -> dict[str, float]:
         started = time.perf_counter()
         count = len(api.list_node().items)
     elif mode == "list_nodes":
-        from nodehosts.adapters.kube import list_nodes, load_client_configuration
+        from nodehosts.adapters.kube.config import load_client_configuration
+        from nodehosts.adapters.kube.nodes import list_nodes
 
         configuration = load_client_configuration(kubeconfig)
         before = _rss_mb()
@@ -69,7 +70,8 @@ def child(mode: str, kubeconfig: Path) -> dict[str, float]:
     else:
         import asyncio
 
-        from nodehosts.adapters.kube import NodeSource, load_client_configuration
+        from nodehosts.adapters.kube.config import load_client_configuration
+        from nodehosts.adapters.kube.nodes import NodeSource
 
         configuration = load_client_configuration(kubeconfig)
 

@@ -138,7 +138,7 @@ def kubeconfig_problems(path: Path) -> list[str]:
     """The kubeconfig exists, parses, and its current context names a cluster with a server."""
     if not path.is_file():
         return [f"kubernetes.kubeconfig: no such file (got {str(path)!r})"]
-    from nodehosts.adapters.kube import KubeConfigError, load_client_configuration
+    from nodehosts.adapters.kube.config import KubeConfigError, load_client_configuration
 
     try:
         load_client_configuration(path)

@@ -43,7 +43,7 @@ class Settings:
     label_selector: str | None = None
     # Size caps on what the API sends, in bytes: one LIST page (500 realistic Nodes are ~5-6
     # MB) and one watch event line (etcd objects are at most 1.5 MiB). Same defaults as
-    # nodehosts.adapters.kube.Tuning.
+    # nodehosts.adapters.kube.reflector.Tuning.
     max_page_bytes: int = 64 * 1024 * 1024
     max_line_bytes: int = 16 * 1024 * 1024
     # [records]

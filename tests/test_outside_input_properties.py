@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodehosts.adapters.control import ControlServer
-from nodehosts.adapters.kube import KubeApiError, NodeSource
+from nodehosts.adapters.kube.errors import KubeApiError
 from nodehosts.adapters.kube.listjson import decode_list
+from nodehosts.adapters.kube.nodes import NodeSource
 from nodehosts.adapters.state import StateFormatError, decode_state, encode_state
 from nodehosts.config import ConfigError, build_settings
 from nodehosts.core.csr import BadCsr, CsrPolicy, NodeIndex, csr_from_json

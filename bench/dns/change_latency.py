@@ -304,7 +304,7 @@ def on_gc(phase, info):
 gc.callbacks.append(on_gc)
 
 import nodehosts.app as app
-import nodehosts.adapters.kube as kube
+import nodehosts.adapters.kube.reflector as reflector
 from nodehosts.adapters.dns_server import DnsService
 
 def timed(owner, name, label):
@@ -322,11 +322,11 @@ timed(records.RecordIndex, "update", "build_publication")
 timed(app.Daemon, "_log_decisions", "log_decisions")
 timed(DnsService, "update", "dns_update")
 
-original_apply = kube.CollectionSource._apply
+original_apply = reflector.CollectionSource._apply
 def apply(self, line, loop):
     local.read = time.time()
     return original_apply(self, line, loop)
-kube.CollectionSource._apply = apply
+reflector.CollectionSource._apply = apply
 
 original_post = kube.CollectionSource._post
 def post(self, item, loop):

@@ -52,7 +52,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from nodehosts.adapters.kube.errors import KubeApiError
-from nodehosts.adapters.kube.reflector import CollectionSource, NodeSource, Tuning
+from nodehosts.adapters.kube.nodes import NodeSource
+from nodehosts.adapters.kube.reflector import CollectionSource, Tuning
 from nodehosts.adapters.kube.transport import Backoff, ClientHolder, object_path
 from nodehosts.core.csr import (
     DEFAULT_DOMAIN,

@@ -13,7 +13,8 @@ import pytest
 import structlog
 
 from nodehosts.adapters.csr_approver import CsrApprover
-from nodehosts.adapters.kube import NodeSource, load_client_configuration
+from nodehosts.adapters.kube.config import load_client_configuration
+from nodehosts.adapters.kube.nodes import NodeSource
 from nodehosts.adapters.metrics import Metrics
 from nodehosts.core.csr import CsrPolicy
 from nodehosts.testing import fake_csr

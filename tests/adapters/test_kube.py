@@ -19,15 +19,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from nodehosts.adapters.kube import (
-    KubeApiError,
+from nodehosts.adapters.kube.config import (
+    SERVICE_ACCOUNT_DIR,
     KubeConfigError,
-    NodeSource,
-    Tuning,
-    list_nodes,
+    credential_files,
     load_client_configuration,
 )
-from nodehosts.adapters.kube.config import SERVICE_ACCOUNT_DIR, credential_files
+from nodehosts.adapters.kube.errors import KubeApiError
+from nodehosts.adapters.kube.nodes import NodeSource, list_nodes
+from nodehosts.adapters.kube.reflector import Tuning
 from nodehosts.core.model import NodeInfo
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.conftest import API_TOKEN

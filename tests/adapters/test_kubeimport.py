@@ -23,7 +23,7 @@ from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 REPO = Path(__file__).resolve().parents[2]
 
 # Shared by every child: the RSS, what of kubernetes is imported, and one LIST through
-# nodehosts.adapters.kube (the daemon's path: configuration, then the transport).
+# nodehosts.adapters.kube.config and .nodes (the daemon's path: configuration, then the transport).
 PRELUDE = textwrap.dedent(
     """
     import json, sys
@@ -42,7 +42,8 @@ PRELUDE = textwrap.dedent(
         return {name: name in sys.modules for name in names}
 
     def list_via_nodehosts(kubeconfig=None, **options):
-        from nodehosts.adapters.kube import list_nodes, load_client_configuration
+        from nodehosts.adapters.kube.config import load_client_configuration
+        from nodehosts.adapters.kube.nodes import list_nodes
         configuration = load_client_configuration(
             Path(kubeconfig) if kubeconfig else None, **options
         )
@@ -292,7 +293,8 @@ def test_an_exec_credential_plugin_refreshes_the_token(tmp_path):
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(json.dumps(config))
         body = """
-            from nodehosts.adapters.kube import KubeTransport, load_client_configuration
+            from nodehosts.adapters.kube.config import load_client_configuration
+            from nodehosts.adapters.kube.transport import KubeTransport
             transport = KubeTransport(load_client_configuration(Path(ARGS["kubeconfig"])))
             first = transport.request_json("GET", "/api/v1/nodes")
             Path(ARGS["token"]).write_text("second-token")

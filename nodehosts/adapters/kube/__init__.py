@@ -1,7 +1,17 @@
-"""The Kubernetes API adapter: client configuration, transport, LIST/watch decoding, list/watch.
+"""The Kubernetes API adapter, one module per thing it holds.
 
-The names below stay importable from the package itself so that `nodehosts.app` keeps working
-until it imports them from the modules that hold them.
+- `config`: where the client configuration comes from (kubeconfig, in-cluster), loading it,
+  and the files it is built from (watched for credential rotation).
+- `leanimport`: importing only the official client's configuration and transport.
+- `errors`: KubeApiError and its fixed reasons.
+- `transport`: HTTP with the official client's settings; `ClientHolder` (the transport of one
+  user, rebuilt after bad credentials) and `Backoff`, shared by the watcher and the approver.
+- `listjson`: decoding LIST pages and watch lines, with their size caps.
+- `reflector`: list/watch of one collection into an Inventory, reported on the asyncio loop.
+- `nodes`: that for the cluster's Nodes (`NodeSource`), and a one-shot `list_nodes`.
+
+The names below are importable from the package itself only for `nodehosts.app`, until it
+imports them from the modules above; nothing else should.
 """
 
 from nodehosts.adapters.kube.config import (
@@ -9,29 +19,13 @@ from nodehosts.adapters.kube.config import (
     KubeConfigError,
     load_client_configuration,
 )
-from nodehosts.adapters.kube.errors import KubeApiError, ResourceExpired
-from nodehosts.adapters.kube.reflector import (
-    NODES_PATH,
-    CollectionSource,
-    NodeListener,
-    NodeSource,
-    Tuning,
-    list_nodes,
-)
-from nodehosts.adapters.kube.transport import KubeTransport, object_path
+from nodehosts.adapters.kube.nodes import NodeSource
+from nodehosts.adapters.kube.reflector import Tuning
 
 __all__ = [
-    "NODES_PATH",
     "SERVICE_ACCOUNT_DIR",
-    "CollectionSource",
-    "KubeApiError",
     "KubeConfigError",
-    "KubeTransport",
-    "NodeListener",
     "NodeSource",
-    "ResourceExpired",
     "Tuning",
-    "list_nodes",
     "load_client_configuration",
-    "object_path",
 ]

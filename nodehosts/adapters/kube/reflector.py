@@ -15,8 +15,7 @@ Contract:
   `call_soon_threadsafe` and the callbacks run on the loop thread, bursts coalesced into one
   call. Mappings handed out are read-only snapshots that never change afterwards. Cancelling
   `run()` returns within about a second even while a watch is blocked (the socket is shut down).
-- `NodeSource` is that for Nodes, delivering to a `NodeListener`; `list_nodes()` is a one-shot
-  LIST for `nodehosts dump`.
+- `list_into(inventory, transport, path)` is the paged LIST alone (`nodes.list_nodes`).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import structlog
 
@@ -50,27 +49,24 @@ from nodehosts.adapters.kube.transport import (
     network_errors,
     transport_error,
 )
-from nodehosts.core.inventory import BOOKMARK, Inventory, NodeInventory
-from nodehosts.core.model import NodeInfo
+from nodehosts.core.inventory import BOOKMARK, Inventory
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
 
 __all__ = [
-    "NODES_PATH",
     "CollectionSource",
-    "NodeListener",
-    "NodeSource",
+    "Failed",
+    "Posted",
+    "Recovered",
+    "StateChanged",
     "Tuning",
-    "list_nodes",
+    "list_into",
 ]
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-NODES_PATH = "/api/v1/nodes"
-
 
 # --------------------------------------------------------------------------- list / watch
 
@@ -120,7 +116,7 @@ class Tuning:
     max_line_bytes: int = MAX_LINE_BYTES
 
 
-def _list_into(
+def list_into(
     inventory: Inventory[Any],
     transport: KubeTransport,
     path: str,
@@ -423,7 +419,7 @@ class CollectionSource(Generic[T]):
     ) -> None:
         started = time.monotonic()
         with self._inventory_lock:
-            pages = _list_into(
+            pages = list_into(
                 self._inventory,
                 transport,
                 self.path,
@@ -499,80 +495,3 @@ class CollectionSource(Generic[T]):
             self._post(_CHANGED, loop)
         elif event_type == BOOKMARK:
             self._log.debug("watch_bookmark", resource_version=self._inventory.resource_version)
-
-
-# --------------------------------------------------------------------------- Nodes
-
-
-class NodeListener(Protocol):
-    """Receives the Node state; every method is called on the event loop thread."""
-
-    def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
-        """After every complete LIST (the first and each relist)."""
-
-    def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
-        """Only when some NodeInfo was added, removed or changed."""
-
-    def source_error(self, reason: str, message: str) -> None:
-        """Each failure; the last state stays valid and the source keeps retrying."""
-
-
-def _rejected_logger(path: str) -> Callable[[str | None, str], None]:
-    def rejected(name: str | None, reason: str) -> None:
-        log.warning("object_rejected", path=path, name=name, reason=reason)
-
-    return rejected
-
-
-class NodeSource(CollectionSource[NodeInfo]):
-    """Watches the cluster's Nodes (optionally a label-selected subset) for a NodeListener.
-
-    If the listener also has `source_recovered()`, it is called on the first success after
-    failures (a resumed watch does not relist, so no `nodes_synced` follows an outage).
-    """
-
-    def __init__(
-        self,
-        configure: Callable[[], Configuration],
-        listener: NodeListener,
-        *,
-        label_selector: str | None = None,
-        tuning: Tuning = Tuning(),
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(
-            configure,
-            NodeInventory(rejected=_rejected_logger(NODES_PATH)),
-            NODES_PATH,
-            on_synced=listener.nodes_synced,
-            on_changed=listener.nodes_changed,
-            on_error=listener.source_error,
-            on_recovered=getattr(listener, "source_recovered", None),
-            label_selector=label_selector,
-            tuning=tuning,
-            rng=rng,
-        )
-
-
-def list_nodes(
-    configuration: Configuration,
-    *,
-    label_selector: str | None = None,
-    tuning: Tuning = Tuning(),
-) -> tuple[dict[str, NodeInfo], str]:
-    """One paged LIST of Nodes: (name -> NodeInfo, resourceVersion). Raises KubeApiError."""
-    transport = KubeTransport(
-        configuration, connect_timeout=tuning.connect_timeout, read_timeout=tuning.read_timeout
-    )
-    inventory = NodeInventory(rejected=_rejected_logger(NODES_PATH))
-    try:
-        _list_into(
-            inventory,
-            transport,
-            NODES_PATH,
-            selectors={"labelSelector": label_selector} if label_selector else {},
-            page_size=tuning.page_size,
-        )
-    finally:
-        transport.close()
-    return dict(inventory.objects), inventory.resource_version
