@@ -42,6 +42,7 @@ from nodehosts.adapters.kube.listjson import CHUNK_BYTES, MAX_PAGE_BYTES
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
+    from urllib3 import BaseHTTPResponse  # urllib3 2.x; 1.26 (bookworm) has HTTPResponse alone
 
 __all__ = [
     "Backoff",
@@ -101,7 +102,7 @@ class KubeTransport:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._lock = threading.Lock()
-        self._open_responses: set[Any] = set()
+        self._open_responses: set[BaseHTTPResponse] = set()
         self._interrupted = False
 
     def headers(self) -> dict[str, str]:
@@ -125,7 +126,7 @@ class KubeTransport:
         query: Mapping[str, str] | None = None,
         body: Any = None,
         read_timeout: float | None = None,
-    ) -> Any:
+    ) -> BaseHTTPResponse:
         """Send a request; return the streaming urllib3 response (status not checked)."""
         import urllib3
 
@@ -161,7 +162,7 @@ class KubeTransport:
             _shutdown_socket(response)
         return response
 
-    def finish(self, response: Any, *, reuse: bool) -> None:
+    def finish(self, response: BaseHTTPResponse, *, reuse: bool) -> None:
         """Give a response's connection back (reuse) or close it (after an error)."""
         with self._lock:
             self._open_responses.discard(response)
@@ -170,7 +171,7 @@ class KubeTransport:
                 response.close()
             response.release_conn()
 
-    def read(self, response: Any) -> bytes:
+    def read(self, response: BaseHTTPResponse) -> bytes:
         """The whole body of a response, at most `max_body_bytes` (else KubeApiError
         "response_too_large", before reading more); network failures become KubeApiError."""
         limit = self.max_body_bytes
@@ -249,7 +250,7 @@ class KubeTransport:
             self._pool.clear()
 
 
-def _shutdown_socket(response: Any) -> None:
+def _shutdown_socket(response: BaseHTTPResponse) -> None:
     # urllib3 1.26 and 2.x both keep the connection of an unreleased streaming response here;
     # shutting the socket down wakes a recv() blocked in another thread.
     connection = getattr(response, "_connection", None)
