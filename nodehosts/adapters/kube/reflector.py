@@ -13,8 +13,10 @@ Contract:
   configuration (rotated credentials) before the next request; `restart()` also relists.
 - Blocking I/O runs in one worker thread per running source; results reach the asyncio loop via
   `call_soon_threadsafe` and the callbacks run on the loop thread, bursts coalesced into one
-  call. Mappings handed out are read-only snapshots that never change afterwards. Cancelling
-  `run()` returns within about a second even while a watch is blocked (the socket is shut down).
+  call (the worker posts typed items: `StateChanged`, `Failed`, `Recovered`; runs of
+  StateChanged become one callback). Mappings handed out are read-only snapshots that never
+  change afterwards. Cancelling `run()` returns within about a second even while a watch is
+  blocked (the socket is shut down).
 - `list_into(inventory, transport, path)` is the paged LIST alone (`nodes.list_nodes`).
 """
 
@@ -67,8 +69,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-# --------------------------------------------------------------------------- list / watch
 
 # The loop thread found the inventory locked (a LIST in progress): try delivering again then.
 _FLUSH_RETRY_SECONDS = 0.01
