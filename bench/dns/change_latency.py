@@ -328,12 +328,12 @@ def apply(self, line, loop):
     return original_apply(self, line, loop)
 reflector.CollectionSource._apply = apply
 
-original_post = kube.CollectionSource._post
+original_post = reflector.CollectionSource._post
 def post(self, item, loop):
-    if item[0] == "state" and not item[1]:
+    if isinstance(item, reflector.StateChanged) and not item.synced:
         record("posted", read=getattr(local, "read", None))
     return original_post(self, item, loop)
-kube.CollectionSource._post = post
+reflector.CollectionSource._post = post
 
 original_changed = app.Daemon.nodes_changed
 def nodes_changed(self, nodes, version):
