@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
@@ -80,11 +81,11 @@ def child(mode: str, kubeconfig: Path) -> dict[str, float]:
                 self.done = asyncio.Event()
                 self.count = 0
 
-            def nodes_synced(self, nodes: object, resource_version: str) -> None:
-                self.count = len(nodes)  # type: ignore[arg-type]
+            def nodes_synced(self, nodes: Mapping[str, object], resource_version: str) -> None:
+                self.count = len(nodes)
                 self.done.set()
 
-            def nodes_changed(self, nodes: object, resource_version: str) -> None:
+            def nodes_changed(self, nodes: Mapping[str, object], resource_version: str) -> None:
                 pass
 
             def source_error(self, reason: str, message: str) -> None:

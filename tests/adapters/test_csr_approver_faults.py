@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -45,7 +46,7 @@ async def approver(
 ) -> AsyncIterator[CsrApprover]:
     """A running approver fed by a running Node source, both against `api`."""
 
-    def configure():  # type: ignore[no-untyped-def]
+    def configure() -> Any:  # the client's Configuration (untyped)
         return load_client_configuration(kubeconfig)
 
     approver = CsrApprover(

@@ -248,7 +248,7 @@ async def test_the_mapping_handed_out_never_changes_afterwards(api_server, kubec
         await eventually(lambda: listener.of("changed"))
     assert sorted(first) == ["worker-0", "worker-1"]
     with pytest.raises(TypeError):
-        first["worker-9"] = first["worker-0"]  # type: ignore[index]
+        first["worker-9"] = first["worker-0"]  # type: ignore[index]  # read-only: the point
 
 
 async def test_the_listener_is_called_on_the_event_loop_thread(api_server, kubeconfig):
