@@ -28,6 +28,7 @@ from nodehosts.adapters.kube.config import (
 from nodehosts.adapters.kube.errors import KubeApiError
 from nodehosts.adapters.kube.nodes import NodeSource, list_nodes
 from nodehosts.adapters.kube.reflector import Tuning
+from nodehosts.adapters.kube.transport import ClientHolder
 from nodehosts.core.model import NodeInfo
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.conftest import API_TOKEN
@@ -756,6 +757,35 @@ def test_the_kubeconfig_environment_variable_is_the_default(api_server, kubeconf
     """$KUBECONFIG is used when no file is given and we are not in a pod."""
     configuration = load_client_configuration(None, environ={"KUBECONFIG": str(kubeconfig)})
     assert configuration.host == api_server.url
+
+
+def test_the_client_holder_rebuilds_after_bad_credentials_never_from_a_stale_load(
+    api_server, tmp_path
+):
+    """The transport is kept across requests and errors that are not about credentials; a 401
+    or a drop() rebuilds it from the kubeconfig as it is then, also when the drop (rotated
+    credentials) comes while a configuration is being loaded: that load is not kept."""
+    path = api_server.write_kubeconfig(tmp_path / "rotating", token="rotated-out")
+    loads = 0
+
+    def configure() -> Any:
+        nonlocal loads
+        loads += 1
+        configuration = load_client_configuration(path)
+        if loads == 1:  # the token rotates while this (old) one is being loaded
+            api_server.write_kubeconfig(path, token=API_TOKEN)
+            holder.drop()
+        return configuration
+
+    holder = ClientHolder(configure, connect_timeout=1, read_timeout=5)
+    transport = holder.current()
+    assert transport.request_json("GET", "/api/v1/nodes")["kind"] == "NodeList"  # not a 401
+    assert loads == 2
+    holder.failed(KubeApiError("server_error", "a 500", 500))
+    assert holder.current() is transport
+    holder.failed(KubeApiError("unauthorized", "a 401", 401))
+    assert holder.current() is not transport
+    assert loads == 3
 
 
 def test_credential_files_follow_the_configuration_that_is_loaded(api_server, tmp_path):
