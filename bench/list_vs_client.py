@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
@@ -59,7 +60,8 @@ def child(mode: str, kubeconfig: Path) -> dict[str, float]:
         started = time.perf_counter()
         count = len(api.list_node().items)
     elif mode == "list_nodes":
-        from nodehosts.adapters.kube import list_nodes, load_client_configuration
+        from nodehosts.adapters.kube.config import load_client_configuration
+        from nodehosts.adapters.kube.nodes import list_nodes
 
         configuration = load_client_configuration(kubeconfig)
         before = _rss_mb()
@@ -69,7 +71,8 @@ def child(mode: str, kubeconfig: Path) -> dict[str, float]:
     else:
         import asyncio
 
-        from nodehosts.adapters.kube import NodeSource, load_client_configuration
+        from nodehosts.adapters.kube.config import load_client_configuration
+        from nodehosts.adapters.kube.nodes import NodeSource
 
         configuration = load_client_configuration(kubeconfig)
 
@@ -78,11 +81,11 @@ def child(mode: str, kubeconfig: Path) -> dict[str, float]:
                 self.done = asyncio.Event()
                 self.count = 0
 
-            def nodes_synced(self, nodes: object, resource_version: str) -> None:
-                self.count = len(nodes)  # type: ignore[arg-type]
+            def nodes_synced(self, nodes: Mapping[str, object], resource_version: str) -> None:
+                self.count = len(nodes)
                 self.done.set()
 
-            def nodes_changed(self, nodes: object, resource_version: str) -> None:
+            def nodes_changed(self, nodes: Mapping[str, object], resource_version: str) -> None:
                 pass
 
             def source_error(self, reason: str, message: str) -> None:

@@ -145,7 +145,7 @@ def machine_problems(settings: Settings) -> list[ConfigError]:
     out = path_problems(settings)
     kubeconfig = settings.kubeconfig
     if kubeconfig is not None and kubeconfig.is_file():
-        from nodehosts.adapters.kube import KubeConfigError, load_client_configuration
+        from nodehosts.adapters.kube.config import KubeConfigError, load_client_configuration
 
         try:
             load_client_configuration(kubeconfig)

@@ -369,7 +369,8 @@ def _run_once(settings: Settings) -> int:
     import structlog
 
     from nodehosts.adapters.hostsfile import HostsFileError, HostsFileWriter
-    from nodehosts.adapters.kube import KubeConfigError, list_nodes, load_client_configuration
+    from nodehosts.adapters.kube.config import KubeConfigError, load_client_configuration
+    from nodehosts.adapters.kube.nodes import list_nodes
     from nodehosts.app import hosts_body, read_static_hosts
     from nodehosts.core.hosts import read_generation, render_file, render_hosts
     from nodehosts.core.records import build_publication
@@ -572,7 +573,8 @@ class _ListFailed(Exception):
 
 def _list_state(settings: Settings, *, output_format: str) -> dict[str, Any]:
     """A fresh LIST made into the same shape as the daemon's dump; raises _ListFailed."""
-    from nodehosts.adapters.kube import KubeConfigError, list_nodes, load_client_configuration
+    from nodehosts.adapters.kube.config import KubeConfigError, load_client_configuration
+    from nodehosts.adapters.kube.nodes import list_nodes
     from nodehosts.app import read_static_hosts
     from nodehosts.core.hosts import render_hosts
     from nodehosts.core.records import build_publication

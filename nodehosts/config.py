@@ -396,7 +396,7 @@ class Settings:
     )
     # Size caps on what the API sends, in bytes: one LIST page (500 realistic Nodes are ~5-6
     # MB) and one watch event line (etcd objects are at most 1.5 MiB). Same defaults as
-    # nodehosts.adapters.kube.Tuning.
+    # nodehosts.adapters.kube.reflector.Tuning.
     max_page_bytes: int = field(
         default=64 * 1024 * 1024,
         metadata=_setting(

@@ -75,7 +75,7 @@ def render_table(state: Mapping[str, Any], *, wide: bool = False) -> str:
 
 def render_yaml(state: Mapping[str, Any]) -> str:
     """The JSON report as YAML (PyYAML, which the kubernetes client already depends on)."""
-    import yaml  # type: ignore[import-untyped]  # PyYAML ships no type hints
+    import yaml
 
     return str(yaml.safe_dump(dict(state), sort_keys=False, default_flow_style=False))
 

@@ -251,7 +251,7 @@ def test_trust_settings_apply_on_reload_without_a_restart() -> None:
 def test_the_api_size_caps_are_settings_with_the_sources_defaults() -> None:
     """Issue 12: the caps on a LIST page and a watch line are configurable; the defaults are
     the source's own."""
-    from nodehosts.adapters.kube import Tuning
+    from nodehosts.adapters.kube.reflector import Tuning
 
     defaults = build_settings({}, {})
     assert (defaults.max_page_bytes, defaults.max_line_bytes) == (

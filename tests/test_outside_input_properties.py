@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodehosts.adapters.control import ControlServer
-from nodehosts.adapters.kube import KubeApiError, NodeSource, _decode_list
+from nodehosts.adapters.kube.errors import KubeApiError
+from nodehosts.adapters.kube.listjson import decode_list
+from nodehosts.adapters.kube.nodes import NodeSource
 from nodehosts.adapters.state import StateFormatError, decode_state, encode_state
 from nodehosts.config import ConfigError, build_settings
 from nodehosts.core.csr import BadCsr, CsrPolicy, NodeIndex, csr_from_json
@@ -189,7 +191,7 @@ LIST = {"kind": "NodeList", "metadata": {"resourceVersion": "5"}, "items": [NODE
 @given(st.one_of(JSON, mutated(LIST)).map(to_bytes))
 def test_list_pages(data: bytes) -> None:
     try:
-        _metadata, items = _decode_list(data, "/api/v1/nodes")
+        _metadata, items = decode_list(data, "/api/v1/nodes")
         inventory = NodeInventory()
         inventory.replace(items, "5")
     except KubeApiError:

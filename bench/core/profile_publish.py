@@ -7,8 +7,8 @@ Usage (from the repository root; either interpreter):
 Complements bench_sync.py (which times the real CLI from outside) with cProfile on the same
 code the daemon runs, for the two costs that dominate it:
 
-1. the LIST: `nodehosts.adapters.kube.list_nodes` (paged raw JSON -> NodeInfo) against the fake
-   API server with realistic Nodes;
+1. the LIST: `nodehosts.adapters.kube.nodes.list_nodes` (paged raw JSON -> NodeInfo) against
+   the fake API server with realistic Nodes;
 2. the publish step: the real `Daemon.publish()` (the record set: `RecordIndex.update`, the
    changed nodes' decision logs, the hosts body from the changed hosts, atomic write) for the
    first sync and then for single-node address changes (the per-change cost on the event loop
@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from nodehosts import logs  # noqa: E402
-from nodehosts.adapters.kube import list_nodes, load_client_configuration  # noqa: E402
+from nodehosts.adapters.kube.config import load_client_configuration  # noqa: E402
+from nodehosts.adapters.kube.nodes import list_nodes  # noqa: E402
 from nodehosts.app import Daemon  # noqa: E402
 from nodehosts.config import build_settings  # noqa: E402
 from nodehosts.core.model import NodeInfo  # noqa: E402

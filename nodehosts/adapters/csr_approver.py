@@ -3,7 +3,7 @@
 Contract:
 
 - `CsrApprover.run()` lists and watches certificates.k8s.io/v1 CertificateSigningRequests with
-  the shared list/watch loop (`nodehosts.adapters.kube.CollectionSource`: paging, bookmarks,
+  the shared list/watch loop (`nodehosts.adapters.kube.reflector`: paging, bookmarks,
   relist on 410, backoff, credentials reloaded on 401/403) until cancelled. Other signers are
   dropped at parsing (the fake API server has no ``spec.signerName`` field selector; pass
   `field_selector` to use the real apiserver's).
@@ -43,7 +43,6 @@ import asyncio
 import copy
 import datetime
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -52,15 +51,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from nodehosts.adapters.kube import (
-    CollectionSource,
-    KubeApiError,
-    KubeConfigError,
-    KubeTransport,
-    NodeSource,
-    Tuning,
-    object_path,
-)
+from nodehosts.adapters.kube.errors import KubeApiError
+from nodehosts.adapters.kube.nodes import NodeSource
+from nodehosts.adapters.kube.reflector import CollectionSource, Tuning
+from nodehosts.adapters.kube.transport import Backoff, ClientHolder, object_path
 from nodehosts.core.csr import (
     DEFAULT_DOMAIN,
     KUBELET_SERVING_SIGNER,
@@ -173,8 +167,9 @@ class CsrApprover:
         self._metrics = metrics
         self._tuning = tuning
         self._clock = clock
-        self._retry_base, self._retry_cap = retry_base, retry_cap
         self._rng = rng or random.Random()
+        # Per CSR: attempt n waits uniform(base/2, min(cap, base * 2**n)).
+        self._retry_backoff = Backoff(retry_base, retry_cap, rng=self._rng, floor=retry_base / 2)
         self._source = CollectionSource(
             configure,
             Inventory(csr_from_json, rejected=_rejected),
@@ -211,8 +206,10 @@ class CsrApprover:
         self._backoff: dict[str, tuple[int, float]] = {}
         self._retry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._transport: KubeTransport | None = None
-        self._transport_lock = threading.Lock()
+        # The approvals' own transport (PUTs run in worker threads).
+        self._client = ClientHolder(
+            configure, connect_timeout=tuning.connect_timeout, read_timeout=tuning.read_timeout
+        )
         self.approved_total = 0
         self.approval_failures_total = 0
         self.left_pending_total: Counter[str] = Counter()
@@ -239,7 +236,7 @@ class CsrApprover:
             if self._retry is not None:
                 self._retry.cancel()
             await self._stop_cluster_watch()
-            self._drop_transport()
+            self._client.drop()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -269,7 +266,7 @@ class CsrApprover:
 
     def restart(self) -> None:
         """Credentials rotated: rebuild the client configuration and relist."""
-        self._drop_transport()
+        self._client.drop()
         self._source.restart()
         if self._cluster_source is not None:
             self._cluster_source.restart()
@@ -466,12 +463,9 @@ class CsrApprover:
             log.info("csr_gone_before_approval", csr=csr.name)
             return
         attempts, _ = self._backoff.get(csr.name, (0, 0.0))
-        delay = self._rng.uniform(
-            self._retry_base / 2, min(self._retry_cap, self._retry_base * 2**attempts)
-        )
+        delay = self._retry_backoff.delay(attempts)
         self._backoff[csr.name] = (min(attempts + 1, 32), time.monotonic() + delay)
-        if error.status in (401, 403) or error.reason == "config_error":
-            self._drop_transport()
+        self._client.failed(error)
         if error.status == 409:
             # Changed since we evaluated it: the watch brings the new version, judged afresh.
             log.info("csr_approval_conflict", csr=csr.name, retry_in=round(delay, 3))
@@ -505,27 +499,7 @@ class CsrApprover:
     # ------------------------------------------------------------------ worker thread
 
     def _put(self, path: str, body: Mapping[str, Any]) -> None:
-        self._current_transport().request_json("PUT", path, body=body)
-
-    def _current_transport(self) -> KubeTransport:
-        with self._transport_lock:
-            if self._transport is None:
-                try:
-                    configuration = self._configure()
-                except KubeConfigError as error:
-                    raise KubeApiError("config_error", str(error)) from error
-                self._transport = KubeTransport(
-                    configuration,
-                    connect_timeout=self._tuning.connect_timeout,
-                    read_timeout=self._tuning.read_timeout,
-                )
-            return self._transport
-
-    def _drop_transport(self) -> None:
-        with self._transport_lock:
-            transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()
+        self._client.current().request_json("PUT", path, body=body)
 
 
 def _describe(error: BaseException) -> str:

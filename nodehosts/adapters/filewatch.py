@@ -18,8 +18,8 @@ Contract:
   the directory of its target; a missing directory is covered by its nearest existing ancestor
   until it appears. A watched directory that is deleted and made again is watched again.
 - `set_paths` changes the watched set (a reloaded config may name other files); new paths are
-  taken as they are now, without a call. `kubeconfig_files` lists a kubeconfig and the
-  certificate, key and token files its current context uses, for the credentials watch.
+  taken as they are now, without a call. (`kubeconfig_files`, the kubeconfig and the files
+  its current context uses, is `nodehosts.adapters.kube.config`'s, re-exported.)
 
 The watchdog thread only pokes the loop; reading files (to compare their content hashes) and
 (re)arming directory watches happen in a worker thread, so the loop never blocks on disk.
@@ -39,6 +39,10 @@ from typing import Any
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+
+# Moved to the Kubernetes adapter, which locates the kubeconfig; importable here until the
+# callers import it from there.
+from nodehosts.adapters.kube.config import kubeconfig_files
 
 __all__ = ["FileWatcher", "kubeconfig_files"]
 
@@ -261,48 +265,3 @@ class FileWatcher:
                 log.warning("directory_watch_failed", directory=str(directory), error=str(error))
                 continue
             self._watches[directory] = (watch, identity)
-
-
-def kubeconfig_files(kubeconfig: Path) -> frozenset[Path]:
-    """The kubeconfig and the CA, client certificate, key and token files its context uses.
-
-    Relative paths are relative to the kubeconfig's directory (as kubectl reads them). A
-    kubeconfig that cannot be read or parsed gives just itself: watching it is how a fixed
-    one gets noticed.
-    """
-    import yaml  # type: ignore[import-untyped]  # a kubernetes client dependency; no stubs installed
-
-    files = {Path(os.path.abspath(kubeconfig))}
-    try:
-        document = yaml.safe_load(Path(kubeconfig).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return frozenset(files)
-    if not isinstance(document, dict):
-        return frozenset(files)
-    base = Path(os.path.abspath(kubeconfig)).parent
-
-    def named(section: str, key: str) -> list[dict[str, Any]]:
-        entries = document.get(section)
-        if not isinstance(entries, list):
-            return []
-        out = []
-        for entry in entries:
-            if isinstance(entry, dict) and isinstance(entry.get(key), dict):
-                out.append({"name": entry.get("name"), **entry[key]})
-        return out
-
-    contexts = {c.get("name"): c for c in named("contexts", "context")}
-    current = contexts.get(document.get("current-context"))
-    users = named("users", "user")
-    clusters = named("clusters", "cluster")
-    if current is not None:  # only what is used; without a current context, everything
-        users = [u for u in users if u.get("name") == current.get("user")]
-        clusters = [c for c in clusters if c.get("name") == current.get("cluster")]
-    for entry, keys in [(u, ("client-certificate", "client-key", "tokenFile")) for u in users] + [
-        (c, ("certificate-authority",)) for c in clusters
-    ]:
-        for key in keys:
-            value = entry.get(key)
-            if isinstance(value, str) and value:
-                files.add(Path(os.path.abspath(base / os.path.expanduser(value))))
-    return frozenset(files)

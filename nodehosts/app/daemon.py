@@ -422,7 +422,9 @@ class Daemon:
 
 
 def _node_source(daemon: Daemon) -> NodeSource:
-    from nodehosts.adapters.kube import NodeSource, Tuning, load_client_configuration
+    from nodehosts.adapters.kube.config import load_client_configuration
+    from nodehosts.adapters.kube.nodes import NodeSource
+    from nodehosts.adapters.kube.reflector import Tuning
 
     # The kubeconfig is looked up at every (re)build, so a reloaded path is honoured too.
     return NodeSource(
@@ -438,7 +440,7 @@ def _node_source(daemon: Daemon) -> NodeSource:
 
 def _csr_approver(daemon: Daemon) -> CsrApprover:
     from nodehosts.adapters.csr_approver import CsrApprover
-    from nodehosts.adapters.kube import load_client_configuration
+    from nodehosts.adapters.kube.config import load_client_configuration
 
     return CsrApprover(
         lambda: load_client_configuration(daemon.settings.kubeconfig),

@@ -62,22 +62,9 @@ def credential_files(
     settings: Settings, environ: Mapping[str, str] | None = None
 ) -> frozenset[Path]:
     """The files the API client is built from, to rebuild it when they change (blocking)."""
-    from nodehosts.adapters.filewatch import kubeconfig_files
+    from nodehosts.adapters.kube.config import credential_files as kube_credential_files
 
-    env = os.environ if environ is None else environ
-    if settings.kubeconfig is not None:
-        return kubeconfig_files(settings.kubeconfig)
-    if env.get("KUBERNETES_SERVICE_HOST"):
-        from nodehosts.adapters.kube import SERVICE_ACCOUNT_DIR
-
-        # Not the token: the client re-reads a rotated service account token by itself, and a
-        # relist every time the kubelet rotates it would be a waste.
-        return frozenset({SERVICE_ACCOUNT_DIR / "ca.crt"})
-    files: set[Path] = set()
-    for item in (env.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep):
-        if item:
-            files |= kubeconfig_files(Path(os.path.expanduser(item)))
-    return frozenset(files)
+    return kube_credential_files(settings.kubeconfig, environ)
 
 
 def _absolute(path: Path) -> Path:
@@ -251,7 +238,7 @@ class Reloader:
 
     async def _reload_credentials(self, changed: frozenset[Path], *, trigger: str) -> None:
         """Rebuild the API client from the kubeconfig (or in-cluster files) if they load."""
-        from nodehosts.adapters.kube import KubeConfigError, load_client_configuration
+        from nodehosts.adapters.kube.config import KubeConfigError, load_client_configuration
 
         try:
             await asyncio.to_thread(load_client_configuration, self._target.settings.kubeconfig)

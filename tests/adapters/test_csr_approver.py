@@ -15,7 +15,9 @@ import structlog
 import yaml
 
 from nodehosts.adapters.csr_approver import APPROVAL_REASON, CSR_PATH, CsrApprover
-from nodehosts.adapters.kube import NodeSource, Tuning, load_client_configuration
+from nodehosts.adapters.kube.config import load_client_configuration
+from nodehosts.adapters.kube.nodes import NodeSource
+from nodehosts.adapters.kube.reflector import Tuning
 from nodehosts.core.csr import CsrPolicy, Reason
 from nodehosts.core.model import Host, NodeInfo
 from nodehosts.core.records import RecordPolicy, build_publication

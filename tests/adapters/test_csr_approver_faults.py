@@ -8,12 +8,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
 from nodehosts.adapters.csr_approver import CsrApprover
-from nodehosts.adapters.kube import NodeSource, load_client_configuration
+from nodehosts.adapters.kube.config import load_client_configuration
+from nodehosts.adapters.kube.nodes import NodeSource
 from nodehosts.adapters.metrics import Metrics
 from nodehosts.core.csr import CsrPolicy
 from nodehosts.testing import fake_csr
@@ -44,7 +46,7 @@ async def approver(
 ) -> AsyncIterator[CsrApprover]:
     """A running approver fed by a running Node source, both against `api`."""
 
-    def configure():  # type: ignore[no-untyped-def]
+    def configure() -> Any:  # the client's Configuration (untyped)
         return load_client_configuration(kubeconfig)
 
     approver = CsrApprover(

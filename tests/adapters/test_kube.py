@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 import tracemalloc
@@ -18,14 +19,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from nodehosts.adapters.kube import (
-    KubeApiError,
+from nodehosts.adapters.kube.config import (
+    SERVICE_ACCOUNT_DIR,
     KubeConfigError,
-    NodeSource,
-    Tuning,
-    list_nodes,
+    credential_files,
     load_client_configuration,
 )
+from nodehosts.adapters.kube.errors import KubeApiError
+from nodehosts.adapters.kube.nodes import NodeSource, list_nodes
+from nodehosts.adapters.kube.reflector import Tuning
+from nodehosts.adapters.kube.transport import ClientHolder
 from nodehosts.core.model import NodeInfo
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.conftest import API_TOKEN
@@ -246,7 +249,7 @@ async def test_the_mapping_handed_out_never_changes_afterwards(api_server, kubec
         await eventually(lambda: listener.of("changed"))
     assert sorted(first) == ["worker-0", "worker-1"]
     with pytest.raises(TypeError):
-        first["worker-9"] = first["worker-0"]  # type: ignore[index]
+        first["worker-9"] = first["worker-0"]  # type: ignore[index]  # read-only: the point
 
 
 async def test_the_listener_is_called_on_the_event_loop_thread(api_server, kubeconfig):
@@ -756,6 +759,70 @@ def test_the_kubeconfig_environment_variable_is_the_default(api_server, kubeconf
     assert configuration.host == api_server.url
 
 
+def test_the_client_holder_rebuilds_after_bad_credentials_never_from_a_stale_load(
+    api_server, tmp_path
+):
+    """The transport is kept across requests and errors that are not about credentials; a 401
+    or a drop() rebuilds it from the kubeconfig as it is then, also when the drop (rotated
+    credentials) comes while a configuration is being loaded: that load is not kept."""
+    path = api_server.write_kubeconfig(tmp_path / "rotating", token="rotated-out")
+    loads = 0
+
+    def configure() -> Any:
+        nonlocal loads
+        loads += 1
+        configuration = load_client_configuration(path)
+        if loads == 1:  # the token rotates while this (old) one is being loaded
+            api_server.write_kubeconfig(path, token=API_TOKEN)
+            holder.drop()
+        return configuration
+
+    holder = ClientHolder(configure, connect_timeout=1, read_timeout=5)
+    transport = holder.current()
+    assert transport.request_json("GET", "/api/v1/nodes")["kind"] == "NodeList"  # not a 401
+    assert loads == 2
+    holder.failed(KubeApiError("server_error", "a 500", 500))
+    assert holder.current() is transport
+    holder.failed(KubeApiError("unauthorized", "a 401", 401))
+    assert holder.current() is not transport
+    assert loads == 3
+
+
+def test_credential_files_follow_the_configuration_that_is_loaded(api_server, tmp_path):
+    """The files watched for rotation are those of the kubeconfig the client loads: $KUBECONFIG
+    (every file of the list, with what its context references) unless --kubeconfig is given;
+    in a pod, the service account's CA (a rotated token is re-read by the client itself)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = api_server.write_kubeconfig(tmp_path / "a" / "kubeconfig", token="x")
+    second = tmp_path / "b" / "kubeconfig"
+    second.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1', "
+        "certificate-authority: ca.pem}}]\n"
+        "users: [{name: u, user: {tokenFile: ../token}}]\n"
+    )
+    # The loader reads every user's files of a merged list: the ones listed below.
+    (tmp_path / "token").write_text("y")
+    (tmp_path / "b" / "ca.pem").write_text("")
+    environ = {"KUBECONFIG": f"{first}{os.pathsep}{second}"}
+    assert credential_files(None, environ) == {
+        first,
+        second,
+        tmp_path / "b" / "ca.pem",
+        tmp_path / "token",
+    }
+    assert load_client_configuration(None, environ=environ).host
+    assert credential_files(second, environ) == {
+        second,
+        tmp_path / "b" / "ca.pem",
+        tmp_path / "token",
+    }
+    in_pod = {"KUBERNETES_SERVICE_HOST": "10.32.0.1", "KUBECONFIG": str(first)}
+    assert credential_files(None, in_pod) == {SERVICE_ACCOUNT_DIR / "ca.crt"}
+
+
 def test_in_cluster_configuration_uses_the_service_account_over_tls(tmp_path):
     """In a pod: KUBERNETES_SERVICE_HOST/PORT plus the service account token and CA."""
     with FakeApiServer(tokens=["sa-token"], tls=True) as server:
@@ -808,7 +875,7 @@ def test_a_list_page_is_read_in_any_layout(indent, metadata_first):
     """Items are decoded one by one when metadata comes first; other layouts still work."""
     import json
 
-    from nodehosts.adapters.kube import _decode_list
+    from nodehosts.adapters.kube.listjson import decode_list
 
     items = [make_node(f"n{i}", addresses=[f"10.0.0.{i}"]) for i in range(3)]
     metadata = {"resourceVersion": "7", "continue": "abc"}
@@ -817,7 +884,7 @@ def test_a_list_page_is_read_in_any_layout(indent, metadata_first):
         if metadata_first
         else {"kind": "NodeList", "items": items, "metadata": metadata}
     )
-    got_metadata, got_items = _decode_list(json.dumps(document, indent=indent).encode(), "/x")
+    got_metadata, got_items = decode_list(json.dumps(document, indent=indent).encode(), "/x")
     assert got_metadata == metadata
     assert list(got_items) == items
 
@@ -829,9 +896,9 @@ def test_a_list_page_is_read_in_any_layout(indent, metadata_first):
 )
 def test_a_broken_list_page_is_a_bad_response(body):
     """Broken JSON anywhere in a page is a bad_response, also when found while iterating."""
-    from nodehosts.adapters.kube import _decode_list
+    from nodehosts.adapters.kube.listjson import decode_list
 
     with pytest.raises(KubeApiError) as caught:
-        _, items = _decode_list(body, "/api/v1/nodes")
+        _, items = decode_list(body, "/api/v1/nodes")
         list(items)
     assert caught.value.reason == "bad_response"

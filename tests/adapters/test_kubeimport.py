@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from nodehosts.adapters.kubeimport import LEAN_ENV
+from nodehosts.adapters.kube.leanimport import LEAN_ENV
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Shared by every child: the RSS, what of kubernetes is imported, and one LIST through
-# nodehosts.adapters.kube (the daemon's path: configuration, then the transport).
+# nodehosts.adapters.kube.config and .nodes (the daemon's path: configuration, then the transport).
 PRELUDE = textwrap.dedent(
     """
     import json, sys
@@ -42,7 +42,8 @@ PRELUDE = textwrap.dedent(
         return {name: name in sys.modules for name in names}
 
     def list_via_nodehosts(kubeconfig=None, **options):
-        from nodehosts.adapters.kube import list_nodes, load_client_configuration
+        from nodehosts.adapters.kube.config import load_client_configuration
+        from nodehosts.adapters.kube.nodes import list_nodes
         configuration = load_client_configuration(
             Path(kubeconfig) if kubeconfig else None, **options
         )
@@ -50,7 +51,7 @@ PRELUDE = textwrap.dedent(
         return sorted(nodes)
 
     def lean():
-        from nodehosts.adapters.kubeimport import official_client
+        from nodehosts.adapters.kube.leanimport import official_client
         return official_client().lean
 
     GENERATED = (
@@ -163,7 +164,7 @@ def test_the_rest_of_the_package_still_works_after_the_lean_import(cluster, kube
             thread.join()
         from kubernetes.client import CoreV1Api, Configuration, V1Node
         from kubernetes import config, client, dynamic, __version__
-        from nodehosts.adapters.kubeimport import official_client
+        from nodehosts.adapters.kube.leanimport import official_client
         api_client = config.new_client_from_config(ARGS["kubeconfig"])
         response = CoreV1Api(api_client).list_node(_preload_content=False)
         listed = sorted(item["metadata"]["name"] for item in json.loads(response.data)["items"])
@@ -292,7 +293,8 @@ def test_an_exec_credential_plugin_refreshes_the_token(tmp_path):
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(json.dumps(config))
         body = """
-            from nodehosts.adapters.kube import KubeTransport, load_client_configuration
+            from nodehosts.adapters.kube.config import load_client_configuration
+            from nodehosts.adapters.kube.transport import KubeTransport
             transport = KubeTransport(load_client_configuration(Path(ARGS["kubeconfig"])))
             first = transport.request_json("GET", "/api/v1/nodes")
             Path(ARGS["token"]).write_text("second-token")
@@ -341,14 +343,14 @@ def test_the_lean_import_can_be_turned_off(cluster, kubeconfig):
 def test_a_failing_lean_import_falls_back_to_the_ordinary_one(cluster, kubeconfig):
     """If the stubs are not enough for some client version: drop them, import everything."""
     body = """
-        from nodehosts.adapters import kubeimport
-        real = kubeimport._import_plain
+        from nodehosts.adapters.kube import leanimport
+        real = leanimport._import_plain
         def failing(*, lean):
             if lean:
                 import kubernetes.client.rest
                 raise ImportError("simulated: this version needs more")
             return real(lean=lean)
-        kubeimport._import_plain = failing
+        leanimport._import_plain = failing
         nodes = list_via_nodehosts(ARGS["kubeconfig"])
         import kubernetes, kubernetes.client
         print(json.dumps({

@@ -325,7 +325,7 @@ REQUIRED_MODULES = {  # the daemon's parts, named so that a lost one is named in
     "nodehosts/adapters/dns_server.py",
     "nodehosts/adapters/upstream.py",
     "nodehosts/adapters/csr_approver.py",
-    "nodehosts/adapters/kube.py",
+    "nodehosts/adapters/kube/reflector.py",
     "nodehosts/adapters/hostsfile.py",
     "nodehosts/core/answer.py",
     "nodehosts/core/csr.py",

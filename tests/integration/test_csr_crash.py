@@ -23,7 +23,7 @@ TOKEN = "csr-crash-token"
 CHILD = """
 import asyncio, sys
 import nodehosts.adapters.csr_approver as csr_approver
-from nodehosts.adapters.kube import NodeSource
+from nodehosts.adapters.kube.nodes import NodeSource
 
 class CrashingNodeSource(NodeSource):
     async def run(self):

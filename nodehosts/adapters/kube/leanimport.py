@@ -265,4 +265,4 @@ def _restore_api_client(client: ModuleType) -> None:
 def _point_kube_config_at(api_client: Any) -> None:
     kube_config = sys.modules.get(_KUBE_CONFIG)
     if kube_config is not None and vars(kube_config).get("ApiClient") is _api_client_stand_in:
-        kube_config.ApiClient = api_client  # type: ignore[attr-defined]
+        vars(kube_config)["ApiClient"] = api_client
