@@ -6,8 +6,8 @@
 - `net.free_port`: a loopback port free for both UDP and TCP.
 - `polling.wait_until`: poll with a deadline instead of sleeping.
 - `csrs`: CertificateSigningRequest objects with real x509 requests.
-- `daemon.start_daemon` / `daemon.Daemon`: `nodehosts run` as a subprocess; `daemon.nodehosts`
-  and `daemon.nodehosts_dump`: the other commands, run to completion.
+- `daemon.start_daemon` / `daemon.DaemonProcess`: `nodehosts run` as a subprocess;
+  `daemon.nodehosts` and `daemon.nodehosts_dump`: the other commands, run to completion.
 - `cluster.lab_node` / `cluster.fake_api`: Nodes of the lab and a fake API server serving them.
 - `files.read_text_or_empty` / `files.wait_for_line` / `files.replace_by_rename`: files a
   daemon writes or watches.

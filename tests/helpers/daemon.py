@@ -2,11 +2,11 @@
 operator runs them.
 
 Contract:
-- `Daemon(args)` starts `python -m nodehosts.cli run ARGS` with JSON logs going to a file;
+- `DaemonProcess(args)` starts `python -m nodehosts.cli run ARGS` with JSON logs going to a file;
   `.log_events()` parses them; `.stop(signal)` sends the signal and returns (exit code, seconds
   it took to exit). The process is always killed at the end of a `with` block.
 - `start_daemon(api, workdir, *extra, token=...)` writes `workdir/kubeconfig` for `api` with
-  `token` (or takes an existing `kubeconfig=`) and starts a `Daemon` that uses it, with no
+  `token` (or takes an existing `kubeconfig=`) and starts a `DaemonProcess` that uses it, with no
   config file, no control socket and no state directory: only what `extra` turns on (a flag in
   `extra` overrides those defaults: the last one given wins).
 - `start_dns_daemon(api, workdir, *extra, ...)` is `start_daemon` with `--dns-listen` on a free
@@ -41,7 +41,7 @@ START_TIMEOUT = 30.0
 PORT_ATTEMPTS = 5
 
 
-class Daemon:
+class DaemonProcess:
     """A running `nodehosts run` process."""
 
     def __init__(self, args: list[str], *, workdir: Path, env: dict[str, str] | None = None):
@@ -55,7 +55,7 @@ class Daemon:
             env={**os.environ, **(env or {})},
         )
 
-    def __enter__(self) -> Daemon:
+    def __enter__(self) -> DaemonProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -94,7 +94,7 @@ def start_daemon(
     token: str | None = None,
     kubeconfig: Path | None = None,
     env: dict[str, str] | None = None,
-) -> Daemon:
+) -> DaemonProcess:
     """`nodehosts run` with only what `extra` turns on (no control socket, no state dir).
 
     Give either `token` (the kubeconfig `workdir/kubeconfig` is written for `api` with it) or
@@ -105,7 +105,7 @@ def start_daemon(
     workdir.mkdir(parents=True, exist_ok=True)
     if token is not None:
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=token)
-    return Daemon(
+    return DaemonProcess(
         [
             "--config",
             "",
@@ -130,7 +130,7 @@ def start_dns_daemon(
     token: str | None = None,
     kubeconfig: Path | None = None,
     env: dict[str, str] | None = None,
-) -> tuple[Daemon, int]:
+) -> tuple[DaemonProcess, int]:
     """`start_daemon` serving DNS on a free port of `address`: (the daemon, the port)."""
     for attempt in range(1, PORT_ATTEMPTS + 1):
         port = free_port(address)

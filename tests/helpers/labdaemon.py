@@ -1,6 +1,6 @@
 """nodehosts as the lab runs it on lb-0, against a real control plane on loopback.
 
-Contract: `start_lab_daemon(plane, workdir, *extra)` starts `nodehosts run` (a `Daemon`
+Contract: `start_lab_daemon(plane, workdir, *extra)` starts `nodehosts run` (a `DaemonProcess`
 subprocess) with lb-0's rendered /etc/nodehosts/config.toml, static-hosts and kubeconfig, with
 only paths and listeners rewritten (assert-checked, one substitution each):
 - `kubeconfig`, `static_hosts`, `hosts.file` -> files under `workdir`; the kubeconfig is the
@@ -28,7 +28,7 @@ from typing import Any
 import urllib3
 
 from tests.helpers.controlplane import ControlPlane, free_port
-from tests.helpers.daemon import Daemon, nodehosts
+from tests.helpers.daemon import DaemonProcess, nodehosts
 from tests.helpers.dig import dig
 
 __all__ = ["LabDaemon", "start_lab_daemon"]
@@ -39,7 +39,7 @@ def _sub(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-class LabDaemon(Daemon):
+class LabDaemon(DaemonProcess):
     def __init__(self, plane: ControlPlane, workdir: Path, *extra: str) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         lab = plane.rendered / "nodes" / "lb-0" / "etc" / "nodehosts"

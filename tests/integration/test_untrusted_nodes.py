@@ -20,7 +20,7 @@ from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.helpers import dig
 from tests.helpers.cluster import fake_api, lab_node
 from tests.helpers.csrs import make_csr
-from tests.helpers.daemon import Daemon, nodehosts, start_daemon
+from tests.helpers.daemon import DaemonProcess, nodehosts, start_daemon
 from tests.helpers.net import free_port
 from tests.helpers.polling import wait_until
 
@@ -52,7 +52,7 @@ def approved(api: FakeApiServer, name: str) -> bool:
     )
 
 
-def wait_answer(port: int, name: str, expected: list[str], daemon: Daemon) -> None:
+def wait_answer(port: int, name: str, expected: list[str], daemon: DaemonProcess) -> None:
     """Until `name` answers `expected` (the daemon has to start, list the Nodes and bind)."""
 
     def answer() -> list[str] | None:
@@ -75,7 +75,7 @@ def dump(socket: Path) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
-def run(api: FakeApiServer, tmp_path: Path, port: int, *extra: str) -> Daemon:
+def run(api: FakeApiServer, tmp_path: Path, port: int, *extra: str) -> DaemonProcess:
     static = tmp_path / "static.hosts"
     static.write_text(f"{LB} lb-0\n")
     return start_daemon(
