@@ -219,8 +219,13 @@ def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> in
         async def main() -> int:
             daemon = Daemon(settings)
             printer = asyncio.create_task(_print_changes(hosts, colour=use_colour(sys.stdout)))
+
             # The printer ends only by failing (its reader went away: `demo | head`): stop.
-            printer.add_done_callback(lambda task: task.cancelled() or daemon.stop())
+            def stop_unless_cancelled(task: asyncio.Task[None]) -> None:
+                if not task.cancelled():
+                    daemon.stop()
+
+            printer.add_done_callback(stop_unless_cancelled)
             tasks = [asyncio.create_task(_simulate(server, cluster, interval=3.0)), printer]
             if duration is not None:
                 asyncio.get_running_loop().call_later(duration, daemon.stop)
