@@ -5,7 +5,8 @@ now (DNS servers need both). Another process may take it before the caller binds
 that start a server retry with a new port when the bind fails: `with_free_port(start)` does
 that for any `start(port)` that raises OSError(EADDRINUSE) (`Dnsmasq.start` and
 `tests.helpers.daemon.start_dns_daemon` do it their own way). `bound_tcp_socket()` is a
-listening TCP socket on a free port, to make a port that is taken.
+listening TCP socket on a free port, to make a port that is taken; `bound_udp_socket()` the
+same for UDP (a DNS port that is taken).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-__all__ = ["bound_tcp_socket", "free_port", "with_free_port"]
+__all__ = ["bound_tcp_socket", "bound_udp_socket", "free_port", "with_free_port"]
 
 T = TypeVar("T")
 ATTEMPTS = 10
@@ -56,4 +57,13 @@ def bound_tcp_socket(address: str = "127.0.0.1") -> Iterator[socket.socket]:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((address, 0))
         sock.listen(8)
+        yield sock
+
+
+@contextlib.contextmanager
+def bound_udp_socket(address: str = "127.0.0.1") -> Iterator[socket.socket]:
+    """A UDP socket bound to a free port of `address` (the port is then taken; never read)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((address, 0))
         yield sock

@@ -14,7 +14,7 @@ import pytest
 
 from nodehosts.testing.simulation import describe_changes
 from tests.helpers.dig import dig
-from tests.helpers.net import free_port
+from tests.helpers.net import bound_udp_socket, free_port
 
 
 def test_describe_changes_names_joins_moves_and_leaves() -> None:
@@ -108,3 +108,19 @@ def test_demo_into_a_pipe_closed_later_stops_quietly() -> None:
     assert process.stderr is not None
     assert code == 141
     assert process.stderr.read() == ""
+
+
+def test_demo_on_a_dns_port_that_is_taken_is_one_line_and_exit_2() -> None:
+    """Another process holds the demo's DNS port: one dns_listen_failed line naming the
+    address, exit 2 (as `nodehosts run`), no traceback."""
+    with bound_udp_socket("127.0.0.1") as holder:
+        listen = f"127.0.0.1:{holder.getsockname()[1]}"
+        result = subprocess.run(
+            [sys.executable, "-m", "nodehosts.cli", "demo", "--seed", "3", "--dns-listen", listen],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    failed = [line for line in result.stderr.splitlines() if "dns_listen_failed" in line]
+    assert len(failed) == 1, result.stderr
+    assert listen in failed[0]
