@@ -176,7 +176,7 @@ def nodehosts_command() -> list[str]:
 
 def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> int:
     from nodehosts.adapters.eventloop import run as run_loop
-    from nodehosts.app import Daemon, run_daemon
+    from nodehosts.app import Daemon, StartupError, run_daemon
     from nodehosts.config import build_settings
 
     rng = random.Random(seed)
@@ -241,6 +241,8 @@ def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> in
 
         try:
             return run_loop(main())
+        except StartupError as error:  # logged by the daemon: one line, no traceback
+            return error.exit_code
         except KeyboardInterrupt:
             return 0
         finally:
