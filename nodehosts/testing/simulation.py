@@ -175,7 +175,7 @@ def nodehosts_command() -> list[str]:
 
 
 def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> int:
-    from nodehosts.app import Daemon, run_daemon
+    from nodehosts.app import Daemon, StartupError, run_daemon
     from nodehosts.config import build_settings
     from nodehosts.runtime import run as run_loop
 
@@ -241,6 +241,8 @@ def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> in
 
         try:
             return run_loop(main())
+        except StartupError as error:  # logged by the daemon: one line, no traceback
+            return error.exit_code
         except KeyboardInterrupt:
             return 0
         finally:

@@ -31,7 +31,7 @@ from nodehosts.core.answer import ZoneConfig
 from nodehosts.core.model import Host, RecordSet
 from tests.helpers import dig
 from tests.helpers.dnsmasq import Dnsmasq, stand_in_upstream
-from tests.helpers.net import free_port
+from tests.helpers.net import refusing_port
 from tests.helpers.polling import wait_until
 from tests.helpers.records import node_host
 
@@ -430,8 +430,10 @@ def test_clients_outside_the_allowed_networks_are_refused(upstream: Dnsmasq) -> 
 
 def test_a_dead_first_upstream_fails_over_to_the_next(upstream: Dnsmasq) -> None:
     """First upstream: a port nobody listens on. Answers still come, from dnsmasq."""
-    dead = free_port(LOCAL)
-    with Served(upstreams=[(LOCAL, dead), (LOCAL, upstream.port)]) as running:
+    with (
+        refusing_port(LOCAL) as dead,
+        Served(upstreams=[(LOCAL, dead), (LOCAL, upstream.port)]) as running,
+    ):
         assert running.dig("upstream.example") == ["192.0.2.7"]
         assert running.dig("upstream.example", tcp=True) == ["192.0.2.7"]
 
@@ -460,8 +462,11 @@ def test_truncated_upstream_answers_are_fetched_over_tcp_for_tcp_clients(upstrea
 
 def test_all_upstreams_failing_gives_servfail() -> None:
     """Two dead upstreams: SERVFAIL with ra, and the counters say why."""
-    dead = [(LOCAL, free_port(LOCAL)), (LOCAL, free_port(LOCAL))]
-    with Served(upstreams=dead) as running:
+    with (
+        refusing_port(LOCAL) as one,
+        refusing_port(LOCAL) as two,
+        Served(upstreams=[(LOCAL, one), (LOCAL, two)]) as running,
+    ):
         response = running.query("example.com")
         assert response.status == "SERVFAIL"
         assert "ra" in response.flags

@@ -16,7 +16,7 @@ from nodehosts.adapters.upstream import Upstreams
 from nodehosts.core.answer import Answerer, Forward, ZoneConfig
 from nodehosts.core.model import RecordSet
 from tests.helpers.dnsmasq import Dnsmasq, stand_in_upstream
-from tests.helpers.net import free_port
+from tests.helpers.net import refusing_port
 
 LOCAL = "127.0.0.1"
 # A zone with no records: every name outside it is a Forward, with a proper SERVFAIL fallback.
@@ -137,9 +137,10 @@ async def test_the_upstream_that_answered_is_asked_first_next_time(upstream: Dns
 
 async def test_when_every_upstream_fails_the_reply_is_servfail() -> None:
     """Nothing listens on either port: the Forward's SERVFAIL, with the client's ID."""
-    upstreams = Upstreams([(LOCAL, free_port(LOCAL)), (LOCAL, free_port(LOCAL))], timeout=5.0)
-    forward, client_id = forward_of("example.com")
-    reply = dns.message.from_wire(await upstreams.resolve(forward))
+    with refusing_port(LOCAL) as one, refusing_port(LOCAL) as two:
+        upstreams = Upstreams([(LOCAL, one), (LOCAL, two)], timeout=5.0)
+        forward, client_id = forward_of("example.com")
+        reply = dns.message.from_wire(await upstreams.resolve(forward))
     assert (reply.id, reply.rcode()) == (client_id, dns.rcode.SERVFAIL)
     assert (upstreams.stats.failed, upstreams.stats.errors) == (1, {"unreachable": 2})
 

@@ -11,6 +11,12 @@ Contract:
 - `run(*cmd)` runs a command inside (nsenter into the container's init: all its namespaces)
   with a clean environment, returns CompletedProcess; `check=True` raises with the output.
 - `path(p)` is the host path of the container's file p (writes land in the overlay).
+- `report(commands)` runs each command inside and returns "$ command" and its output per
+  command, never raising (for failure messages); `diagnostics()` is that for the nodehosts unit.
+- Also for other harnesses on these containers (tests/lab): `host(*cmd)` runs a command on the
+  host with the system PATH and raises ContainerError with its stderr; `claim(directory)` marks
+  a work directory as this process's and `owner_alive(directory)` says whether the process that
+  claimed it still runs (what a killed earlier run left is cleaned up on the next start).
 - The suite's downloaded .debs are kept between runs in the cache's apt-archives/<suite>: they
   are hard-linked into the container's /var/cache/apt/archives before it boots, and the ones it
   downloaded are linked back when it stops, so a warm run downloads only the package indexes.
@@ -27,7 +33,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +43,30 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 class ContainerError(RuntimeError):
     pass
+
+
+def host(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run CMD on the host (root's tools: mount, ip, ...), text output captured."""
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, "PATH": SYSTEM_PATH},
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        raise ContainerError(f"{shlex.join(cmd)} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def claim(directory: Path) -> None:
+    """Mark DIRECTORY as this process's (see `owner_alive`)."""
+    (directory / "owner.pid").write_text(str(os.getpid()))
+
+
+def owner_alive(directory: Path) -> bool:
+    """Whether the process that claimed DIRECTORY still runs (False: unclaimed or gone)."""
+    try:
+        return Path(f"/proc/{int((directory / 'owner.pid').read_text())}").exists()
+    except (OSError, ValueError):
+        return False
 
 
 def cached_root(suite: str, variant: str = "") -> Path:
@@ -61,12 +91,9 @@ def _cleanup_stale_runs() -> None:
     if not runs.is_dir():
         return
     for run_dir in runs.iterdir():
-        pid_file = run_dir / "owner.pid"
-        with contextlib.suppress(OSError, ValueError):
-            if Path(f"/proc/{int(pid_file.read_text())}").exists():
-                continue  # a live test process owns it
-        merged = run_dir / "merged"
-        subprocess.run(["umount", "-l", str(merged)], capture_output=True, check=False)
+        if owner_alive(run_dir):
+            continue  # a live test process owns it
+        host("umount", "-l", str(run_dir / "merged"), check=False)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -120,16 +147,13 @@ class Container:
         self.console_log = self.run_dir / "console.log"
         for sub in ("upper", "work", "merged"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "owner.pid").write_text(str(os.getpid()))
+        claim(self.run_dir)
         self._seed_apt_archives()
-        subprocess.run(
-            [
-                "mount", "-t", "overlay", "overlay", "-o",
-                f"lowerdir={self.root},upperdir={self.run_dir / 'upper'},"
-                f"workdir={self.run_dir / 'work'}",
-                str(self.merged),
-            ],
-            check=True, capture_output=True,
+        host(
+            "mount", "-t", "overlay", "overlay", "-o",
+            f"lowerdir={self.root},upperdir={self.run_dir / 'upper'},"
+            f"workdir={self.run_dir / 'work'}",
+            str(self.merged),
         )  # fmt: skip
         started = time.monotonic()
         with self.console_log.open("wb") as console:
@@ -224,9 +248,9 @@ class Container:
             return
         self._harvest_apt_archives()
         if self.merged.is_dir():
-            subprocess.run(["umount", str(self.merged)], capture_output=True, check=False)
+            host("umount", str(self.merged), check=False)
             if os.path.ismount(self.merged):
-                subprocess.run(["umount", "-l", str(self.merged)], capture_output=True, check=False)
+                host("umount", "-l", str(self.merged), check=False)
         if not os.path.ismount(self.merged):
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -267,17 +291,27 @@ class Container:
     def path(self, inside: str) -> Path:
         return self.merged / inside.lstrip("/")
 
+    def report(self, commands: Iterable[Sequence[str]], *, timeout: float = 15) -> str:
+        """Each command run inside, as "$ command" and its output; never raises."""
+        parts = []
+        for cmd in commands:
+            with contextlib.suppress(Exception):
+                result = self.run(*cmd, check=False, timeout=timeout)
+                parts.append(f"$ {shlex.join(cmd)}\n{result.stdout}{result.stderr}")
+        return "\n".join(parts)
+
     def diagnostics(self) -> str:
         """What to print when something fails: failed units, the unit's journal, the console."""
         parts = [f"===== container {self.suite}"]
-        for cmd in (
-            ["systemctl", "--failed", "--no-pager"],
-            ["systemctl", "status", "nodehosts", "--no-pager", "--lines=0"],
-            ["journalctl", "-u", "nodehosts", "--no-pager", "-n", "80", "-o", "short-iso"],
-        ):
-            with contextlib.suppress(Exception):
-                result = self.run(*cmd, check=False, timeout=15)
-                parts.append(f"$ {shlex.join(cmd)}\n{result.stdout}{result.stderr}")
+        parts.append(
+            self.report(
+                [
+                    ["systemctl", "--failed", "--no-pager"],
+                    ["systemctl", "status", "nodehosts", "--no-pager", "--lines=0"],
+                    ["journalctl", "-u", "nodehosts", "--no-pager", "-n", "80", "-o", "short-iso"],
+                ]
+            )
+        )
         with contextlib.suppress(OSError):
             parts.append(
                 "--- console (tail)\n" + self.console_log.read_text(errors="replace")[-3000:]

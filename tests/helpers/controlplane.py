@@ -25,9 +25,10 @@ checks that the flag set is the manifest's plus the additions named here):
   apiserver (the lab's point at 127.0.0.1:6443 or the LB VIP); `/var/lib/etcd` is `workdir/etcd`.
 - Addresses and ports: every URL or address of the node (10.240.0.x) or 127.0.0.1 becomes
   127.0.0.1 with a random free port per listener: etcd's client, peer and metrics URLs, the
-  apiserver's `--secure-port` and `--etcd-servers`. The apiserver's `--advertise-address`
-  (10.240.0.10) is kept: it is only written into the `kubernetes` Endpoints, which refuse a
-  loopback address, and nothing here dials it.
+  apiserver's `--secure-port` and `--etcd-servers` (a port another process takes before it is
+  bound: `.start()` starts everything again on new ports, with a fresh etcd). The apiserver's
+  `--advertise-address` (10.240.0.10) is kept: it is only written into the `kubernetes`
+  Endpoints, which refuse a loopback address, and nothing here dials it.
 - etcd `--initial-cluster` names only controller-0 (at its rewritten peer URL): the lab's three
   members cannot reach quorum with one process. `--initial-cluster-state=new` and the token stay.
 - Added: kube-apiserver `--bind-address=127.0.0.1` (the lab binds every address of its VM; tests
@@ -45,6 +46,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import ssl
 import subprocess
@@ -75,6 +77,7 @@ LAB_NODE_IP = re.compile(r"\b10\.240\.0\.\d+\b")
 KEPT_LAB_ADDRESSES = ("--advertise-address",)
 RESPAWNED = ("kube-controller-manager", "kube-scheduler")
 READY_TIMEOUT = 180.0  # two shared cores: a cold apiserver takes a while
+PORT_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -262,6 +265,15 @@ class ControlPlane:
         self.workdir = workdir
         self.node_root = rendered / "nodes" / "controller-0"
         self.pki = self.node_root / "etc" / "kubernetes" / "pki"
+        self.manifests = {
+            name: manifest_command(self.node_root / f"etc/kubernetes/manifests/{name}.yaml")
+            for name in COMPONENTS
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._assign_ports()
+
+    def _assign_ports(self) -> None:
+        """Free ports for every listener, and what names them: URLs, commands, kubeconfigs."""
         self.ports = {
             "etcd-client": free_port(),
             "etcd-peer": free_port(),
@@ -272,13 +284,10 @@ class ControlPlane:
         }
         self.api_url = f"https://127.0.0.1:{self.ports['apiserver']}"
         self.etcd_url = f"https://127.0.0.1:{self.ports['etcd-client']}"
-        self.manifests = {
-            name: manifest_command(self.node_root / f"etc/kubernetes/manifests/{name}.yaml")
-            for name in COMPONENTS
-        }
+        # Kubeconfigs name the apiserver's URL; `_rewrite` writes them again.
+        shutil.rmtree(self.workdir / "kubeconfigs", ignore_errors=True)
         self.commands = {name: self._rewrite(name, args) for name, args in self.manifests.items()}
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        lab_pki = rendered / "pki"  # the host's copy: the admin's certificate lives only here
+        lab_pki = self.rendered / "pki"  # the host's copy: the admin's certificate lives only here
         self.admin = Api(
             self.api_url,
             self.pki / "ca.crt",
@@ -376,15 +385,34 @@ class ControlPlane:
             )
 
     def start(self) -> ControlPlane:
-        (self.workdir / "etcd").mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            for component in COMPONENTS:
-                self._spawn(component)
-            self.wait_ready()
-        except BaseException:
-            self.stop()  # `with` calls no __exit__ when __enter__ raises
-            raise
-        return self
+        """Start every component and wait until they are ready; when one could not bind (another
+        process took its port after `free_port`), start them all again on new ports."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            (self.workdir / "etcd").mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                for component in COMPONENTS:
+                    self._spawn(component)
+                self.wait_ready()
+                return self
+            except RuntimeError:
+                self.stop()
+                if attempt == PORT_ATTEMPTS or not self._port_taken():
+                    raise
+            except BaseException:
+                self.stop()  # `with` calls no __exit__ when __enter__ raises
+                raise
+            shutil.rmtree(self.workdir / "etcd")  # a member of the old peer URL
+            self._assign_ports()
+        raise AssertionError("unreachable")
+
+    def _port_taken(self) -> bool:
+        """Whether a component's last run said its address was in use."""
+        for component in COMPONENTS:
+            path = self.log_path(component)
+            text = path.read_text(errors="replace") if path.exists() else ""
+            if "address already in use" in text.rpartition("\n=== ")[2]:
+                return True
+        return False
 
     def wait_ready(self, components: Sequence[str] = COMPONENTS) -> None:
         deadline = time.monotonic() + READY_TIMEOUT

@@ -17,8 +17,9 @@ Contract:
   not a zone, raises ValueError: the rewrite must not silently leave a production path in.
 - `CoreDNS(corefile_text, workdir)` is a context manager that writes the (already rewritten)
   text to workdir/Corefile, with `PORT` placeholders filled, starts `coredns -conf` as a child
-  process and returns once it answers a query; a port taken meanwhile is retried with another.
-  Its log is in `log()`. `query`/`dig`/`wait_for_answer` are tests.helpers.dig's against it.
+  process and returns once it answers a query; a port taken meanwhile is retried with another
+  (tests.helpers.dnsserver, shared with dnsmasq). Its log is in `log()`.
+  `query`/`dig`/`wait_for_answer` are tests.helpers.dig's against it.
 - `hosts_options(text)` reads the `hosts` block's options (e.g. {"reload": "2s", "ttl": "30"})
   and `change_ceiling(text)` is how long a change may take to be answered under that Corefile
   (reload interval + cache TTL), plus a generous margin for a busy machine.
@@ -27,16 +28,10 @@ Contract:
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self, Unpack
+from typing import Self
 
-from tests.helpers import dig as _dig
+from tests.helpers.dnsserver import DnsServerProcess
 from tests.helpers.net import free_port
 from tests.helpers.upstream import upstream_binary
 
@@ -48,8 +43,6 @@ __all__ = [
     "loopback_corefile",
 ]
 
-_START_TIMEOUT = 20.0
-_PORT_ATTEMPTS = 5
 # Margin on top of what the Corefile itself allows, for a machine shared by many jobs.
 _MARGIN = 20.0
 _DNS_PORT = "{dns_port}"
@@ -151,125 +144,40 @@ def change_ceiling(text: str) -> float:
     return reload + cache + _MARGIN
 
 
-class CoreDNS:
+class CoreDNS(DnsServerProcess):
     """One coredns child process serving a loopback Corefile."""
 
+    NAME = "coredns"
+    ERROR = CoreDNSError
+    IN_USE = "address already in use"
+    START_TIMEOUT = 20.0
+
     def __init__(self, corefile: str, workdir: Path) -> None:
+        super().__init__()
         self.template = corefile
         self.workdir = workdir
-        self.address = "127.0.0.1"
-        self.port = 0
         self.corefile = ""
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._final_log = ""
-
-    # --- lifecycle
+        self._binary: Path | None = None
 
     def start(self) -> Self:
-        binary = upstream_binary("coredns")
-        if self._process is not None:
-            raise CoreDNSError("already started")
+        self._binary = upstream_binary("coredns")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        path = self.workdir / "Corefile"
-        for _ in range(_PORT_ATTEMPTS):
-            self.port = free_port(self.address)
-            self.corefile = _PLACEHOLDER.sub(self._fill, self.template)
-            path.write_text(self.corefile)
-            self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _reap)
-            self._process = subprocess.Popen(
-                [str(binary), "-conf", str(path)],
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=self._log,
-            )
-            if self._wait_ready():
-                return self
-            log = self.log()
-            self._reap()
-            if "address already in use" not in log:
-                raise CoreDNSError(f"coredns did not start with\n{self.corefile}\n{log}")
-        raise CoreDNSError(f"coredns found no free port after {_PORT_ATTEMPTS} attempts")
+        return super().start()
 
-    def stop(self) -> None:
-        self._reap()
+    def _prepare(self) -> None:
+        self.corefile = _PLACEHOLDER.sub(self._fill, self.template)
+        (self.workdir / "Corefile").write_text(self.corefile)
 
-    def __enter__(self) -> Self:
-        return self.start()
+    def _command(self) -> list[str]:
+        return [str(self._binary), "-conf", str(self.workdir / "Corefile")]
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _cwd(self) -> Path:
+        return self.workdir
 
-    # --- use
-
-    def query(self, name: str, qtype: str = "A", **how: Unpack[_dig.QueryOptions]) -> _dig.Response:
-        return _dig.query(self.address, self.port, name, qtype, **how)
-
-    def dig(self, name: str, qtype: str = "A", **how: Unpack[_dig.QueryOptions]) -> list[str]:
-        return _dig.dig(self.address, self.port, name, qtype, **how)
-
-    def wait_for_answer(
-        self, name: str, qtype: str, expected: Sequence[str], *, timeout: float
-    ) -> list[str]:
-        """Poll until `name` `qtype` answers exactly `expected`; on timeout, with the log."""
-        try:
-            return _dig.wait_for_answer(
-                self.address, self.port, name, qtype, expected, timeout=timeout
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- coredns log ---\n{self.log()}") from None
-
-    def log(self) -> str:
-        if self._log is None:
-            return self._final_log
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
-    # --- internals
+    def _start_failure(self, log: str) -> str:
+        return f"coredns did not start with\n{self.corefile}\n{log}"
 
     def _fill(self, match: re.Match[str]) -> str:
         if match[1] == "workdir":
             return str(self.workdir)
         return str(self.port if match[1] == "dns_port" else free_port(self.address))
-
-    def _wait_ready(self) -> bool:
-        """True once a UDP query gets any reply; False if coredns exited first."""
-        assert self._process is not None
-        deadline = time.monotonic() + _START_TIMEOUT
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(0.1)
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    return False
-                try:
-                    sock.sendto(_PROBE, (self.address, self.port))
-                    sock.recv(512)
-                except OSError:
-                    continue
-                return True
-        self._reap()
-        raise CoreDNSError(f"coredns did not answer within {_START_TIMEOUT} s\n{self.log()}")
-
-    def _reap(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._log is not None:
-            self._final_log = self.log()
-            self._log.close()
-            self._log = None
-
-
-# A query for `ready.invalid. A` (id 0x4e48, RD): any reply means CoreDNS is serving.
-_PROBE = bytes.fromhex("4e4801000001000000000000") + b"\x05ready\x07invalid\x00\x00\x01\x00\x01"

@@ -2,16 +2,20 @@
 operator runs them.
 
 Contract:
-- `Daemon(args)` starts `python -m nodehosts.cli run ARGS` with JSON logs going to a file;
+- `DaemonProcess(args)` starts `python -m nodehosts.cli run ARGS` with JSON logs going to a file;
   `.log_events()` parses them; `.stop(signal)` sends the signal and returns (exit code, seconds
   it took to exit). The process is always killed at the end of a `with` block.
 - `start_daemon(api, workdir, *extra, token=...)` writes `workdir/kubeconfig` for `api` with
-  `token` (or takes an existing `kubeconfig=`) and starts a `Daemon` that uses it, with no
+  `token` (or takes an existing `kubeconfig=`) and starts a `DaemonProcess` that uses it, with no
   config file, no control socket and no state directory: only what `extra` turns on (a flag in
   `extra` overrides those defaults: the last one given wins).
-- `start_dns_daemon(api, workdir, *extra, ...)` is `start_daemon` with `--dns-listen` on a free
-  loopback port, returned with the port once the daemon has bound it; a port another process
-  took meanwhile (the daemon exits 2 with `dns_listen_failed`) is retried with another.
+- `start_listening_daemon(api, workdir, *extra, dns=ADDRESS, metrics=ADDRESS, ...)` is
+  `start_daemon` with `--dns-listen` and/or `--metrics-listen` on free ports of those loopback
+  addresses, returned with its `Ports` once the daemon has bound them; a port another process
+  took meanwhile (`dns_listen_failed`: the daemon exits 2; `metrics_listen_failed`: it runs
+  on without metrics) is retried with new ones. `start_dns_daemon(...)` is the DNS-only case,
+  returning (the daemon, the port). `bound(daemon, dns=, metrics=)` is that wait, for daemons
+  started otherwise: False when a port was taken.
 - `nodehosts(*args)` runs the real entry point to completion and returns the CompletedProcess
   (text, captured; the exit code is the caller's to check); `nodehosts_dump(*args)` is
   `nodehosts dump --config '' ARGS`.
@@ -25,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +46,7 @@ START_TIMEOUT = 30.0
 PORT_ATTEMPTS = 5
 
 
-class Daemon:
+class DaemonProcess:
     """A running `nodehosts run` process."""
 
     def __init__(self, args: list[str], *, workdir: Path, env: dict[str, str] | None = None):
@@ -55,7 +60,7 @@ class Daemon:
             env={**os.environ, **(env or {})},
         )
 
-    def __enter__(self) -> Daemon:
+    def __enter__(self) -> DaemonProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -94,7 +99,7 @@ def start_daemon(
     token: str | None = None,
     kubeconfig: Path | None = None,
     env: dict[str, str] | None = None,
-) -> Daemon:
+) -> DaemonProcess:
     """`nodehosts run` with only what `extra` turns on (no control socket, no state dir).
 
     Give either `token` (the kubeconfig `workdir/kubeconfig` is written for `api` with it) or
@@ -105,7 +110,7 @@ def start_daemon(
     workdir.mkdir(parents=True, exist_ok=True)
     if token is not None:
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=token)
-    return Daemon(
+    return DaemonProcess(
         [
             "--config",
             "",
@@ -122,6 +127,67 @@ def start_daemon(
     )
 
 
+@dataclass(frozen=True)
+class Ports:
+    """Where a daemon started by `start_listening_daemon` listens (None: not asked for)."""
+
+    dns: int | None = None
+    metrics: int | None = None
+
+
+def start_listening_daemon(
+    api: FakeApiServer,
+    workdir: Path,
+    *extra: str,
+    dns: str | None = None,
+    metrics: str | None = None,
+    token: str | None = None,
+    kubeconfig: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[DaemonProcess, Ports]:
+    """`start_daemon` serving DNS on a free port of the address `dns` and/or metrics on one of
+    `metrics`, returned once it has bound them (or exited): (the daemon, its ports).
+
+    A port another process took meanwhile is retried with new ones: the daemon exits 2 with
+    `dns_listen_failed`, or logs `metrics_listen_failed` and runs on (it is stopped here).
+    """
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        ports = Ports(
+            dns=free_port(dns) if dns is not None else None,
+            metrics=free_port(metrics) if metrics is not None else None,
+        )
+        flags: list[str] = []
+        if dns is not None:
+            flags += ["--dns-listen", _listen(dns, ports.dns)]
+        if metrics is not None:
+            flags += ["--metrics-listen", _listen(metrics, ports.metrics)]
+        daemon = start_daemon(
+            api, workdir, *flags, *extra, token=token, kubeconfig=kubeconfig, env=env
+        )
+        listening = bound(daemon, dns=dns is not None, metrics=metrics is not None)
+        if listening or attempt == PORT_ATTEMPTS:
+            return daemon, ports
+        daemon.__exit__(None, None, None)
+    raise AssertionError("unreachable")
+
+
+def bound(daemon: DaemonProcess, *, dns: bool, metrics: bool) -> bool:
+    """Wait until `daemon` listens for DNS and/or metrics (as asked) or exits: False when a
+    port was taken (`dns_listen_failed`: it exits 2; `metrics_listen_failed`: it runs on)."""
+
+    def settled() -> bool:
+        if daemon.process.poll() is not None or daemon.events_named("metrics_listen_failed"):
+            return True
+        return (not dns or bool(daemon.events_named("dns_listening"))) and (
+            not metrics or bool(daemon.events_named("metrics_listening"))
+        )
+
+    wait_until(settled, timeout=START_TIMEOUT, what=f"the daemon to bind (log: {daemon.log_path})")
+    return not (
+        daemon.events_named("dns_listen_failed") or daemon.events_named("metrics_listen_failed")
+    )
+
+
 def start_dns_daemon(
     api: FakeApiServer,
     workdir: Path,
@@ -130,30 +196,17 @@ def start_dns_daemon(
     token: str | None = None,
     kubeconfig: Path | None = None,
     env: dict[str, str] | None = None,
-) -> tuple[Daemon, int]:
+) -> tuple[DaemonProcess, int]:
     """`start_daemon` serving DNS on a free port of `address`: (the daemon, the port)."""
-    for attempt in range(1, PORT_ATTEMPTS + 1):
-        port = free_port(address)
-        listen = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        daemon = start_daemon(
-            api,
-            workdir,
-            "--dns-listen",
-            listen,
-            *extra,
-            token=token,
-            kubeconfig=kubeconfig,
-            env=env,
-        )
-        wait_until(
-            lambda d=daemon: d.process.poll() is not None or d.events_named("dns_listening"),
-            timeout=START_TIMEOUT,
-            what=f"the daemon to bind {listen} (log: {daemon.log_path})",
-        )
-        if not daemon.events_named("dns_listen_failed") or attempt == PORT_ATTEMPTS:
-            return daemon, port
-        daemon.__exit__(None, None, None)
-    raise AssertionError("unreachable")
+    daemon, ports = start_listening_daemon(
+        api, workdir, *extra, dns=address, token=token, kubeconfig=kubeconfig, env=env
+    )
+    assert ports.dns is not None
+    return daemon, ports.dns
+
+
+def _listen(address: str, port: int | None) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def nodehosts(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

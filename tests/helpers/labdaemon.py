@@ -1,6 +1,6 @@
 """nodehosts as the lab runs it on lb-0, against a real control plane on loopback.
 
-Contract: `start_lab_daemon(plane, workdir, *extra)` starts `nodehosts run` (a `Daemon`
+Contract: `start_lab_daemon(plane, workdir, *extra)` starts `nodehosts run` (a `DaemonProcess`
 subprocess) with lb-0's rendered /etc/nodehosts/config.toml, static-hosts and kubeconfig, with
 only paths and listeners rewritten (assert-checked, one substitution each):
 - `kubeconfig`, `static_hosts`, `hosts.file` -> files under `workdir`; the kubeconfig is the
@@ -9,9 +9,10 @@ only paths and listeners rewritten (assert-checked, one substitution each):
   nodehosts also answers, so `dig` checks the same records);
 - `dns.upstream = ["10.0.2.3"]` -> `[]` (VirtualBox's resolver; tests query only loopback);
 - `metrics.listen` -> a free loopback port.
-The control socket and state directory are under `workdir`; the log level is debug (the
-list/watch loop's `list_complete`, `watch_bookmark`, `watch_started` lines). `extra` flags
-override the file, e.g. `--label-selector`.
+It returns once the daemon listens; a port another process took meanwhile is retried with new
+ones (`tests.helpers.daemon.bound`). The control socket and state directory are under
+`workdir`; the log level is debug (the list/watch loop's `list_complete`, `watch_bookmark`,
+`watch_started` lines). `extra` flags override the file, e.g. `--label-selector`.
 The returned `LabDaemon` is a context manager (the process is killed at the end) with
 `hosts()` (name -> addresses from the hosts file), `dig(name)`, `dump()` (the daemon's
 `nodehosts dump --format json --from daemon`) and `metric(name, labels)`.
@@ -27,9 +28,10 @@ from typing import Any
 
 import urllib3
 
-from tests.helpers.controlplane import ControlPlane, free_port
-from tests.helpers.daemon import Daemon, nodehosts
+from tests.helpers.controlplane import ControlPlane
+from tests.helpers.daemon import PORT_ATTEMPTS, DaemonProcess, bound, nodehosts
 from tests.helpers.dig import dig
+from tests.helpers.net import free_port
 
 __all__ = ["LabDaemon", "start_lab_daemon"]
 
@@ -39,13 +41,13 @@ def _sub(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-class LabDaemon(Daemon):
+class LabDaemon(DaemonProcess):
     def __init__(self, plane: ControlPlane, workdir: Path, *extra: str) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         lab = plane.rendered / "nodes" / "lb-0" / "etc" / "nodehosts"
         self.hosts_file = workdir / "hosts" / "nodes.hosts"
         self.hosts_file.parent.mkdir(exist_ok=True)
-        self.dns_port = free_port()
+        self.dns_port = free_port()  # UDP and TCP
         self.metrics_port = free_port()
         self.control_socket = workdir / "control.sock"
         static_hosts = workdir / "static-hosts"
@@ -125,4 +127,10 @@ class LabDaemon(Daemon):
 
 
 def start_lab_daemon(plane: ControlPlane, workdir: Path, *extra: str) -> LabDaemon:
-    return LabDaemon(plane, workdir, *extra)
+    """A LabDaemon once it listens; ports another process took meanwhile are retried."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        daemon = LabDaemon(plane, workdir, *extra)
+        if bound(daemon, dns=True, metrics=True) or attempt == PORT_ATTEMPTS:
+            return daemon
+        daemon.__exit__(None, None, None)
+    raise AssertionError("unreachable")

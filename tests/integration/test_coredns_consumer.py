@@ -20,7 +20,7 @@ import pytest
 from nodehosts.testing.fake_apiserver import FakeApiServer
 from tests.helpers.cluster import fake_api, lab_node
 from tests.helpers.coredns import CoreDNS, change_ceiling, loopback_corefile
-from tests.helpers.daemon import Daemon, start_daemon
+from tests.helpers.daemon import DaemonProcess, start_daemon
 from tests.helpers.dig import reverse_name
 from tests.helpers.dnsmasq import Dnsmasq, stand_in_upstream
 from tests.helpers.upstream import REPO
@@ -67,7 +67,7 @@ def coredns(tmp_path: Path, hosts_file: Path, upstream: Dnsmasq) -> Iterator[Cor
 @pytest.fixture
 def daemon(
     api: FakeApiServer, tmp_path: Path, hosts_file: Path, coredns: CoreDNS
-) -> Iterator[Daemon]:
+) -> Iterator[DaemonProcess]:
     workdir = tmp_path / "nodehosts"
     with start_daemon(api, workdir, "--hosts-file", str(hosts_file), token=TOKEN) as process:
         coredns.wait_for_answer("worker-0.node.internal", "A", ["10.240.0.101"], timeout=CEILING)
@@ -78,7 +78,7 @@ def upstream_saw(upstream: Dnsmasq, qtype: str, name: str) -> bool:
     return re.search(rf"query\[{qtype}\] {re.escape(name)} from", upstream.log()) is not None
 
 
-def test_the_file_nodehosts_writes_is_served(coredns: CoreDNS, daemon: Daemon) -> None:
+def test_the_file_nodehosts_writes_is_served(coredns: CoreDNS, daemon: DaemonProcess) -> None:
     """FQDN and bare name, both PTRs, and the first publication after CoreDNS started."""
     for name, address in (("controller-0", "10.240.0.10"), ("worker-0", "10.240.0.101")):
         fqdn = coredns.query(f"{name}.node.internal")
@@ -93,7 +93,7 @@ def test_the_file_nodehosts_writes_is_served(coredns: CoreDNS, daemon: Daemon) -
 
 
 def test_other_types_of_a_node_name_are_nodata_and_never_forwarded(
-    coredns: CoreDNS, daemon: Daemon, upstream: Dnsmasq
+    coredns: CoreDNS, daemon: DaemonProcess, upstream: Dnsmasq
 ) -> None:
     """AAAA of an IPv4-only node, TXT and MX: empty authoritative answers (CoreDNS 1.14.7)."""
     for name in ("worker-0", "worker-0.node.internal"):
@@ -105,7 +105,7 @@ def test_other_types_of_a_node_name_are_nodata_and_never_forwarded(
 
 
 def test_names_not_in_the_file_go_upstream(
-    coredns: CoreDNS, daemon: Daemon, upstream: Dnsmasq
+    coredns: CoreDNS, daemon: DaemonProcess, upstream: Dnsmasq
 ) -> None:
     """A node name nobody has gets the upstream's NXDOMAIN; other names the upstream's answer."""
     missing = coredns.query("worker-404.node.internal")
@@ -116,7 +116,7 @@ def test_names_not_in_the_file_go_upstream(
 
 
 def test_join_dhcp_change_and_leave_are_answered(
-    api: FakeApiServer, coredns: CoreDNS, daemon: Daemon
+    api: FakeApiServer, coredns: CoreDNS, daemon: DaemonProcess
 ) -> None:
     """Each write nodehosts makes for a cluster change reaches CoreDNS's answers."""
     api.add_object("nodes", lab_node("worker-1", "10.240.0.150"))
@@ -137,7 +137,7 @@ def test_join_dhcp_change_and_leave_are_answered(
 
 
 def test_a_burst_of_same_size_rewrites_ends_on_the_last(
-    api: FakeApiServer, coredns: CoreDNS, daemon: Daemon
+    api: FakeApiServer, coredns: CoreDNS, daemon: DaemonProcess
 ) -> None:
     """CoreDNS re-reads only when mtime or size changed: eight address changes of one node in a
     row keep the file's size, and the answer still ends on the last one (nodehosts makes every

@@ -19,7 +19,7 @@ from nodehosts.testing import fake_csr
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.helpers.cluster import fake_api
 from tests.helpers.csrs import make_csr
-from tests.helpers.daemon import Daemon, nodehosts
+from tests.helpers.daemon import DaemonProcess, nodehosts
 from tests.helpers.polling import wait_until
 
 TOKEN = "csr-reload-token"
@@ -86,7 +86,7 @@ def test_clearing_the_selector_never_lets_the_old_selected_nodes_pass_for_the_wh
         make_csr("worker-1", name="csr-claim", dns=["worker-1"], ips=["10.240.0.10"]),
     )
     config = write_config(tmp_path, "role=worker", [])
-    with Daemon(["--config", str(config)], workdir=tmp_path) as daemon:
+    with DaemonProcess(["--config", str(config)], workdir=tmp_path) as daemon:
         reasons = wait_until(
             lambda: pending(tmp_path),
             until=lambda p: "csr-claim" in p,

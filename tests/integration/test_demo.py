@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import signal
@@ -13,8 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from nodehosts.testing.simulation import describe_changes
-from tests.helpers.dig import dig
-from tests.helpers.net import free_port
+from tests.helpers.dig import DigError, dig, query
+from tests.helpers.net import bound_udp_socket, with_free_port
+from tests.helpers.polling import wait_until
 
 
 def test_describe_changes_names_joins_moves_and_leaves() -> None:
@@ -29,15 +31,39 @@ def test_describe_changes_names_joins_moves_and_leaves() -> None:
     assert describe_changes(after, after) == []
 
 
-@pytest.fixture
-def demo() -> Iterator[tuple[subprocess.Popen[str], int]]:
-    port = free_port("127.0.0.1")
+def start_demo(port: int) -> tuple[subprocess.Popen[str], int]:
+    """`nodehosts demo` serving DNS on `port`, once it answers there; OSError(EADDRINUSE)
+    when another process took the port first (the demo exits 2 with dns_listen_failed)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "nodehosts.cli", "demo", "--seed", "3",
          "--dns-listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "FORCE_COLOR": "1", "NO_COLOR": ""},
     )  # fmt: skip
+
+    def answering() -> bool:
+        try:
+            query("127.0.0.1", port, "worker-0", timeout=1)
+        except DigError:
+            return False
+        return True
+
+    wait_until(
+        lambda: process.poll() is not None or answering(),
+        timeout=60,
+        what=f"the demo to answer DNS on port {port}",
+    )
+    if process.poll() is not None:
+        _, stderr = process.communicate()
+        if "dns_listen_failed" in stderr and "in use" in stderr:
+            raise OSError(errno.EADDRINUSE, f"port {port} was taken")
+        raise AssertionError(f"the demo exited {process.returncode}:\n{stderr}")
+    return process, port
+
+
+@pytest.fixture
+def demo() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    process, port = with_free_port(start_demo)
     try:
         yield process, port
     finally:
@@ -108,3 +134,19 @@ def test_demo_into_a_pipe_closed_later_stops_quietly() -> None:
     assert process.stderr is not None
     assert code == 141
     assert process.stderr.read() == ""
+
+
+def test_demo_on_a_dns_port_that_is_taken_is_one_line_and_exit_2() -> None:
+    """Another process holds the demo's DNS port: one dns_listen_failed line naming the
+    address, exit 2 (as `nodehosts run`), no traceback."""
+    with bound_udp_socket("127.0.0.1") as holder:
+        listen = f"127.0.0.1:{holder.getsockname()[1]}"
+        result = subprocess.run(
+            [sys.executable, "-m", "nodehosts.cli", "demo", "--seed", "3", "--dns-listen", listen],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    failed = [line for line in result.stderr.splitlines() if "dns_listen_failed" in line]
+    assert len(failed) == 1, result.stderr
+    assert listen in failed[0]

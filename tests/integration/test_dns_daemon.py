@@ -20,7 +20,7 @@ import pytest
 from nodehosts.testing.fake_apiserver import FakeApiServer
 from tests.helpers import dig
 from tests.helpers.cluster import fake_api, lab_node
-from tests.helpers.daemon import Daemon, start_dns_daemon
+from tests.helpers.daemon import DaemonProcess, start_dns_daemon
 from tests.helpers.dnsmasq import Dnsmasq
 from tests.helpers.polling import wait_until
 
@@ -36,7 +36,7 @@ def api() -> Iterator[FakeApiServer]:
         yield server
 
 
-def run_daemon(api: FakeApiServer, tmp_path: Path, *extra: str) -> tuple[Daemon, int]:
+def run_daemon(api: FakeApiServer, tmp_path: Path, *extra: str) -> tuple[DaemonProcess, int]:
     """The daemon answering DNS on a free port (and publishing no hosts file), and the port."""
     return start_dns_daemon(api, tmp_path, *extra, address=LOCAL, token=TOKEN)
 
@@ -62,7 +62,7 @@ def wait_answer(port: int, name: str, expected: tuple[str, list[str]]) -> None:
     )
 
 
-def wait_started(daemon: Daemon, port: int) -> None:
+def wait_started(daemon: DaemonProcess, port: int) -> None:
     """Until the daemon answers worker-0 (it has to start, list the Nodes and bind)."""
     try:
         wait_answer(port, "worker-0", ("NOERROR", ["10.240.0.101"]))

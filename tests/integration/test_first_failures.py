@@ -10,6 +10,7 @@ clear line and the documented outcome, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ from tests.helpers.cluster import fake_api, lab_node
 from tests.helpers.daemon import start_daemon
 from tests.helpers.dnsmasq import Dnsmasq
 from tests.helpers.files import wait_for_line
-from tests.helpers.net import bound_tcp_socket, free_port
+from tests.helpers.net import bound_tcp_socket, with_free_port
 from tests.helpers.polling import wait_until
 from tests.helpers.skips import skip_unless_ci
 
@@ -42,6 +43,23 @@ sock.bind(("127.0.0.1", int(sys.argv[1])))
 print("bound", flush=True)
 time.sleep(120)
 """
+
+
+def hold_port_as_nobody(port: int) -> tuple[subprocess.Popen[str], int]:
+    """A process of user nobody holding UDP 127.0.0.1:`port`; OSError(EADDRINUSE) when another
+    process took the port first."""
+    holder = subprocess.Popen(
+        ["/usr/bin/python3", "-c", HOLD_PORT, str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        user=NOBODY, group=NOBODY, extra_groups=[],
+    )  # fmt: skip
+    assert holder.stdout is not None
+    if holder.stdout.readline() != "bound\n":
+        _, stderr = holder.communicate()
+        if "Address already in use" in stderr:
+            raise OSError(errno.EADDRINUSE, f"port {port} was taken")
+        raise AssertionError(f"the port holder failed:\n{stderr}")
+    return holder, port
 
 
 @pytest.fixture
@@ -76,13 +94,8 @@ def test_a_dns_port_whose_holder_cannot_be_seen_gets_a_hint(
     nodehosts user cannot see root's CoreDNS): the line says so and how to find out."""
     if os.geteuid() != 0:
         skip_unless_ci("runs a port holder as nobody", how=AS_ROOT)
-    port = free_port()
-    holder = subprocess.Popen(
-        ["/usr/bin/python3", "-c", HOLD_PORT, str(port)],
-        stdout=subprocess.PIPE, text=True, user=NOBODY, group=NOBODY, extra_groups=[],
-    )  # fmt: skip
+    holder, port = with_free_port(hold_port_as_nobody)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "bound\n"
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
         result = subprocess.run(
             [

@@ -16,9 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nodehosts.testing.fake_apiserver import FakeApiServer
 from tests.helpers.cluster import fake_api, lab_node
-from tests.helpers.daemon import start_daemon
+from tests.helpers.daemon import start_listening_daemon
 from tests.helpers.dig import dig
-from tests.helpers.net import free_port
 from tests.helpers.polling import wait_until
 from tests.helpers.service import http_get
 
@@ -97,14 +96,14 @@ def exported_metrics(text: str) -> set[str]:
 
 def test_rules_and_dashboard_use_only_metrics_the_daemon_exports(tmp_path: Path) -> None:
     """Scrape a running daemon (hosts file, DNS) and find every metric the kit names."""
-    port, dns_port = free_port("127.0.0.1"), free_port("127.0.0.1")
     with fake_api(TOKEN, lab_node("worker-0", "10.240.0.101")) as api:
         assert isinstance(api, FakeApiServer)
-        with start_daemon(
+        d, ports = start_listening_daemon(
             api, tmp_path, "--hosts-file", str(tmp_path / "nodes.hosts"),
-            "--dns-listen", f"127.0.0.1:{dns_port}", "--metrics-listen", f"127.0.0.1:{port}",
-            token=TOKEN,
-        ) as d:  # fmt: skip
+            dns="127.0.0.1", metrics="127.0.0.1", token=TOKEN,
+        )  # fmt: skip
+        port, dns_port = ports.metrics, ports.dns
+        with d:
             wait_until(lambda: d.events_named("ready"), timeout=15, what="ready")
             assert dig("127.0.0.1", dns_port, "worker-0", "A") == ["10.240.0.101"]
             status, text = http_get(f"http://127.0.0.1:{port}/metrics")

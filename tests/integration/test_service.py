@@ -20,10 +20,10 @@ from tests.helpers.daemon import (
     nodehosts_dump,
     start_daemon,
     start_dns_daemon,
+    start_listening_daemon,
 )
 from tests.helpers.dig import DigError, dig
 from tests.helpers.files import read_text_or_empty, wait_for_line
-from tests.helpers.net import free_port
 from tests.helpers.polling import wait_until
 from tests.helpers.service import NotifySocket, http_get, metric, short_directory
 
@@ -163,12 +163,13 @@ def test_metrics_and_health_answer_and_readyz_turns_200_after_the_first_sync(
 ) -> None:
     """healthz answers at once; readyz is 503 until the first sync is published, then 200."""
     hosts = tmp_path / "nodes.hosts"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     api.add_object("nodes", make_node("worker-9", addresses=[], hostname=""))
     api.outage()
-    args = ("--hosts-file", str(hosts), "--metrics-listen", f"127.0.0.1:{port}")
-    with start_daemon(api, tmp_path, *args, token=TOKEN) as daemon:
+    daemon, ports = start_listening_daemon(
+        api, tmp_path, "--hosts-file", str(hosts), metrics="127.0.0.1", token=TOKEN
+    )
+    base = f"http://127.0.0.1:{ports.metrics}"
+    with daemon:
         assert wait_until(
             lambda: _probe(f"{base}/healthz"), timeout=15, what="/healthz to answer"
         ) == (200, "ok\n")
@@ -356,20 +357,11 @@ def test_a_restart_with_the_api_down_serves_the_saved_records_over_dns(
     hosts = tmp_path / "nodes.hosts"
     state = tmp_path / "state"
     control = sockets / "control.sock"
-    dns_port, metrics_port = free_port(), free_port()
-    args = (
-        "--hosts-file",
-        str(hosts),
-        "--dns-listen",
-        f"127.0.0.1:{dns_port}",
-        "--state-dir",
-        str(state),
-        "--control-socket",
-        str(control),
-        "--metrics-listen",
-        f"127.0.0.1:{metrics_port}",
-    )
-    with start_daemon(api, tmp_path / "first", *args, token=TOKEN) as daemon:
+    args = ("--hosts-file", str(hosts), "--state-dir", str(state), "--control-socket", str(control))
+    listen = {"dns": "127.0.0.1", "metrics": "127.0.0.1"}
+    daemon, ports = start_listening_daemon(api, tmp_path / "first", *args, **listen, token=TOKEN)
+    dns_port = ports.dns
+    with daemon:
         wait_for_answer(dns_port, "worker-0.node.internal", ["10.240.0.101"])
         saved = json.loads(
             wait_until(
@@ -387,62 +379,67 @@ def test_a_restart_with_the_api_down_serves_the_saved_records_over_dns(
 
     api.outage()
     api.add_object("nodes", lab_node("worker-2", "10.240.0.160"))
-    with (
-        NotifySocket() as manager,
-        start_daemon(api, tmp_path / "second", *args, token=TOKEN, env=manager.env()) as daemon,
-    ):
-        wait_for_answer(dns_port, "worker-0.node.internal", ["10.240.0.101"], timeout=10)
-        assert dig("127.0.0.1", dns_port, "worker-2.node.internal", "A") == []
-        assert daemon.events_named("serving_saved_records")
-        assert hosts.read_bytes() == file_before, "the hosts file is left as it is"
-
-        base = f"http://127.0.0.1:{metrics_port}"
-        text = http_get(f"{base}/metrics")[1]
-        assert metric(text, "nodehosts_records_stale") == 1
-        assert metric(text, "nodehosts_ready") == 0
-        status, body = http_get(f"{base}/readyz")
-        assert status == 503
-        assert "serving saved records" in body
-        result = dump_from_daemon(control, "--format", "json")
-        assert result.returncode == 0, result.stderr
-        live = json.loads(result.stdout)
-        assert (live["stale"], live["ready"], live["synced"]) == (True, False, False)
-        assert live["nodes"] == []
-        assert [h["names"][0] for h in live["hosts"]] == [
-            "controller-0.node.internal",
-            "worker-0.node.internal",
-        ]
-        assert live["state_saved_at"].endswith("Z")
-
-        # systemd: not ready, but told to wait, and why.
-        extend = manager.wait_for("EXTEND_TIMEOUT_USEC", timeout=5)
-        assert int(extend.fields["EXTEND_TIMEOUT_USEC"]) >= 30_000_000
-        wait_until(
-            lambda: [s for s in manager.statuses() if s.startswith("serving saved records, API")],
-            timeout=15,
-            what="a STATUS about the saved records",
+    with NotifySocket() as manager:
+        # New ports: the first daemon's may have been taken since it stopped.
+        daemon, ports = start_listening_daemon(
+            api, tmp_path / "second", *args, **listen, token=TOKEN, env=manager.env()
         )
-        assert not manager.with_key("READY")
+        dns_port, metrics_port = ports.dns, ports.metrics
+        with daemon:
+            wait_for_answer(dns_port, "worker-0.node.internal", ["10.240.0.101"], timeout=10)
+            assert dig("127.0.0.1", dns_port, "worker-2.node.internal", "A") == []
+            assert daemon.events_named("serving_saved_records")
+            assert hosts.read_bytes() == file_before, "the hosts file is left as it is"
 
-        api.restore()
-        wait_for_answer(
-            dns_port, "worker-2.node.internal", ["10.240.0.160"], timeout=RECOVERY_TIMEOUT
-        )
-        manager.wait_for("READY", "1", timeout=10)
-        wait_for_line(hosts, "10.240.0.160 worker-2.node.internal worker-2")
-        assert daemon.events_named("saved_records_replaced")
-        text = http_get(f"{base}/metrics")[1]
-        assert metric(text, "nodehosts_records_stale") == 0
-        live = json.loads(dump_from_daemon(control, "--format", "json").stdout)
-        assert (live["stale"], live["ready"]) == (False, True)
-        saved = wait_until(
-            lambda: json.loads(read_text_or_empty(state / "records.json")),
-            until=lambda doc: len(doc["hosts"]) == 3,
-            timeout=10,
-            what="the new records saved",
-        )
-        assert saved["generation"] == 2
-        code, _ = daemon.stop()
+            base = f"http://127.0.0.1:{metrics_port}"
+            text = http_get(f"{base}/metrics")[1]
+            assert metric(text, "nodehosts_records_stale") == 1
+            assert metric(text, "nodehosts_ready") == 0
+            status, body = http_get(f"{base}/readyz")
+            assert status == 503
+            assert "serving saved records" in body
+            result = dump_from_daemon(control, "--format", "json")
+            assert result.returncode == 0, result.stderr
+            live = json.loads(result.stdout)
+            assert (live["stale"], live["ready"], live["synced"]) == (True, False, False)
+            assert live["nodes"] == []
+            assert [h["names"][0] for h in live["hosts"]] == [
+                "controller-0.node.internal",
+                "worker-0.node.internal",
+            ]
+            assert live["state_saved_at"].endswith("Z")
+
+            # systemd: not ready, but told to wait, and why.
+            extend = manager.wait_for("EXTEND_TIMEOUT_USEC", timeout=5)
+            assert int(extend.fields["EXTEND_TIMEOUT_USEC"]) >= 30_000_000
+            wait_until(
+                lambda: [
+                    s for s in manager.statuses() if s.startswith("serving saved records, API")
+                ],
+                timeout=15,
+                what="a STATUS about the saved records",
+            )
+            assert not manager.with_key("READY")
+
+            api.restore()
+            wait_for_answer(
+                dns_port, "worker-2.node.internal", ["10.240.0.160"], timeout=RECOVERY_TIMEOUT
+            )
+            manager.wait_for("READY", "1", timeout=10)
+            wait_for_line(hosts, "10.240.0.160 worker-2.node.internal worker-2")
+            assert daemon.events_named("saved_records_replaced")
+            text = http_get(f"{base}/metrics")[1]
+            assert metric(text, "nodehosts_records_stale") == 0
+            live = json.loads(dump_from_daemon(control, "--format", "json").stdout)
+            assert (live["stale"], live["ready"]) == (False, True)
+            saved = wait_until(
+                lambda: json.loads(read_text_or_empty(state / "records.json")),
+                until=lambda doc: len(doc["hosts"]) == 3,
+                timeout=10,
+                what="the new records saved",
+            )
+            assert saved["generation"] == 2
+            code, _ = daemon.stop()
     assert code == 0
 
 

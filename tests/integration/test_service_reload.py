@@ -13,7 +13,7 @@ import pytest
 
 from nodehosts.testing.fake_apiserver import FakeApiServer
 from tests.helpers.cluster import fake_api, lab_node
-from tests.helpers.daemon import Daemon, start_daemon
+from tests.helpers.daemon import DaemonProcess, start_daemon
 from tests.helpers.files import replace_by_rename, wait_for_line
 from tests.helpers.polling import wait_until
 
@@ -31,7 +31,7 @@ def api() -> Iterator[FakeApiServer]:
         yield server
 
 
-def events(daemon: Daemon, name: str, **keys: object) -> list[dict[str, object]]:
+def events(daemon: DaemonProcess, name: str, **keys: object) -> list[dict[str, object]]:
     return [
         event
         for event in daemon.events_named(name)
@@ -39,7 +39,9 @@ def events(daemon: Daemon, name: str, **keys: object) -> list[dict[str, object]]
     ]
 
 
-def wait_for_event(daemon: Daemon, name: str, *, count: int = 1, **keys: object) -> list[dict]:
+def wait_for_event(
+    daemon: DaemonProcess, name: str, *, count: int = 1, **keys: object
+) -> list[dict]:
     return wait_until(
         lambda: events(daemon, name, **keys),
         until=lambda found: len(found) >= count,
@@ -143,7 +145,7 @@ def test_the_config_file_is_reloaded_live_and_a_broken_edit_is_rejected(
         "level": "info",
     }
     config.write_text(CONFIG.format(**values))
-    with Daemon(["--config", str(config)], workdir=tmp_path) as daemon:
+    with DaemonProcess(["--config", str(config)], workdir=tmp_path) as daemon:
         wait_for_line(hosts, "10.240.0.101 worker-0.lab worker-0")
 
         replace_by_rename(config, CONFIG.format(**{**values, "domain": "not a domain!"}))
@@ -186,7 +188,7 @@ def test_the_config_file_is_reloaded_live_and_a_broken_edit_is_rejected(
 
 
 def changes_flow_with_the_old_token_revoked(
-    api: FakeApiServer, daemon: Daemon, hosts: Path, new_token: str, *, what: str
+    api: FakeApiServer, daemon: DaemonProcess, hosts: Path, new_token: str, *, what: str
 ) -> None:
     """Once the daemon watches with `new_token`, TOKEN is revoked and the watches dropped: a new
     node still reaches the hosts file, and the daemon never hits a 401."""
@@ -330,7 +332,7 @@ def test_a_config_that_is_not_utf8_is_rejected_on_sighup_and_later_reloads_work(
         "level": "info",
     }
     config.write_text(CONFIG.format(**values))
-    with Daemon(["--config", str(config)], workdir=tmp_path) as daemon:
+    with DaemonProcess(["--config", str(config)], workdir=tmp_path) as daemon:
         wait_for_line(hosts, "10.240.0.101 worker-0.lab worker-0")
         config.write_bytes(CONFIG.format(**values).encode() + b"# caf\xe9\n")
         daemon.process.send_signal(signal.SIGHUP)

@@ -20,8 +20,7 @@ from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.helpers import dig
 from tests.helpers.cluster import fake_api, lab_node
 from tests.helpers.csrs import make_csr
-from tests.helpers.daemon import Daemon, nodehosts, start_daemon
-from tests.helpers.net import free_port
+from tests.helpers.daemon import DaemonProcess, nodehosts, start_dns_daemon
 from tests.helpers.polling import wait_until
 
 TOKEN = "untrusted-token"
@@ -52,7 +51,7 @@ def approved(api: FakeApiServer, name: str) -> bool:
     )
 
 
-def wait_answer(port: int, name: str, expected: list[str], daemon: Daemon) -> None:
+def wait_answer(port: int, name: str, expected: list[str], daemon: DaemonProcess) -> None:
     """Until `name` answers `expected` (the daemon has to start, list the Nodes and bind)."""
 
     def answer() -> list[str] | None:
@@ -75,20 +74,20 @@ def dump(socket: Path) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
-def run(api: FakeApiServer, tmp_path: Path, port: int, *extra: str) -> Daemon:
+def run(api: FakeApiServer, tmp_path: Path, *extra: str) -> tuple[DaemonProcess, int]:
+    """The daemon serving DNS on a free port of LOCAL (retried when taken): (daemon, port)."""
     static = tmp_path / "static.hosts"
     static.write_text(f"{LB} lb-0\n")
-    return start_daemon(
+    return start_dns_daemon(
         api,
         tmp_path,
-        "--dns-listen",
-        f"{LOCAL}:{port}",
         "--static-hosts",
         str(static),
         "--control-socket",
         str(tmp_path / "control.sock"),
         "--approve-serving-csrs",
         *extra,
+        address=LOCAL,
         token=TOKEN,
     )
 
@@ -98,7 +97,6 @@ def test_a_node_claiming_the_service_name_and_the_lbs_address_gets_neither(
 ) -> None:
     """DNS does not answer kubernetes.default.svc.cluster.local or api.example.com with a
     node's address, lb-0 stays the LB's, and the approver leaves the lying CSRs pending."""
-    port = free_port(LOCAL)
     csrs = {
         "csr-honest": make_csr(
             "worker-0", name="csr-honest", dns=["worker-0"], ips=["10.240.0.101"]
@@ -113,7 +111,8 @@ def test_a_node_claiming_the_service_name_and_the_lbs_address_gets_neither(
         "csr-api": make_csr("api.example.com", name="csr-api", dns=["api.example.com"], ips=[]),
     }
     # An ExternalIP may be an IP SAN here: the LB's address must still be refused.
-    with run(api, tmp_path, port, "--csr-address-types", "InternalIP,ExternalIP") as daemon:
+    daemon, port = run(api, tmp_path, "--csr-address-types", "InternalIP,ExternalIP")
+    with daemon:
         wait_answer(port, "worker-0", ["10.240.0.101"], daemon)
         for csr in csrs.values():
             api.add_object("certificatesigningrequests", csr)
@@ -158,9 +157,9 @@ def test_a_node_claiming_the_service_name_and_the_lbs_address_gets_neither(
 def test_an_allowed_suffix_publishes_a_dotted_node_name(api: FakeApiServer, tmp_path: Path) -> None:
     """--allowed-suffix example.com is how the admin says api.example.com may be a node's.
     With ExternalIP preferred, worker-9's address would be the LB's: it is skipped instead."""
-    port = free_port(LOCAL)
     extra = ("--allowed-suffix", "example.com", "--address-types", "ExternalIP,InternalIP")
-    with run(api, tmp_path, port, *extra) as daemon:
+    daemon, port = run(api, tmp_path, *extra)
+    with daemon:
         wait_answer(port, "api.example.com", ["10.240.0.150"], daemon)
         service = dig.query(LOCAL, port, SERVICE_NAME)
         assert (service.status, service.data()) == ("REFUSED", [])
@@ -182,7 +181,6 @@ def test_a_selector_limited_daemon_refuses_a_worker_claiming_a_controllers_ip(
     )
     with fake_api(TOKEN, controller, worker) as api:
         fake_csr.install(api)
-        port = free_port(LOCAL)
         api.add_object(
             "certificatesigningrequests",
             make_csr("worker-1", name="csr-claim", dns=["worker-1"], ips=["10.240.0.10"]),
@@ -191,7 +189,8 @@ def test_a_selector_limited_daemon_refuses_a_worker_claiming_a_controllers_ip(
             "certificatesigningrequests",
             make_csr("worker-1", name="csr-own", dns=["worker-1"], ips=["10.240.0.101"]),
         )
-        with run(api, tmp_path, port, "--label-selector", "role=worker") as daemon:
+        daemon, port = run(api, tmp_path, "--label-selector", "role=worker")
+        with daemon:
             wait_until(lambda: approved(api, "csr-own"), timeout=20, what="worker-1's own CSR")
             pending = wait_until(
                 lambda: {e["name"]: e for e in dump(tmp_path / "control.sock")["csrs"]["pending"]},

@@ -1,4 +1,4 @@
-"""The list/watch behaviours the fake API server (nodehosts/testing/fake_apiserver.py) claims to
+"""The list/watch behaviours the fake API server (nodehosts/testing/fake_apiserver/) claims to
 model, checked with the same assertions against the real kube-apiserver and against the fake:
 LIST paging with limit/continue (and remainingItemCount), continue tokens expiring with
 compaction, 410 for a too-old watch version, bookmarks, timeoutSeconds, label and field
