@@ -3,12 +3,14 @@
 Contract: `Publisher` holds the inputs (the Nodes as last listed, the static hosts; the
 record policy comes from the settings) and brings the sinks up to them. `run()` publishes a
 change at once when idle and coalesces only while changes keep coming; nothing is published
-before the first complete LIST (`Status.synced`). Every `Sink` holds the record set published
-last; a sink whose update fails (the hosts file) makes the publication incomplete: the status
-stays as it was and the whole publication is tried again after HOSTS_RETRY_SECONDS. The state
-of the world that results is set on the `StatusBoard` through `nodehosts.core.status`.
-Saved state (`StateKeeper`): served at start, stale, until the first sync; saved again after
-every publication that changed the records.
+before the first complete LIST (`Status.synced`), nor, while the Nodes are label-selected,
+before the first LIST of every Node (`hidden`: the Nodes outside the selection hold their
+names; without them a selected node could take one as its alias meanwhile). Every `Sink`
+holds the record set published last; a sink whose update fails (the hosts file) makes the
+publication incomplete: the status stays as it was and the whole publication is tried again
+after HOSTS_RETRY_SECONDS. The state of the world that results is set on the `StatusBoard`
+through `nodehosts.core.status`. Saved state (`StateKeeper`): served at start, stale, until
+the first sync; saved again after every publication that changed the records.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from nodehosts.core.model import (
     Publication,
     RecordSet,
 )
-from nodehosts.core.records import RecordIndex, RecordPolicy
+from nodehosts.core.records import NO_HIDDEN, RecordIndex, RecordPolicy
 
 if TYPE_CHECKING:
     from nodehosts.adapters.csr_approver import CsrApprover
@@ -245,6 +247,10 @@ class Publisher:
         # selector's until the new source's first LIST).
         self.nodes: Mapping[str, NodeInfo] = {}
         self.nodes_selector: str | None = settings().label_selector
+        # Every Node's name -> Hostname, from the daemon's unselected view (None: not listed
+        # yet): with `nodes_selector`, those outside it hold their names. The same object
+        # while unchanged (RecordIndex then skips comparing it).
+        self.hidden: Mapping[str, str | None] | None = None
         self.static_hosts: list[Host] = []
         self.sinks: list[Sink] = []
         self.hosts: HostsSink | None = None  # the sink that counts generations, if any
@@ -301,11 +307,18 @@ class Publisher:
             if wait > 0:
                 await asyncio.sleep(wait)
             self._dirty.clear()
-            if self._board.status.synced:
+            if self.can_publish():
                 started = time.monotonic()
                 await self.publish()
                 took = time.monotonic() - started
                 published_at = loop.time()
+
+    def can_publish(self) -> bool:
+        """The first complete LIST is in and, with a label selector, so is the view of every
+        Node (until then the saved records stay served)."""
+        return self._board.status.synced and (
+            self.nodes_selector is None or self.hidden is not None
+        )
 
     async def publish(self) -> None:
         """Bring the record set up to the current inputs and update every sink that differs.
@@ -324,7 +337,9 @@ class Publisher:
 
     async def _publish(self) -> None:
         policy = self._settings().record_policy
-        inputs = (self.nodes, self.static_hosts, policy)
+        # Snapshotted with the others: an off-loop build sees one consistent set.
+        hidden = self.hidden if self.nodes_selector is not None else None
+        inputs = (self.nodes, self.static_hosts, policy, NO_HIDDEN if hidden is None else hidden)
         # Small clusters build on the loop: a thread hop (GIL hand-over) would cost more than
         # the incremental step it saves the loop from (issue 16's change latency).
         off_loop = len(self.nodes) > OFF_LOOP_NODES
@@ -374,14 +389,18 @@ class Publisher:
                 board.record(st.state_saved(board.status, at=saved_at))
 
     def _update_records(
-        self, nodes: Mapping[str, NodeInfo], static_hosts: list[Host], policy: RecordPolicy
+        self,
+        nodes: Mapping[str, NodeInfo],
+        static_hosts: list[Host],
+        policy: RecordPolicy,
+        hidden: Mapping[str, str | None],
     ) -> tuple[Publication, HostChanges | None]:
         """The record set brought up to the inputs, its decisions logged and counted (in a
         worker thread above OFF_LOOP_NODES: only the publisher touches the index; the logger
         and the metrics are thread-safe)."""
         if self._index is None:
             self._index = RecordIndex(policy, static_hosts)
-        publication = self._index.update(nodes, static_hosts, policy)
+        publication = self._index.update(nodes, static_hosts, policy, hidden=hidden)
         self._log_decisions(publication, self._index.decision_changes())
         self._board.metrics.observe_publication(publication)
         return publication, self._index.changes()
