@@ -209,7 +209,7 @@ class Daemon:
         if self.approver is not None:
             self.approver.update_cluster(nodes)
         hidden = hidden_nodes(nodes.values())
-        if hidden != self.publisher.hidden or self.publisher.hidden is None:
+        if hidden != self.publisher.hidden:  # an address or heartbeat change: the same names
             self._set_hidden(hidden)
 
     def _set_hidden(self, hidden: Mapping[str, str | None] | None) -> None:
