@@ -119,6 +119,7 @@ class Daemon:
         settings: Settings,
         *,
         source_factory: Callable[[Daemon], NodeSource] | None = None,
+        cluster_factory: Callable[[Daemon, int], NodeSource] | None = None,
         clock: Callable[[], float] = time.time,
         notifier: Notifier | None = None,
         reload_settings: Callable[[], Settings] | None = None,
@@ -145,7 +146,8 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._replace_source = asyncio.Event()
         self._source_selector = settings.label_selector  # of the source running now
-        self._cluster_factory = _cluster_source
+        # (daemon, view generation) -> the unselected view's source
+        self._cluster_factory = cluster_factory or _cluster_source
         self.cluster_source: NodeSource | None = None
         self._cluster_toggle = asyncio.Event()  # the view may be wanted or not any more
         self._cluster_generation = 0  # of the view running now: a stopped one's calls are stale

@@ -64,6 +64,8 @@ async def test_nothing_is_published_before_every_node_is_listed(
             fake_csr.install(api)
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         hosts = tmp_path / "nodes.hosts"
+        gate = asyncio.Event()
+        build = daemon_module._cluster_source
         daemon = Daemon(
             Settings(
                 kubeconfig=kubeconfig,
@@ -72,11 +74,9 @@ async def test_nothing_is_published_before_every_node_is_listed(
                 control_socket=None,
                 label_selector="role=worker",
                 approve_serving_csrs=approver,
-            )
+            ),
+            cluster_factory=lambda d, generation: GatedSource(build(d, generation), gate),
         )
-        gate = asyncio.Event()
-        build = daemon_module._cluster_source
-        daemon._cluster_factory = lambda d, generation: GatedSource(build(d, generation), gate)
         task = asyncio.create_task(daemon.run())
         try:
             await until(lambda: daemon.status.synced, "LIST of the selected Nodes")
