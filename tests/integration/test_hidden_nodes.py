@@ -20,8 +20,7 @@ import pytest
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 from tests.helpers import dig
 from tests.helpers.cluster import fake_api
-from tests.helpers.daemon import Daemon, nodehosts
-from tests.helpers.net import free_port
+from tests.helpers.daemon import nodehosts, start_dns_daemon
 from tests.helpers.polling import wait_until
 
 TOKEN = "hidden-token"
@@ -39,20 +38,23 @@ def api() -> Iterator[FakeApiServer]:
         yield server
 
 
-def write_config(tmp_path: Path, port: int, selector: str | None) -> Path:
+def write_config(tmp_path: Path, selector: str | None) -> Path:
+    """The config file: only the selector (the rest are flags, which a reload keeps)."""
     config = tmp_path / "config.toml"
     selector_line = f'label_selector = "{selector}"\n' if selector else ""
-    text = (
-        f'[kubernetes]\nkubeconfig = "{tmp_path}/kubeconfig"\n{selector_line}'
-        f'[hosts]\nfile = "{tmp_path}/hosts/nodes.hosts"\n'
-        f'[dns]\nlisten = ["{LOCAL}:{port}"]\n'
-        f'[control]\nsocket = "{tmp_path}/control.sock"\n'
-        '[state]\ndir = ""\n'
-    )
     temporary = config.with_suffix(".tmp")
-    temporary.write_text(text)
+    temporary.write_text(f"[kubernetes]\n{selector_line}")
     os.replace(temporary, config)
     return config
+
+
+def daemon_flags(tmp_path: Path, selector: str | None) -> tuple[str, ...]:
+    """For start_dns_daemon: the config file, the hosts file and the control socket."""
+    (tmp_path / "hosts").mkdir()
+    config = write_config(tmp_path, selector)
+    hosts = tmp_path / "hosts" / "nodes.hosts"
+    socket = tmp_path / "control.sock"
+    return ("--config", str(config), "--hosts-file", str(hosts), "--control-socket", str(socket))
 
 
 def answer(port: int, name: str) -> list[str] | None:
@@ -73,12 +75,10 @@ def dump(socket: Path) -> dict[str, Any]:
 def test_an_unselected_nodes_name_is_never_a_selected_nodes_alias(
     api: FakeApiServer, tmp_path: Path
 ) -> None:
-    (tmp_path / "hosts").mkdir()
-    api.write_kubeconfig(tmp_path / "kubeconfig", token=TOKEN)
-    port = free_port(LOCAL)
-    config = write_config(tmp_path, port, "role=worker")
     hosts = tmp_path / "hosts" / "nodes.hosts"
-    with Daemon(["--config", str(config)], workdir=tmp_path) as daemon:
+    flags = daemon_flags(tmp_path, "role=worker")
+    daemon, port = start_dns_daemon(api, tmp_path, *flags, token=TOKEN)
+    with daemon:
         try:
             wait_until(
                 lambda: answer(port, "worker-1"),
@@ -125,7 +125,7 @@ def test_an_unselected_nodes_name_is_never_a_selected_nodes_alias(
 
             # A reload that clears the selector publishes every Node; controller-0's own name
             # beats worker-1's alias.
-            write_config(tmp_path, port, None)
+            write_config(tmp_path, None)
             daemon.process.send_signal(signal.SIGHUP)
             wait_until(
                 lambda: answer(port, "controller-0"),
@@ -167,3 +167,46 @@ def test_dump_from_a_list_with_a_selector_matches_the_daemon(
     assert result.returncode == 0, result.stderr
     assert "10.240.0.101 worker-1.node.internal worker-1\n" in hosts.read_text()
     assert "controller-0" not in hosts.read_text()
+
+
+def test_a_reload_that_sets_the_selector_keeps_the_unselected_names_held(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
+    flags = daemon_flags(tmp_path, None)
+    daemon, port = start_dns_daemon(api, tmp_path, *flags, token=TOKEN)
+    with daemon:
+        try:
+            wait_until(
+                lambda: answer(port, "controller-0"),
+                until=lambda got: got == ["10.240.0.10"],
+                timeout=30,
+                what="controller-0 answered",
+            )
+            write_config(tmp_path, "role=worker")
+            daemon.process.send_signal(signal.SIGHUP)
+            wait_until(
+                lambda: answer(port, "controller-0"),
+                until=lambda got: got == [],
+                timeout=30,
+                what="controller-0 unpublished (outside the selection now)",
+            )
+            wait_until(
+                lambda: daemon.events_named("node_source_replaced"),
+                timeout=30,
+                what="the selected source",
+            )
+            # A later change publishes again from the selected Nodes: the name stays held.
+            api.add_object(
+                "nodes",
+                make_node("worker-2", addresses=["10.240.0.102"], labels={"role": "worker"}),
+            )
+            wait_until(
+                lambda: answer(port, "worker-2"),
+                until=lambda got: got == ["10.240.0.102"],
+                timeout=30,
+                what="worker-2 published",
+            )
+            assert answer(port, "controller-0") == []
+            assert "controller-0" not in (tmp_path / "hosts" / "nodes.hosts").read_text()
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n--- daemon log ---\n{daemon.log_text()}") from None
