@@ -60,7 +60,6 @@ from nodehosts.config import Settings
 from nodehosts.core import status as st
 from nodehosts.core.hosts import render_hosts
 from nodehosts.core.model import NodeInfo, Publication, RecordSet
-from nodehosts.core.records import hidden_nodes
 from nodehosts.core.report import publication_report
 from nodehosts.core.status import Status
 
@@ -205,14 +204,16 @@ class Daemon:
             self._set_hidden(hostnames)
 
     def cluster_nodes(self, generation: int, nodes: Mapping[str, NodeInfo]) -> None:
-        """Every Node whole (the approver's view): `hidden` derived, kept while equal."""
+        """Every Node whole (the approver's view); the publisher derives `hidden` from it."""
         if generation != self._cluster_generation:
             return
         if self.approver is not None:
             self.approver.update_cluster(nodes)
-        hidden = hidden_nodes(nodes.values())
-        if hidden != self.publisher.hidden:  # an address or heartbeat change: the same names
-            self._set_hidden(hidden)
+        first = self.publisher.cluster is None
+        self.publisher.cluster = nodes
+        if first:
+            log.info("cluster_view_synced", nodes=len(nodes))
+        self.publisher.request()
 
     def _set_hidden(self, hidden: Mapping[str, str | None] | None) -> None:
         first = self.publisher.hidden is None and hidden is not None
@@ -408,6 +409,7 @@ class Daemon:
                     run, self.cluster_source = None, None
                     if self.approver is not None:
                         self.approver.update_cluster(None)
+                    self.publisher.cluster = None
                     self._set_hidden(None)
                     log.info("cluster_view_stopped")
                 toggle = asyncio.create_task(self._cluster_toggle.wait(), name="cluster_toggle")
