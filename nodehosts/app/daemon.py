@@ -150,6 +150,7 @@ class Daemon:
         self.cluster_source: NodeSource | None = None
         self._cluster_toggle = asyncio.Event()  # the view may be wanted or not any more
         self._cluster_generation = 0  # of the view running now: a stopped one's calls are stale
+        self._cluster_error: dict[str, str] | None = None  # its last failure, until it delivers
         self._restart_reason: str | None = None  # why the next LIST happens
         # The name of the internal task whose crash ended the run (run_daemon exits 1), if any.
         self.failed_task: str | None = None
@@ -200,6 +201,7 @@ class Daemon:
         """Every Node's name -> Hostname (the lean view): the same object while unchanged."""
         if generation != self._cluster_generation:
             return  # a stopped view's last call
+        self._cluster_error = None
         if hostnames is not self.publisher.hidden:
             self._set_hidden(hostnames)
 
@@ -207,6 +209,7 @@ class Daemon:
         """Every Node whole (the approver's view); the publisher derives `hidden` from it."""
         if generation != self._cluster_generation:
             return
+        self._cluster_error = None
         if self.approver is not None:
             self.approver.update_cluster(nodes)
         first = self.publisher.cluster is None
@@ -214,6 +217,12 @@ class Daemon:
         if first:
             log.info("cluster_view_synced", nodes=len(nodes))
         self.publisher.request()
+
+    def cluster_failed(self, generation: int, reason: str, message: str) -> None:
+        """The view's LIST or watch failed (the source logs `api_error` and retries); shown in
+        `dump` (`cluster_view`): until its first LIST nothing is published."""
+        if generation == self._cluster_generation:
+            self._cluster_error = {"reason": reason, "message": message}
 
     def _set_hidden(self, hidden: Mapping[str, str | None] | None) -> None:
         first = self.publisher.hidden is None and hidden is not None
@@ -406,7 +415,7 @@ class Daemon:
                     self._cluster_generation += 1
                     run.cancel()
                     await asyncio.gather(run, return_exceptions=True)
-                    run, self.cluster_source = None, None
+                    run, self.cluster_source, self._cluster_error = None, None, None
                     if self.approver is not None:
                         self.approver.update_cluster(None)
                     self.publisher.cluster = None
@@ -488,6 +497,12 @@ class Daemon:
         }
         if self.approver is not None:
             state["csrs"] = self.approver.report()
+        if self.cluster_source is not None:  # every Node, for the label selector's outsiders
+            publisher = self.publisher
+            state["cluster_view"] = {
+                "listed": publisher.hidden is not None or publisher.cluster is not None,
+                "last_error": self._cluster_error,
+            }
         served: RecordSet = status.records
         if arguments.get("format") == "hosts":
             state["text"] = render_hosts(served)
@@ -545,9 +560,6 @@ def _cluster_source(daemon: Daemon, generation: int) -> NodeSource:
     def configure() -> Configuration:
         return load_client_configuration(daemon.settings.kubeconfig)
 
-    def error(reason: str, message: str) -> None:
-        pass  # logged by the source; the selected source reports the API's state
-
     if daemon.approver is not None:
         return NodeSource(configure, _ClusterNodes(daemon, generation), tuning=tuning)
     hostnames = functools.partial(daemon.cluster_hostnames, generation)
@@ -555,7 +567,7 @@ def _cluster_source(daemon: Daemon, generation: int) -> NodeSource:
         configure,
         on_synced=lambda names, _version: hostnames(names),
         on_changed=lambda names, _version: hostnames(names),
-        on_error=error,
+        on_error=functools.partial(daemon.cluster_failed, generation),
         tuning=tuning,
     )
 
@@ -573,7 +585,7 @@ class _ClusterNodes:
         self._daemon.cluster_nodes(self._generation, nodes)
 
     def source_error(self, reason: str, message: str) -> None:
-        pass  # logged by the source; the selected source reports the API's state
+        self._daemon.cluster_failed(self._generation, reason, message)
 
 
 def _csr_approver(daemon: Daemon) -> CsrApprover:

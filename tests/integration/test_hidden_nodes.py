@@ -93,6 +93,7 @@ def test_an_unselected_nodes_name_is_never_a_selected_nodes_alias(
             assert "10.240.0.101 worker-1.node.internal worker-1\n" in text
             assert "controller-0" not in text
             report = dump(tmp_path / "control.sock")
+            assert report["cluster_view"] == {"listed": True, "last_error": None}
             worker = {entry["name"]: entry for entry in report["nodes"]}["worker-1"]
             assert worker["published"]
             assert "controller-0" not in worker["names"]
@@ -138,6 +139,11 @@ def test_an_unselected_nodes_name_is_never_a_selected_nodes_alias(
             text = hosts.read_text()
             assert "10.240.0.10 controller-0.node.internal controller-0\n" in text
             assert "10.240.0.101 worker-1.node.internal worker-1\n" in text
+            wait_until(
+                lambda: "cluster_view" not in dump(tmp_path / "control.sock"),
+                timeout=30,
+                what="the cluster view stopped",
+            )
             assert daemon.process.poll() is None
         except AssertionError as error:
             raise AssertionError(f"{error}\n--- daemon log ---\n{daemon.log_text()}") from None

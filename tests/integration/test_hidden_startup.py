@@ -84,12 +84,14 @@ async def test_nothing_is_published_before_every_node_is_listed(
             assert not hosts.exists()
             assert not daemon.status.ready
             assert daemon.status.generation == 0
+            assert daemon.dump({})["cluster_view"] == {"listed": False, "last_error": None}
 
             gate.set()
             await asyncio.wait_for(daemon.board.ready.wait(), CEILING)
             lines = hosts.read_text().splitlines()
             assert WORKER_LINE in lines
             assert not [line for line in lines if "controller-0" in line]
+            assert daemon.dump({})["cluster_view"]["listed"] is True
             if approver:
                 assert daemon.approver is not None
                 assert daemon.approver.report()["cluster_watch"] is True
