@@ -16,9 +16,9 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from nodehosts import __version__
 from nodehosts.config import (
@@ -31,6 +31,9 @@ from nodehosts.config import (
     build_settings,
     read_config_file,
 )
+
+if TYPE_CHECKING:
+    from kubernetes.client import Configuration
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # `dump --diff` follows diff(1): 0 the same, 1 different, 2 could not compare.
@@ -385,6 +388,7 @@ def _run_once(settings: Settings) -> int:
         return EXIT_USAGE
     try:
         nodes, resource_version = list_nodes(configuration, label_selector=settings.label_selector)
+        hidden = _list_hidden(configuration, settings)
     except Exception as error:  # any failure to LIST is the same here: nothing is written
         _error(f"cannot list nodes: {error}")
         return EXIT_FAILED
@@ -393,7 +397,9 @@ def _run_once(settings: Settings) -> int:
     except (OSError, UnicodeDecodeError) as error:
         _error(f"records.static_hosts: {error}")
         return EXIT_FAILED
-    records = build_publication(nodes.values(), static_hosts, settings.record_policy).records
+    records = build_publication(
+        nodes.values(), static_hosts, settings.record_policy, hidden
+    ).records
     writer = HostsFileWriter(settings.hosts_file)
     log = structlog.get_logger(__name__)
     body = render_hosts(records)
@@ -571,6 +577,18 @@ class _ListFailed(Exception):
         self.message, self.code = message, code
 
 
+def _list_hidden(configuration: Configuration, settings: Settings) -> Mapping[str, str | None]:
+    """With a label selector, the Nodes outside it hold their names, as in the daemon (its
+    cluster view): a second LIST, without the selector. Raises what list_nodes raises."""
+    from nodehosts.adapters.kube.nodes import list_nodes
+    from nodehosts.core.records import NO_HIDDEN, hidden_nodes
+
+    if settings.label_selector is None:
+        return NO_HIDDEN
+    everything, _ = list_nodes(configuration)
+    return hidden_nodes(everything.values())
+
+
 def _list_state(settings: Settings, *, output_format: str) -> dict[str, Any]:
     """A fresh LIST made into the same shape as the daemon's dump; raises _ListFailed."""
     from nodehosts.adapters.kube.config import KubeConfigError, load_client_configuration
@@ -586,13 +604,14 @@ def _list_state(settings: Settings, *, output_format: str) -> dict[str, Any]:
         raise _ListFailed(str(error), EXIT_USAGE) from None
     try:
         nodes, resource_version = list_nodes(configuration, label_selector=settings.label_selector)
+        hidden = _list_hidden(configuration, settings)
     except Exception as error:  # any failure to LIST is the same to the user: no data
         raise _ListFailed(f"cannot list nodes: {error}", EXIT_FAILED) from None
     try:
         static_hosts = read_static_hosts(settings.static_hosts)
     except (OSError, ValueError) as error:  # ValueError: too large, not UTF-8
         raise _ListFailed(f"records.static_hosts: {error}", EXIT_FAILED) from None
-    publication = build_publication(nodes.values(), static_hosts, settings.record_policy)
+    publication = build_publication(nodes.values(), static_hosts, settings.record_policy, hidden)
     state: dict[str, Any] = {"source": "list", "resource_version": resource_version}
     if output_format == "json":
         state.update(publication_report(publication))

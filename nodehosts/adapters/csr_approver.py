@@ -19,6 +19,10 @@ Contract:
   the whole cluster and no second watch runs. The Nodes must come with the selector they were
   LISTed with (after a reload, the old one until the new LIST): selected Nodes passed without
   a selector would be taken for the whole cluster.
+- `shared_cluster=True`: the daemon keeps that view of every Node itself (the record policy
+  needs it too: Nodes outside the selection hold their names) and feeds it with
+  `update_cluster(nodes)` (None: not listed yet, or no view); the approver runs no Node watch
+  of its own, and evaluates nothing while the Nodes are label-selected and the view is None.
 - If that watch's task crashes (a bug: it retries API errors itself), the approver drops its
   cluster view and index, records `cluster_error`, approves nothing more, and `run()` raises
   `ClusterWatchCrashed` so the daemon's supervision ends the process (systemd restarts it).
@@ -161,8 +165,11 @@ class CsrApprover:
         retry_base: float = 1.0,
         retry_cap: float = 60.0,
         rng: random.Random | None = None,
+        shared_cluster: bool = False,
     ) -> None:
         self.policy = policy
+        self._shared_cluster = shared_cluster
+        self._label_selector: str | None = None  # of the Nodes last fed
         self._configure = configure
         self._metrics = metrics
         self._tuning = tuning
@@ -254,7 +261,10 @@ class CsrApprover:
         `domain`) or the static hosts changed: re-evaluate if needed."""
         self._selected, self._records = nodes, records
         self._domain, self._static_hosts = domain, tuple(static_hosts)
-        if label_selector is None:
+        self._label_selector = label_selector
+        if self._shared_cluster:
+            pass  # the daemon's view: update_cluster()
+        elif label_selector is None:
             if self._cluster_task is not None and not self._cluster_task.done():
                 self._cluster_task.cancel()  # its run() cleans up as it ends
                 log.info("csr_cluster_watch_stopped", reason="no label_selector")
@@ -262,6 +272,11 @@ class CsrApprover:
             self._cluster_view = None
         elif self._cluster_task is None and self._crash is None:
             self._start_cluster_watch()
+        self._rebuild_index()
+
+    def update_cluster(self, nodes: Mapping[str, NodeInfo] | None) -> None:
+        """(`shared_cluster`) The daemon's view of every Node changed (None: none listed)."""
+        self._cluster = nodes
         self._rebuild_index()
 
     def restart(self) -> None:
@@ -284,7 +299,7 @@ class CsrApprover:
             "synced": self._csrs is not None,
             "nodes_known": self._index is not None,
             # Its own unselected Node watch, while the daemon's Nodes are label-selected.
-            "cluster_watch": self._cluster_task is not None and not self._cluster_task.done(),
+            "cluster_watch": self._watching_cluster(),
             "cluster_error": self.cluster_error,
             "pending": [entry.to_json() for entry in self.pending()],
             # Passed every rule; the approval failed and is retried (see the logs for why).
@@ -348,18 +363,28 @@ class CsrApprover:
         )
         self._crashed.set()
 
+    def _watching_cluster(self) -> bool:
+        """Whether the Nodes are judged against a view of the whole cluster (label-selected)."""
+        if self._shared_cluster:
+            return self._label_selector is not None and self._cluster is not None
+        return self._cluster_task is not None and not self._cluster_task.done()
+
     def _rebuild_index(self) -> None:
         if self._selected is None:
             return
         if self._crash is not None:
             self._index = None  # terminal: see _cluster_watch_done
             return
-        if self._cluster_task is not None and self._cluster is None:
+        if self._shared_cluster:
+            selected = self._label_selector is not None
+        else:
+            selected = self._cluster_task is not None
+        if selected and self._cluster is None:
             # Selected Nodes only: "no other Node has this IP" would be blind. Wait.
             self._index = None
             return
         cluster = None
-        if self._cluster_task is not None and self._cluster is not None:
+        if selected and self._cluster is not None:
             cluster = self._cluster.values()
         index = NodeIndex.build(
             self._selected.values(),

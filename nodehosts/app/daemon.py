@@ -4,9 +4,10 @@ Contract: `Daemon(settings).run()` runs until `stop()` (or SIGTERM/SIGINT via `r
 and returns. At start it brings up the sinks (the hosts file, the DNS server; a DNS address
 that cannot be bound is a StartupError) and serves the saved records, then the optional
 services (metrics, control socket, file watcher: one that fails is logged, not fatal), then
-runs its tasks: the Node source (replaced when the label selector changes), the publisher
-and the CSR approver, plus background ones (systemd watchdog and start timeout, reloads). A
-task that crashes is a bug: it is logged as `task_failed` and the daemon stops, exit 1.
+runs its tasks: the Node source (replaced when the label selector changes), the cluster view
+(every Node, unselected, while a label selector is set or the Nodes were listed with one),
+the publisher and the CSR approver, plus background ones (systemd watchdog and start timeout,
+reloads). A task that crashes is a bug: it is logged as `task_failed` and the daemon stops, exit 1.
 
 Who holds what:
 - `status` (nodehosts.core.status, on a StatusBoard): what is served and why; the board
@@ -15,6 +16,11 @@ Who holds what:
 - `reloader` (nodehosts.app.reloader): config, static hosts and credential reloads.
 - The daemon itself: the Node source's listener calls, start-up and shutdown, supervision,
   and the control socket's `dump` / `watch` answers.
+- The cluster view: with a label selector, the Nodes outside it still hold their names
+  (`build_publication`'s `hidden`), and the approver's "no other Node has this IP" must see
+  them. One unselected watch serves both: every Node parsed whole when the approver runs
+  (it needs their addresses; `hidden` is derived), else names and Hostnames only
+  (`HostnameSource`). Nothing is published before its first LIST (`Publisher.can_publish`).
 
 Running as a service: READY=1 once the first complete LIST has been published by every
 enabled sink; WATCHDOG=1 from the event loop at half WATCHDOG_USEC (an API outage does not
@@ -58,6 +64,8 @@ from nodehosts.core.report import publication_report
 from nodehosts.core.status import Status
 
 if TYPE_CHECKING:
+    from kubernetes.client import Configuration
+
     from nodehosts.adapters.csr_approver import CsrApprover
     from nodehosts.adapters.dns_server import DnsService
     from nodehosts.adapters.metrics import Readiness
@@ -110,6 +118,7 @@ class Daemon:
         settings: Settings,
         *,
         source_factory: Callable[[Daemon], NodeSource] | None = None,
+        cluster_factory: Callable[[Daemon, int], NodeSource] | None = None,
         clock: Callable[[], float] = time.time,
         notifier: Notifier | None = None,
         reload_settings: Callable[[], Settings] | None = None,
@@ -136,6 +145,12 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._replace_source = asyncio.Event()
         self._source_selector = settings.label_selector  # of the source running now
+        # (daemon, view generation) -> the unselected view's source
+        self._cluster_factory = cluster_factory or _cluster_source
+        self.cluster_source: NodeSource | None = None
+        self._cluster_toggle = asyncio.Event()  # the view may be wanted or not any more
+        self._cluster_generation = 0  # of the view running now: a stopped one's calls are stale
+        self._cluster_error: dict[str, str] | None = None  # its last failure, until it delivers
         self._restart_reason: str | None = None  # why the next LIST happens
         # The name of the internal task whose crash ended the run (run_daemon exits 1), if any.
         self.failed_task: str | None = None
@@ -161,6 +176,7 @@ class Daemon:
         if not first:
             self.metrics.watch_restart(self._restart_reason or "relist")
         self._restart_reason = None
+        self._cluster_toggle.set()  # listed without a selector now: the view may stop
         self.publisher.request()
 
     def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
@@ -179,6 +195,42 @@ class Daemon:
         self.metrics.synced(self._clock())
         self.board.update(st.api_recovered(self.status))
 
+    # --- the cluster view's listener calls (on the event loop)
+
+    def cluster_hostnames(self, generation: int, hostnames: Mapping[str, str | None]) -> None:
+        """Every Node's name -> Hostname (the lean view): the same object while unchanged."""
+        if generation != self._cluster_generation:
+            return  # a stopped view's last call
+        self._cluster_error = None
+        if hostnames is not self.publisher.hidden:
+            self._set_hidden(hostnames)
+
+    def cluster_nodes(self, generation: int, nodes: Mapping[str, NodeInfo]) -> None:
+        """Every Node whole (the approver's view); the publisher derives `hidden` from it."""
+        if generation != self._cluster_generation:
+            return
+        self._cluster_error = None
+        if self.approver is not None:
+            self.approver.update_cluster(nodes)
+        first = self.publisher.cluster is None
+        self.publisher.cluster = nodes
+        if first:
+            log.info("cluster_view_synced", nodes=len(nodes))
+        self.publisher.request()
+
+    def cluster_failed(self, generation: int, reason: str, message: str) -> None:
+        """The view's LIST or watch failed (the source logs `api_error` and retries); shown in
+        `dump` (`cluster_view`): until its first LIST nothing is published."""
+        if generation == self._cluster_generation:
+            self._cluster_error = {"reason": reason, "message": message}
+
+    def _set_hidden(self, hidden: Mapping[str, str | None] | None) -> None:
+        first = self.publisher.hidden is None and hidden is not None
+        self.publisher.hidden = hidden
+        if first:
+            log.info("cluster_view_synced", nodes=len(hidden or ()))
+        self.publisher.request()
+
     # --- lifecycle
 
     def stop(self) -> None:
@@ -194,12 +246,14 @@ class Daemon:
             await self._start_sinks()
             await self._start_services()
             self._start_notify_tasks()
+            if self.settings.approve_serving_csrs:  # first: the cluster view feeds it
+                self.approver = self.publisher.approver = _csr_approver(self)
             tasks = [
                 asyncio.create_task(self._run_node_source(), name="node_source"),
+                asyncio.create_task(self._run_cluster_view(), name="cluster_view"),
                 asyncio.create_task(self.publisher.run(), name="publisher"),
             ]
-            if self.settings.approve_serving_csrs:
-                self.approver = self.publisher.approver = _csr_approver(self)
+            if self.approver is not None:
                 tasks.append(asyncio.create_task(self.approver.run(), name="csr_approver"))
             done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -335,8 +389,55 @@ class Daemon:
 
     def replace_node_source(self) -> None:
         self._replace_source.set()
+        self._cluster_toggle.set()
+
+    # --- the cluster view: every Node, while the Nodes are (or are about to be) label-selected
+
+    def _cluster_wanted(self) -> bool:
+        return self.settings.label_selector is not None or self.publisher.nodes_selector is not None
+
+    async def _run_cluster_view(self) -> None:
+        """Run the unselected Node watch while it is wanted. A selector set by a reload starts
+        it at once (the new selected LIST waits for it to publish); a cleared one stops it
+        only once the Nodes were listed without the selector (until then the old selected
+        Nodes are not the whole cluster), and `hidden` is dropped with it."""
+        run: asyncio.Task[None] | None = None
+        try:
+            while True:
+                self._cluster_toggle.clear()
+                wanted = self._cluster_wanted()
+                if wanted and run is None:
+                    self._cluster_generation += 1
+                    self.cluster_source = self._cluster_factory(self, self._cluster_generation)
+                    run = asyncio.create_task(self.cluster_source.run(), name="cluster_view_run")
+                    log.info("cluster_view_started", approver=self.approver is not None)
+                elif not wanted and run is not None:
+                    self._cluster_generation += 1
+                    run.cancel()
+                    await asyncio.gather(run, return_exceptions=True)
+                    run, self.cluster_source, self._cluster_error = None, None, None
+                    if self.approver is not None:
+                        self.approver.update_cluster(None)
+                    self.publisher.cluster = None
+                    self._set_hidden(None)
+                    log.info("cluster_view_stopped")
+                toggle = asyncio.create_task(self._cluster_toggle.wait(), name="cluster_toggle")
+                waiting: set[asyncio.Task[Any]] = {toggle} if run is None else {toggle, run}
+                try:
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    toggle.cancel()
+                if run is not None and run in done:
+                    run.result()  # a source that ends by itself has a bug: let it surface
+                    raise RuntimeError("the cluster Node view ended by itself")
+        finally:
+            if run is not None:
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
 
     def restart_sources(self, reason: str) -> None:
+        if self.cluster_source is not None:
+            self.cluster_source.restart()
         if self.source is not None:
             self._restart_reason = reason
             self.source.restart()
@@ -396,6 +497,12 @@ class Daemon:
         }
         if self.approver is not None:
             state["csrs"] = self.approver.report()
+        if self.cluster_source is not None:  # every Node, for the label selector's outsiders
+            publisher = self.publisher
+            state["cluster_view"] = {
+                "listed": publisher.hidden is not None or publisher.cluster is not None,
+                "last_error": self._cluster_error,
+            }
         served: RecordSet = status.records
         if arguments.get("format") == "hosts":
             state["text"] = render_hosts(served)
@@ -438,6 +545,49 @@ def _node_source(daemon: Daemon) -> NodeSource:
     )
 
 
+def _cluster_source(daemon: Daemon, generation: int) -> NodeSource:
+    """The unselected view of every Node: whole when the approver needs their addresses,
+    else names and Hostnames only."""
+    from nodehosts.adapters.kube.config import load_client_configuration
+    from nodehosts.adapters.kube.nodes import HostnameSource, NodeSource
+    from nodehosts.adapters.kube.reflector import Tuning
+
+    tuning = Tuning(
+        max_page_bytes=daemon.settings.max_page_bytes,
+        max_line_bytes=daemon.settings.max_line_bytes,
+    )
+
+    def configure() -> Configuration:
+        return load_client_configuration(daemon.settings.kubeconfig)
+
+    if daemon.approver is not None:
+        return NodeSource(configure, _ClusterNodes(daemon, generation), tuning=tuning)
+    hostnames = functools.partial(daemon.cluster_hostnames, generation)
+    return HostnameSource(
+        configure,
+        on_synced=lambda names, _version: hostnames(names),
+        on_changed=lambda names, _version: hostnames(names),
+        on_error=functools.partial(daemon.cluster_failed, generation),
+        tuning=tuning,
+    )
+
+
+class _ClusterNodes:
+    """The NodeListener of the whole-Node cluster view (the approver runs)."""
+
+    def __init__(self, daemon: Daemon, generation: int) -> None:
+        self._daemon, self._generation = daemon, generation
+
+    def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        self._daemon.cluster_nodes(self._generation, nodes)
+
+    def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        self._daemon.cluster_nodes(self._generation, nodes)
+
+    def source_error(self, reason: str, message: str) -> None:
+        self._daemon.cluster_failed(self._generation, reason, message)
+
+
 def _csr_approver(daemon: Daemon) -> CsrApprover:
     from nodehosts.adapters.csr_approver import CsrApprover
     from nodehosts.adapters.kube.config import load_client_configuration
@@ -446,6 +596,7 @@ def _csr_approver(daemon: Daemon) -> CsrApprover:
         lambda: load_client_configuration(daemon.settings.kubeconfig),
         policy=daemon.settings.csr_policy,
         metrics=daemon.metrics,
+        shared_cluster=True,  # fed by the daemon's cluster view
     )
 
 

@@ -1,10 +1,10 @@
-"""`nodehosts run --approve-serving-csrs --label-selector ...` when the approver's own
-whole-cluster Node watch crashes (a bug: it retries API errors itself): the daemon must not
-live on approving with a frozen copy of the cluster; it logs the crash and exits non-zero, for
-systemd to restart it.
+"""`nodehosts run --approve-serving-csrs --label-selector ...` when the whole-cluster Node
+watch (the daemon's cluster view, which feeds the approver) crashes (a bug: it retries API
+errors itself): the daemon must not live on approving with a frozen copy of the cluster; it
+logs the crash and exits non-zero, for systemd to restart it.
 
-The bug is injected into the real Node source in the real CLI process (a subclass whose task
-raises a second after it started listing); everything else is real: the client over HTTP
+The bug is injected into the real cluster view source in the real CLI process (a wrapper whose
+task raises a second after it started listing); everything else is real: the client over HTTP
 against the fake API server, the daemon's tasks and its exit code.
 """
 
@@ -22,17 +22,26 @@ from tests.helpers.cluster import fake_api
 TOKEN = "csr-crash-token"
 CHILD = """
 import asyncio, sys
-import nodehosts.adapters.csr_approver as csr_approver
-from nodehosts.adapters.kube.nodes import NodeSource
+import nodehosts.app.daemon as daemon_module
 
-class CrashingNodeSource(NodeSource):
+build = daemon_module._cluster_source
+
+class CrashingClusterSource:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def restart(self):
+        self.inner.restart()
+
     async def run(self):
-        watching = asyncio.create_task(super().run())
+        watching = asyncio.create_task(self.inner.run())
         await asyncio.sleep(1.0)
         watching.cancel()
         raise RuntimeError("bug in the cluster watch")
 
-csr_approver.NodeSource = CrashingNodeSource
+daemon_module._cluster_source = lambda daemon, generation: CrashingClusterSource(
+    build(daemon, generation)
+)
 from nodehosts.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -78,7 +87,8 @@ def test_a_crashed_cluster_watch_ends_the_daemon_with_an_error(tmp_path: Path) -
             events.append(json.loads(line))
         except ValueError:
             continue
-    crashed = [e for e in events if e.get("event") == "csr_cluster_watch_crashed"]
-    assert crashed and "bug in the cluster watch" in crashed[0]["error"], result.stderr
+    crashed = [e for e in events if e.get("event") == "task_failed"]
+    assert crashed and crashed[0]["task"] == "cluster_view", result.stderr
+    assert "bug in the cluster watch" in crashed[0]["error"], result.stderr
     # It got as far as publishing: the crash, not a startup problem, ended it.
     assert any(e.get("event") == "ready" for e in events), result.stderr

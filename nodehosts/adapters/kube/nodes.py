@@ -5,6 +5,10 @@ Contract:
 - `NodeSource(configure, listener)` is a `CollectionSource` of /api/v1/nodes (optionally
   label-selected) parsed into `NodeInfo` (`NodeInventory`: a Node that cannot be parsed is
   logged as `object_rejected` and left out), delivering to a `NodeListener` on the event loop.
+- `HostnameSource(configure, on_synced, on_changed, on_error)`: every Node (no selector), each
+  as its `Hostname` only (`hostname_from_json`): with a label selector, who holds which name
+  outside the selection (`build_publication`'s `hidden`). The mapping it delivers is the same
+  object while no name or Hostname changed; heartbeats call nothing.
 - `list_nodes(configuration)` is one paged LIST of Nodes, for `nodehosts dump` and `run --once`.
 """
 
@@ -18,13 +22,14 @@ import structlog
 
 from nodehosts.adapters.kube.reflector import CollectionSource, Tuning, list_into
 from nodehosts.adapters.kube.transport import KubeTransport
-from nodehosts.core.inventory import NodeInventory
+from nodehosts.core.inventory import Inventory, NodeInventory
 from nodehosts.core.model import NodeInfo
+from nodehosts.core.nodes import BadNode, hostname_from_json
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
 
-__all__ = ["NODES_PATH", "NodeListener", "NodeSource", "list_nodes"]
+__all__ = ["NODES_PATH", "HostnameSource", "NodeListener", "NodeSource", "list_nodes"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +82,33 @@ class NodeSource(CollectionSource[NodeInfo]):
             on_error=listener.source_error,
             on_recovered=getattr(listener, "source_recovered", None),
             label_selector=label_selector,
+            tuning=tuning,
+            rng=rng,
+        )
+
+
+class HostnameSource(CollectionSource[str | None]):
+    """Watches every Node (no selector) for its name and `Hostname` only: the lean view of the
+    Nodes outside a label selection (a Node that cannot be parsed is logged and left out, as
+    in `NodeSource`)."""
+
+    def __init__(
+        self,
+        configure: Callable[[], Configuration],
+        *,
+        on_synced: Callable[[Mapping[str, str | None], str], None],
+        on_changed: Callable[[Mapping[str, str | None], str], None],
+        on_error: Callable[[str, str], None],
+        tuning: Tuning = _DEFAULT_TUNING,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(
+            configure,
+            Inventory(hostname_from_json, errors=(BadNode,), rejected=_rejected_logger(NODES_PATH)),
+            NODES_PATH,
+            on_synced=on_synced,
+            on_changed=on_changed,
+            on_error=on_error,
             tuning=tuning,
             rng=rng,
         )
