@@ -26,7 +26,7 @@ import dns.message
 import dnslib
 
 from bench.dns.names import bench_hosts
-from nodehosts.core.answer import Answerer, ZoneConfig
+from nodehosts.core.dns.answer import Answerer, ZoneConfig
 from nodehosts.core.model import RecordSet
 
 

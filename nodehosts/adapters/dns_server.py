@@ -9,7 +9,7 @@ Contract of `DnsService`:
 - `update(records)` swaps in a new `Answerer` when the records differ from the last ones and
   returns True; the SOA serial moves (time-based, strictly increasing) only then. Until the
   first update, names in the zone get SERVFAIL ("not loaded"), never a cacheable NXDOMAIN.
-- Every datagram and every TCP message goes through `Answerer.handle` (nodehosts.core.answer);
+- Every datagram and every TCP message goes through `Answerer.handle` (nodehosts.core.dns.answer);
   what is not ours is forwarded (nodehosts.adapters.upstream) only for clients inside
   `allow_recursion_from` and only when there are upstreams. Everyone else gets REFUSED for it.
 - TCP (RFC 7766): length-prefixed messages, many per connection, answered as they complete
@@ -42,7 +42,7 @@ import structlog
 
 from nodehosts.adapters.eventloop import loop_name
 from nodehosts.adapters.upstream import Upstreams, UpstreamStats
-from nodehosts.core.answer import AnswerCounts, Answerer, Forward, ZoneConfig, next_serial
+from nodehosts.core.dns.answer import AnswerCounts, Answerer, Forward, ZoneConfig, next_serial
 from nodehosts.core.model import HostChanges, RecordSet
 
 log = structlog.get_logger(__name__)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from nodehosts.core.answer import REFUSED, SERVFAIL, Forward
+from nodehosts.core.dns.answer import REFUSED, SERVFAIL, Forward
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""The DNS answer rules (nodehosts.core.answer), as a resolver would see them on the wire.
+"""The DNS answer rules (nodehosts.core.dns.answer), as a resolver would see them on the wire.
 
 Queries are built and replies parsed with dnspython, so both sides of every check are a real
 DNS implementation's reading of the bytes, not ours.
@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodehosts.core.answer import (
+from nodehosts.core.dns.answer import (
     Answerer,
     Forward,
     ZoneConfig,

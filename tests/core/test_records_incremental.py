@@ -8,7 +8,7 @@ import ipaddress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodehosts.core.answer import Answerer, ZoneConfig
+from nodehosts.core.dns.answer import Answerer, ZoneConfig
 from nodehosts.core.hosts import HostsRenderer, render_hosts
 from nodehosts.core.model import Host, NodeDecision, NodeInfo, Publication
 from nodehosts.core.records import RecordIndex, RecordPolicy, build_publication

@@ -1,0 +1,1 @@
+"""The DNS engine: published records -> pre-encoded replies -> the reply to one query. No I/O."""
