@@ -1,0 +1,8 @@
+"""Old path of the DNS engine, kept only until app.py imports nodehosts.core.dns (issue 14).
+
+Remove this file once nothing imports `nodehosts.core.answer`.
+"""
+
+from nodehosts.core.dns.answer import ZoneConfig
+
+__all__ = ["ZoneConfig"]
