@@ -26,7 +26,8 @@ import dns.message
 import dnslib
 
 from bench.dns.names import bench_hosts
-from nodehosts.core.dns.answer import Answerer, ZoneConfig
+from nodehosts.core.dns.answer import Answerer
+from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.model import RecordSet
 
 

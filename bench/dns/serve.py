@@ -18,7 +18,7 @@ from bench.dns.names import bench_hosts
 from nodehosts import logs
 from nodehosts.adapters.dns_server import DnsService
 from nodehosts.adapters.eventloop import loop_name, run
-from nodehosts.core.dns.answer import ZoneConfig
+from nodehosts.core.dns.zone import ZoneConfig
 
 
 async def serve(names: int, port: int, address: str) -> None:

@@ -42,7 +42,8 @@ import structlog
 
 from nodehosts.adapters.eventloop import loop_name
 from nodehosts.adapters.upstream import Upstreams, UpstreamStats
-from nodehosts.core.dns.answer import AnswerCounts, Answerer, Forward, ZoneConfig, next_serial
+from nodehosts.core.dns.answer import AnswerCounts, Answerer, Forward
+from nodehosts.core.dns.zone import ZoneConfig, next_serial
 from nodehosts.core.model import HostChanges, RecordSet
 
 log = structlog.get_logger(__name__)

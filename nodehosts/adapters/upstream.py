@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from nodehosts.core.dns.answer import REFUSED, SERVFAIL, Forward
+from nodehosts.core.dns.answer import Forward
+from nodehosts.core.dns.wire import REFUSED, SERVFAIL
 
 log = structlog.get_logger(__name__)
 

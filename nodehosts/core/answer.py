@@ -3,6 +3,6 @@
 Remove this file once nothing imports `nodehosts.core.answer`.
 """
 
-from nodehosts.core.dns.answer import ZoneConfig
+from nodehosts.core.dns.zone import ZoneConfig
 
 __all__ = ["ZoneConfig"]

@@ -13,7 +13,8 @@ import pytest
 import structlog
 
 from nodehosts.adapters.upstream import Upstreams
-from nodehosts.core.dns.answer import Answerer, Forward, ZoneConfig
+from nodehosts.core.dns.answer import Answerer, Forward
+from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.model import RecordSet
 from tests.helpers.dnsmasq import Dnsmasq, stand_in_upstream
 from tests.helpers.net import free_port

@@ -22,12 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodehosts.core.dns.answer import (
-    Answerer,
-    Forward,
-    ZoneConfig,
-    next_serial,
-)
+from nodehosts.core.dns.answer import Answerer, Forward
+from nodehosts.core.dns.zone import ZoneConfig, next_serial
 from nodehosts.core.model import Host, RecordSet
 from tests.helpers.records import node_host
 

@@ -8,7 +8,8 @@ import ipaddress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodehosts.core.dns.answer import Answerer, ZoneConfig
+from nodehosts.core.dns.answer import Answerer
+from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.hosts import HostsRenderer, render_hosts
 from nodehosts.core.model import Host, NodeDecision, NodeInfo, Publication
 from nodehosts.core.records import RecordIndex, RecordPolicy, build_publication

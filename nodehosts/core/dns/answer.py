@@ -46,55 +46,58 @@ nameserver's name take the full build. The previous Answerer is never changed.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import operator
 import struct
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import dnslib
 
+from nodehosts.core.dns.wire import (
+    A_IN,
+    AAAA_IN,
+    ANY_IN,
+    BADVERS,
+    CLASS_IN,
+    CLASS_IN_WIRE,
+    EDNS_V0,
+    FORMERR,
+    LONGEST_QUESTION_END,
+    MAX_MESSAGE,
+    NOERROR,
+    NOTIMP,
+    NXDOMAIN,
+    OPT_HEAD,
+    PTR_IN,
+    QNAME_POINTER,
+    QUESTION_ONE,
+    RCODE_NAMES,
+    REFUSED,
+    SERVFAIL,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_NS,
+    TYPE_OPT,
+    TYPE_PTR,
+    TYPE_SOA,
+    ZONE_TRANSFERS,
+    BadName,
+    Reply,
+    Transport,
+    in_zone,
+    name_to_wire,
+    reverse_wire,
+    rr,
+)
+from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.model import Host, HostChanges, IPAddress, RecordSet
 
 T = TypeVar("T")
-Transport = Literal["udp", "tcp"]
-# The reply as it goes on the wire (for TCP without the length prefix).
-Reply: TypeAlias = bytes
-
-TYPE_A, TYPE_NS, TYPE_SOA, TYPE_PTR, TYPE_AAAA, TYPE_OPT = 1, 2, 6, 12, 28, 41
-TYPE_IXFR, TYPE_AXFR, TYPE_ANY = 251, 252, 255
-CLASS_IN = 1
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-# Where the question ends (header 12 + a name of at most 255 bytes + type and class 4).
-_LONGEST_QUESTION_END = 12 + 255 + 4
-BADVERS = 16
-RCODE_NAMES = {
-    NOERROR: "NOERROR",
-    FORMERR: "FORMERR",
-    SERVFAIL: "SERVFAIL",
-    NXDOMAIN: "NXDOMAIN",
-    NOTIMP: "NOTIMP",
-    REFUSED: "REFUSED",
-    BADVERS: "BADVERS",
-}
-# Largest DNS message over TCP (two-byte length prefix).
-MAX_MESSAGE = 65535
-
 _ANY_ORDER = (TYPE_A, TYPE_AAAA, TYPE_PTR, TYPE_SOA, TYPE_NS)
-_QUESTION_ONE = (
-    b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT=1, ANCOUNT=0, NSCOUNT=0, ARCOUNT high byte
-)
-_OPT_HEAD = b"\x00\x00\x29"  # root owner name, TYPE OPT
-_EDNS_V0 = b"\x00\x00"  # extended RCODE 0, version 0
-_CLASS_IN = b"\x00\x01"
-_ZONE_TRANSFERS = (TYPE_AXFR.to_bytes(2, "big"), TYPE_IXFR.to_bytes(2, "big"))
-_QNAME_POINTER = b"\xc0\x0c"  # the question's name always starts at offset 12
-_A_IN, _AAAA_IN, _PTR_IN, _ANY_IN = (
-    struct.pack(">HH", rtype, CLASS_IN) for rtype in (TYPE_A, TYPE_AAAA, TYPE_PTR, TYPE_ANY)
-)
+# Replies per RCODE name: the header RCODEs and BADVERS.
+_RCODE_LABELS = {**RCODE_NAMES, BADVERS: "BADVERS"}
 
 # One way to answer a question under one EDNS mode:
 # (8 header variants indexed by RD | CD<<1 | RA<<2 (flags + counts, 10 bytes each),
@@ -103,91 +106,6 @@ _A_IN, _AAAA_IN, _PTR_IN, _ANY_IN = (
 _Variant: TypeAlias = tuple[tuple[bytes, ...], bytes, int, tuple[bytes, ...], bytes]
 # The variants for no EDNS, EDNS without DO, EDNS with DO; then the RCODE, for counting.
 _Entry: TypeAlias = tuple[_Variant, _Variant, _Variant, int]
-
-
-class BadName(ValueError):
-    """A name that cannot be a DNS name on the wire (label empty or too long, not ASCII)."""
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def name_to_wire(name: str) -> bytes:
-    """`a.b.` or `a.b` -> uncompressed wire form, lower-cased; "" or "." is the root.
-
-    Cached: a rebuild after one Node changed re-encodes only that Node's names.
-    """
-    text = name.rstrip(".").lower()
-    if not text:
-        return b"\x00"
-    out = bytearray()
-    for label in text.split("."):
-        try:
-            raw = label.encode("ascii")
-        except UnicodeEncodeError:
-            raise BadName(f"{name!r}: not ASCII") from None
-        if not 0 < len(raw) < 64:
-            raise BadName(f"{name!r}: empty label or label longer than 63 bytes")
-        out.append(len(raw))
-        out += raw
-    out.append(0)
-    if len(out) > 255:
-        raise BadName(f"{name!r}: longer than 255 bytes")
-    return bytes(out)
-
-
-@dataclass(frozen=True, slots=True)
-class ZoneConfig:
-    """The zone we are authoritative for, and how we answer."""
-
-    domain: str = "node.internal"
-    ttl: int = 30
-    # TTL of NXDOMAIN/NODATA (the SOA's TTL and MINIMUM in those replies).
-    negative_ttl: int = 5
-    # The NS of the apex and the SOA MNAME; "" means ns.<domain>.
-    nameserver: str = ""
-    # Glue for `nameserver` when it is inside the zone and not itself a published name.
-    nameserver_addresses: tuple[IPAddress, ...] = ()
-    # The SOA RNAME as a mailbox (`hostmaster@example.org`) or a name; "" means hostmaster.<domain>.
-    hostmaster: str = ""
-    refresh: int = 3600
-    retry: int = 600
-    expire: int = 86400
-    # The EDNS payload size we announce and the most we send over UDP (DNS flag day 2020).
-    max_udp_payload: int = 1232
-
-    def __post_init__(self) -> None:
-        domain = self.domain.strip().rstrip(".").lower()
-        if not domain:
-            raise ValueError("zone domain: must not be empty (we cannot own the root)")
-        name_to_wire(domain)
-        nameserver = (self.nameserver or f"ns.{domain}").rstrip(".").lower()
-        name_to_wire(nameserver)
-        hostmaster = (self.hostmaster or f"hostmaster.{domain}").rstrip(".").lower()
-        hostmaster = hostmaster.replace("@", ".", 1)
-        name_to_wire(hostmaster)
-        for key in ("ttl", "negative_ttl", "refresh", "retry", "expire"):
-            value = getattr(self, key)
-            if not 0 <= value < 2**31:
-                raise ValueError(f"zone {key}: {value} is not in 0..2147483647")
-        if not 512 <= self.max_udp_payload <= MAX_MESSAGE:
-            raise ValueError(f"zone max_udp_payload: {self.max_udp_payload} is not in 512..65535")
-        object.__setattr__(self, "domain", domain)
-        object.__setattr__(self, "nameserver", nameserver)
-        object.__setattr__(self, "hostmaster", hostmaster)
-        addresses = tuple(ipaddress.ip_address(a) for a in self.nameserver_addresses)
-        object.__setattr__(self, "nameserver_addresses", addresses)
-
-
-def next_serial(previous: int | None, now: float) -> int:
-    """The SOA serial for new content: the Unix time, or previous + 1 if that is not later."""
-    serial = int(now) & 0xFFFFFFFF
-    if previous is not None and not _serial_after(serial, previous):
-        serial = (previous + 1) & 0xFFFFFFFF
-    return serial
-
-
-def _serial_after(a: int, b: int) -> bool:
-    """RFC 1982 serial number arithmetic: is `a` later than `b`?"""
-    return a != b and ((a - b) & 0xFFFFFFFF) < 0x80000000
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +154,7 @@ class AnswerCounts:
         """Replies per RCODE name (NOERROR, NXDOMAIN, ...)."""
         out: dict[str, int] = defaultdict(int)
         for (_, rcode), count in self.replies.items():
-            out[RCODE_NAMES.get(rcode, f"RCODE{rcode}")] += count
+            out[_RCODE_LABELS.get(rcode, f"RCODE{rcode}")] += count
         return dict(out)
 
 
@@ -250,8 +168,8 @@ class _Encoder:
     def __init__(self, max_udp_payload: int, reuse: Mapping[object, object] | None = None) -> None:
         self._opts = (
             b"",
-            _OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0, 0),
-            _OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0x8000, 0),
+            OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0, 0),
+            OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0x8000, 0),
         )
         self._heads: dict[tuple[bool, bool, int, int, int, int], tuple[bytes, ...]] = {}
         self.memo: dict[object, object] = {}
@@ -321,10 +239,6 @@ class _Encoder:
         return (variants[0], variants[1], variants[2], rcode)
 
 
-def _rr(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
-    return owner + struct.pack(">HHIH", rtype, CLASS_IN, ttl, len(rdata)) + rdata
-
-
 class Answerer:
     """Answers queries from one RecordSet; build a new one when the records change.
 
@@ -356,7 +270,7 @@ class Answerer:
         # Names whose records come from several places (SOA, NS, glue, hosts): the apex and the
         # nameserver's name when it is inside the zone.
         self._merged_names = frozenset(
-            {self._apex, nameserver} if self._in_zone(nameserver) else {self._apex}
+            {self._apex, nameserver} if in_zone(nameserver, self._apex) else {self._apex}
         )
         reuse = None
         if previous is not None and previous.zone.max_udp_payload == zone.max_udp_payload:
@@ -381,7 +295,7 @@ class Answerer:
         self._incremental = False
         # Was this one built from `previous` by re-encoding only what changed?
         self.built_from_previous = False
-        negative_soa = _rr(
+        negative_soa = rr(
             self._apex, TYPE_SOA, zone.negative_ttl, self._soa_rdata(zone.negative_ttl)
         )
         self._nodata = encoder.entry(NOERROR, authority=(negative_soa,))
@@ -459,9 +373,9 @@ class Answerer:
             owner = reverse_wire(address)
             if owner in merged_names:
                 incremental = False
-            entry = encoder.entry(NOERROR, answer=(_rr(_QNAME_POINTER, TYPE_PTR, ttl, target),))
+            entry = encoder.entry(NOERROR, answer=(rr(QNAME_POINTER, TYPE_PTR, ttl, target),))
             self._exist(owner, 1)
-            answers[owner + _PTR_IN] = answers[owner + _ANY_IN] = entry
+            answers[owner + PTR_IN] = answers[owner + ANY_IN] = entry
 
         self._merged_extra = tuple(extra)
         self._put_merged(count=True)
@@ -542,13 +456,13 @@ class Answerer:
             owner = reverse_wire(address)
             if owner in merged_names:
                 return False
-            key = owner + _PTR_IN
+            key = owner + PTR_IN
             had = key in answers
             hosts = claims.get(address)
             if hosts:
                 target = name_to_wire(hosts[0].canonical)  # every name was encoded above
                 answers[key] = encoder.entry(
-                    NOERROR, answer=(_rr(_QNAME_POINTER, TYPE_PTR, ttl, target),)
+                    NOERROR, answer=(rr(QNAME_POINTER, TYPE_PTR, ttl, target),)
                 )
                 if not had:
                     self._exist(owner, 1)
@@ -560,7 +474,7 @@ class Answerer:
         # Each changed name gets exactly what `_load` gives it: its host's A/AAAA/ANY, then
         # (a reverse name that is also published) the PTR as ANY.
         for owner in dirty_owners:
-            for type_class in (_A_IN, _AAAA_IN, _ANY_IN):
+            for type_class in (A_IN, AAAA_IN, ANY_IN):
                 answers.pop(owner + type_class, None)
             host = names.get(owner)
             if host is not None:
@@ -569,9 +483,9 @@ class Answerer:
                 )
                 for type_class, entry in by_type:
                     answers[owner + type_class] = entry
-            ptr = answers.get(owner + _PTR_IN)
+            ptr = answers.get(owner + PTR_IN)
             if ptr is not None:
-                answers[owner + _ANY_IN] = ptr
+                answers[owner + ANY_IN] = ptr
 
         self._put_merged(count=False)  # the SOA carries the new serial
         self._incremental = self.built_from_previous = True
@@ -598,7 +512,7 @@ class Answerer:
             if not glue_types:
                 del merged[nameserver]  # neither published nor configured: it does not exist
         glue = tuple(
-            _rr(nameserver, rtype, ttl, rdata)
+            rr(nameserver, rtype, ttl, rdata)
             for rtype in (TYPE_A, TYPE_AAAA)
             for rdata in (glue_types or {}).get(rtype, ())
         )
@@ -606,13 +520,13 @@ class Answerer:
             if count:
                 self._exist(owner, 1)
             for rtype, rdatas in types.items():
-                answer = tuple(_rr(_QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
+                answer = tuple(rr(QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
                 additional = glue if rtype == TYPE_NS else ()
                 answers[owner + struct.pack(">HH", rtype, CLASS_IN)] = encoder.entry(
                     NOERROR, answer=answer, additional=additional
                 )
             any_type = next(t for t in _ANY_ORDER if t in types)
-            answers[owner + _ANY_IN] = answers[owner + struct.pack(">HH", any_type, CLASS_IN)]
+            answers[owner + ANY_IN] = answers[owner + struct.pack(">HH", any_type, CLASS_IN)]
 
     def _address_entries(
         self, addresses: tuple[IPAddress, ...]
@@ -620,13 +534,13 @@ class Answerer:
         """(type + class on the wire, entry) for A, AAAA and ANY of a host's addresses."""
         ttl, encoder = self.zone.ttl, self._encoder
         out: list[tuple[bytes, _Entry]] = []
-        for rtype, type_class in ((TYPE_A, _A_IN), (TYPE_AAAA, _AAAA_IN)):
+        for rtype, type_class in ((TYPE_A, A_IN), (TYPE_AAAA, AAAA_IN)):
             rdatas = [a.packed for a in addresses if (a.version == 4) == (rtype == TYPE_A)]
             if rdatas:
-                answer = tuple(_rr(_QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
+                answer = tuple(rr(QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
                 out.append((type_class, encoder.entry(NOERROR, answer=answer)))
         if out:
-            out.append((_ANY_IN, out[0][1]))  # RFC 8482: one RRset, A before AAAA
+            out.append((ANY_IN, out[0][1]))  # RFC 8482: one RRset, A before AAAA
         return tuple(out)
 
     def _exist(self, owner: bytes, delta: int) -> None:
@@ -657,19 +571,6 @@ class Answerer:
                 else:
                     del existing[parent]
 
-    def _in_zone(self, name: bytes) -> bool:
-        """Is the wire name at or below the apex (on a label boundary)?"""
-        cut = len(name) - len(self._apex)
-        if cut < 0 or not name.endswith(self._apex):
-            return False
-        at = 0
-        while at < cut:
-            length = name[at]
-            if length > 63:
-                return False
-            at += length + 1
-        return at == cut
-
     # --- answering
 
     def handle(
@@ -681,17 +582,17 @@ class Answerer:
             # Fast path: one question, no answer/authority, at most one additional (OPT),
             # QR=0 and OPCODE=QUERY. The name ends at the first zero byte: a dict hit proves
             # the labels walk to exactly that byte, because the key's own labels do.
-            if n > 16 and query[4:11] == _QUESTION_ONE and not query[2] & 0xF8:
+            if n > 16 and query[4:11] == QUESTION_ONE and not query[2] & 0xF8:
                 end = query.find(0, 12) + 5
-                if 16 < end <= _LONGEST_QUESTION_END:
+                if 16 < end <= LONGEST_QUESTION_END:
                     ar = query[11]
                     if ar == 0 and n == end:
                         mode, limit = 0, 512
                     elif (
                         ar == 1
                         and n >= end + 11
-                        and query[end : end + 3] == _OPT_HEAD
-                        and query[end + 5 : end + 7] == _EDNS_V0
+                        and query[end : end + 3] == OPT_HEAD
+                        and query[end + 5 : end + 7] == EDNS_V0
                         and (query[end + 9] << 8 | query[end + 10]) == n - end - 11
                     ):
                         mode = 2 if query[end + 7] & 0x80 else 1
@@ -732,11 +633,11 @@ class Answerer:
 
     def _miss(self, name: bytes, type_class: bytes) -> _Entry | None:
         """NODATA or NXDOMAIN for a question with no positive answer; None if not ours."""
-        if type_class[2:] != _CLASS_IN or type_class[:2] in _ZONE_TRANSFERS:
+        if type_class[2:] != CLASS_IN_WIRE or type_class[:2] in ZONE_TRANSFERS:
             return None
         if name in self._existing:
             return self._nodata
-        if self._in_zone(name):
+        if in_zone(name, self._apex):
             return self._nxdomain
         return None
 
@@ -787,8 +688,8 @@ class Answerer:
             return query[:2] + variant[0][index] + question + variant[1]
         if (
             recursion_allowed
-            and type_class[2:] == _CLASS_IN
-            and type_class[:2] not in _ZONE_TRANSFERS
+            and type_class[2:] == CLASS_IN_WIRE
+            and type_class[:2] not in ZONE_TRANSFERS
         ):
             counts.forwarded += 1
             failure = self._error(
@@ -818,7 +719,7 @@ class Answerer:
         opt = b""
         if edns_do is not None:
             # The upper 8 bits of an extended RCODE (BADVERS) travel in the OPT record.
-            opt = _OPT_HEAD + struct.pack(">HBBHH", self._max_udp, rcode >> 4, 0, edns_do, 0)
+            opt = OPT_HEAD + struct.pack(">HBBHH", self._max_udp, rcode >> 4, 0, edns_do, 0)
         head = bytes((first, second)) + struct.pack(
             ">HHHH", 1 if question else 0, 0, 0, 1 if opt else 0
         )
@@ -867,7 +768,7 @@ def _question_bytes(query: bytes, record: dnslib.DNSRecord) -> bytes | None:
         if length == 0:
             end = at + 5
             # A name longer than 255 bytes (RFC 1035 2.3.4) is malformed: FORMERR.
-            return query[12:end] if end <= min(n, _LONGEST_QUESTION_END) else None
+            return query[12:end] if end <= min(n, LONGEST_QUESTION_END) else None
         if length > 63:
             break  # a compression pointer: rebuild the name from dnslib's labels
         at += length + 1
@@ -879,12 +780,6 @@ def _question_bytes(query: bytes, record: dnslib.DNSRecord) -> bytes | None:
     if len(wire) > 255:
         return None
     return wire + struct.pack(">HH", q.qtype, q.qclass)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def reverse_wire(address: IPAddress) -> bytes:
-    """The PTR owner name of an address, in wire form (cached like `name_to_wire`)."""
-    return name_to_wire(address.reverse_pointer)
 
 
 def rcode_of(reply: Reply) -> int:
