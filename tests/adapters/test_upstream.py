@@ -21,7 +21,7 @@ from tests.helpers.net import free_port
 
 LOCAL = "127.0.0.1"
 # A zone with no records: every name outside it is a Forward, with a proper SERVFAIL fallback.
-ANSWERER = Answerer(RecordSet(), ZoneConfig(), serial=1)
+ANSWERER = Answerer.for_records(RecordSet(), ZoneConfig(), serial=1)
 
 
 @pytest.fixture(scope="module")

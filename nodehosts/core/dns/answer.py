@@ -1,6 +1,8 @@
 """DNS query bytes + published records -> reply bytes, or "forward this upstream". No I/O.
 
-Contract of `Answerer(records, zone, serial=...).handle(query, *, transport, recursion_allowed)`:
+Contract of `Answerer(table).handle(query, *, transport, recursion_allowed)`, where `table` is
+the `AnswerTable` (nodehosts.core.dns.table) of the published records, and
+`Answerer.for_records(records, zone, serial=..., previous=...)` makes both:
 
 - Returns the reply bytes, a `Forward` (the query belongs upstream; `Forward.failure` is the
   SERVFAIL to send if no upstream answers) or None (send nothing). It never raises.
@@ -29,83 +31,47 @@ Contract of `Answerer(records, zone, serial=...).handle(query, *, transport, rec
 - Records None means "not loaded yet": names in the zone get SERVFAIL (not a negative answer a
   resolver would cache), everything else is handled as above.
 
-Speed: every reply the zone can give is encoded once, when the Answerer is built, keyed by the
+Speed: every reply the zone can give is encoded once, when the table is built, keyed by the
 question as it appears on the wire (lower-cased name, type, class). The hot path checks the
 header, finds the end of the name, parses an optional OPT record by hand, does one dict lookup
 and splices the query's ID and question bytes in front of the cached rest. Everything else
 (compressed names, other opcodes, forwards, errors) takes the slow path through dnslib.
-
-Updates: built with `previous=` (the Answerer it replaces), an Answerer copies the previous
-one's tables and re-encodes only the names and reverse names of hosts that were added, removed
-or changed, plus the apex (whose SOA has the new serial), so an update after one Node changed
-costs about a millisecond for 5000 Nodes instead of a full build. The result is exactly what a
-full build gives (tested against one, byte for byte); record sets that are not strictly sorted,
-repeat a name across hosts, publish a name that cannot be encoded or touch the apex or the
-nameserver's name take the full build. The previous Answerer is never changed.
 """
 
 from __future__ import annotations
 
-import operator
 import struct
 from collections import defaultdict
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
 
 import dnslib
 
+from nodehosts.core.dns.table import AnswerTable, Entry
 from nodehosts.core.dns.wire import (
-    A_IN,
-    AAAA_IN,
-    ANY_IN,
     BADVERS,
-    CLASS_IN,
     CLASS_IN_WIRE,
     EDNS_V0,
     FORMERR,
     LONGEST_QUESTION_END,
     MAX_MESSAGE,
-    NOERROR,
     NOTIMP,
-    NXDOMAIN,
     OPT_HEAD,
-    PTR_IN,
-    QNAME_POINTER,
     QUESTION_ONE,
     RCODE_NAMES,
     REFUSED,
     SERVFAIL,
-    TYPE_A,
-    TYPE_AAAA,
-    TYPE_NS,
     TYPE_OPT,
-    TYPE_PTR,
-    TYPE_SOA,
     ZONE_TRANSFERS,
-    BadName,
     Reply,
     Transport,
     in_zone,
-    name_to_wire,
-    reverse_wire,
-    rr,
+    plain_question,
 )
 from nodehosts.core.dns.zone import ZoneConfig
-from nodehosts.core.model import Host, HostChanges, IPAddress, RecordSet
+from nodehosts.core.model import HostChanges, RecordSet
 
-T = TypeVar("T")
-_ANY_ORDER = (TYPE_A, TYPE_AAAA, TYPE_PTR, TYPE_SOA, TYPE_NS)
 # Replies per RCODE name: the header RCODEs and BADVERS.
 _RCODE_LABELS = {**RCODE_NAMES, BADVERS: "BADVERS"}
-
-# One way to answer a question under one EDNS mode:
-# (8 header variants indexed by RD | CD<<1 | RA<<2 (flags + counts, 10 bytes each),
-#  the bytes after the question, their length,
-#  the same two for the truncated (TC) reply).
-_Variant: TypeAlias = tuple[tuple[bytes, ...], bytes, int, tuple[bytes, ...], bytes]
-# The variants for no EDNS, EDNS without DO, EDNS with DO; then the RCODE, for counting.
-_Entry: TypeAlias = tuple[_Variant, _Variant, _Variant, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,97 +124,34 @@ class AnswerCounts:
         return dict(out)
 
 
-class _Encoder:
-    """Builds `_Entry` values, sharing equal pieces (one entry per distinct RRset).
-
-    `reuse` is the previous build's memo: equal inputs give equal entries, so most of a rebuild
-    is dict lookups. Only what the new build uses is carried over, so the memo never grows.
-    """
-
-    def __init__(self, max_udp_payload: int, reuse: Mapping[object, object] | None = None) -> None:
-        self._opts = (
-            b"",
-            OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0, 0),
-            OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0x8000, 0),
-        )
-        self._heads: dict[tuple[bool, bool, int, int, int, int], tuple[bytes, ...]] = {}
-        self.memo: dict[object, object] = {}
-        self._reuse = reuse or {}
-
-    def release_previous(self) -> None:
-        """The build is complete: let go of the previous build's memo, which otherwise kept
-        the previous generation's entries and keys alive as long as this one lives."""
-        self._reuse = {}
-
-    def cached(self, key: object, build: Callable[..., T], *args: Any) -> T:
-        """`build(*args)`, or what it gave for `key` in this build or the previous one."""
-        found = self.memo.get(key)
-        if found is None:
-            found = self._reuse.get(key)
-            if found is None:
-                found = build(*args)
-            self.memo[key] = found
-        return found  # type: ignore[return-value]
-
-    def heads(
-        self, *, aa: bool, tc: bool, rcode: int, an: int, ns: int, ar: int
-    ) -> tuple[bytes, ...]:
-        key = (aa, tc, rcode, an, ns, ar)
-        found = self._heads.get(key)
-        if found is None:
-            counts = struct.pack(">HHHH", 1, an, ns, ar)
-            first = 0x80 | (0x04 if aa else 0) | (0x02 if tc else 0)
-            found = tuple(
-                bytes((first | (i & 1), (0x80 if i & 4 else 0) | (0x10 if i & 2 else 0) | rcode))
-                + counts
-                for i in range(8)
-            )
-            self._heads[key] = found
-        return found
-
-    def entry(
-        self,
-        rcode: int,
-        *,
-        aa: bool = True,
-        answer: tuple[bytes, ...] = (),
-        authority: tuple[bytes, ...] = (),
-        additional: tuple[bytes, ...] = (),
-    ) -> _Entry:
-        key = ("entry", rcode, aa, answer, authority, additional)
-        return self.cached(key, self._entry, rcode, aa, answer, authority, additional)
-
-    def _entry(
-        self,
-        rcode: int,
-        aa: bool,
-        answer: tuple[bytes, ...],
-        authority: tuple[bytes, ...],
-        additional: tuple[bytes, ...],
-    ) -> _Entry:
-        body = b"".join(answer) + b"".join(authority) + b"".join(additional)
-        variants: list[_Variant] = []
-        for mode, opt in enumerate(self._opts):
-            rest = body + opt
-            ar = len(additional) + (1 if mode else 0)
-            heads = self.heads(
-                aa=aa, tc=False, rcode=rcode, an=len(answer), ns=len(authority), ar=ar
-            )
-            tc_heads = self.heads(aa=aa, tc=True, rcode=rcode, an=0, ns=0, ar=1 if mode else 0)
-            variants.append((heads, rest, len(rest), tc_heads, opt))
-        return (variants[0], variants[1], variants[2], rcode)
-
-
 class Answerer:
-    """Answers queries from one RecordSet; build a new one when the records change.
+    """Answers queries from one AnswerTable; make a new one when the records change."""
 
-    `previous` (the Answerer being replaced) makes the build start from it: only what changed
-    is re-encoded (`built_from_previous`), or, when that cannot be done exactly, a full build
-    reuses its encoded replies.
-    """
+    __slots__ = (
+        "_answers",
+        "_apex",
+        "_existing",
+        "_max_udp",
+        "_nodata",
+        "_nxdomain",
+        "counts",
+        "table",
+    )
 
-    def __init__(
-        self,
+    def __init__(self, table: AnswerTable, counts: AnswerCounts | None = None) -> None:
+        self.table = table
+        self.counts = counts if counts is not None else AnswerCounts()
+        # The table's parts the hot path reads, one attribute load each.
+        self._answers = table.answers
+        self._existing = table.existing
+        self._nodata = table.nodata
+        self._nxdomain = table.nxdomain
+        self._apex = table.apex
+        self._max_udp = table.zone.max_udp_payload
+
+    @classmethod
+    def for_records(
+        cls,
         records: RecordSet | None,
         zone: ZoneConfig,
         *,
@@ -257,319 +160,19 @@ class Answerer:
         previous: Answerer | None = None,
         changes: HostChanges | None = None,
         adopt: bool = False,
-    ) -> None:
-        self.zone = zone
-        self.serial = serial
-        self.counts = counts if counts is not None else AnswerCounts()
-        self.loaded = records is not None
-        # Published names that could not be encoded (and so are not answered).
-        self.skipped_names: tuple[str, ...] = ()
-        self._apex = name_to_wire(zone.domain)
-        self._max_udp = zone.max_udp_payload
-        nameserver = name_to_wire(zone.nameserver)
-        # Names whose records come from several places (SOA, NS, glue, hosts): the apex and the
-        # nameserver's name when it is inside the zone.
-        self._merged_names = frozenset(
-            {self._apex, nameserver} if in_zone(nameserver, self._apex) else {self._apex}
+    ) -> Answerer:
+        """An Answerer for `records`, its table updated from `previous`'s when that can be
+        done exactly, else built (`AnswerTable.replacing`; `adopt` as in `AnswerTable.update`:
+        `previous` must not answer again)."""
+        table = AnswerTable.replacing(
+            previous.table if previous is not None else None,
+            records,
+            zone,
+            serial=serial,
+            changes=changes,
+            adopt=adopt,
         )
-        reuse = None
-        if previous is not None and previous.zone.max_udp_payload == zone.max_udp_payload:
-            reuse = previous._encoder.memo
-        self._encoder = encoder = _Encoder(zone.max_udp_payload, reuse)
-        # question (lower-cased name + type + class, as on the wire) -> entry
-        self._answers: dict[bytes, _Entry] = {}
-        # name -> how many published names, reverse names and merged names are at or below it,
-        # for every name that exists (incl. empty non-terminals); they answer NODATA
-        self._existing: dict[bytes, int] = {}
-        # What a later build needs to start from this one instead of from scratch:
-        self._records = records
-        # published name (not a merged one) -> its host
-        self._names: dict[bytes, Host] = {}
-        # address -> the hosts listing it, in record order (the first gets the PTR). The lists
-        # are shared with later builds: replaced, never changed in place.
-        self._claims: dict[IPAddress, list[Host]] = {}
-        # (owner, type, rdata) the hosts add to merged names, in record order
-        self._merged_extra: tuple[tuple[bytes, int, bytes], ...] = ()
-        # Can a later build start from this one? Only for sorted records with unique, valid
-        # names (anything else is rare and takes a full build).
-        self._incremental = False
-        # Was this one built from `previous` by re-encoding only what changed?
-        self.built_from_previous = False
-        negative_soa = rr(
-            self._apex, TYPE_SOA, zone.negative_ttl, self._soa_rdata(zone.negative_ttl)
-        )
-        self._nodata = encoder.entry(NOERROR, authority=(negative_soa,))
-        if records is None:
-            self._nxdomain = encoder.entry(SERVFAIL, aa=False)
-        else:
-            self._nxdomain = encoder.entry(NXDOMAIN, authority=(negative_soa,))
-            if not (
-                previous is not None
-                and previous._incremental
-                and previous.zone == zone
-                and self._update(previous, records, changes, adopt=adopt)
-            ):
-                self._answers, self._existing = {}, {}
-                self._names, self._claims = {}, {}
-                self._load(records)
-        encoder.release_previous()
-
-    @property
-    def name_count(self) -> int:
-        """How many names exist (answered NOERROR): published, reverse, apex, in between."""
-        return len(self._existing)
-
-    # --- building
-
-    def _soa_rdata(self, minimum: int) -> bytes:
-        zone = self.zone
-        return (
-            name_to_wire(zone.nameserver)
-            + name_to_wire(zone.hostmaster)
-            + struct.pack(">IIIII", self.serial, zone.refresh, zone.retry, zone.expire, minimum)
-        )
-
-    def _load(self, records: RecordSet) -> None:
-        """Build everything from `records` (the first build, or one that cannot reuse)."""
-        ttl, encoder, merged_names = self.zone.ttl, self._encoder, self._merged_names
-        answers, names, claims = self._answers, self._names, self._claims
-        skipped: list[str] = []
-        extra: list[tuple[bytes, int, bytes]] = []
-        incremental = True
-        last = ""
-        for host in records.hosts:
-            if not host.names or host.names[0] <= last:
-                incremental = False  # not strictly sorted by canonical name
-            else:
-                last = host.names[0]
-            by_type = encoder.cached(
-                ("host", ttl, host.addresses), self._address_entries, host.addresses
-            )
-            for name in host.names:
-                try:
-                    owner = name_to_wire(name)
-                except BadName:
-                    skipped.append(name)
-                    continue
-                if owner in merged_names:
-                    for address in host.addresses:
-                        rtype = TYPE_A if address.version == 4 else TYPE_AAAA
-                        extra.append((owner, rtype, address.packed))
-                    continue
-                if owner in names:
-                    incremental = False  # a name of two hosts: the last one's types win
-                names[owner] = host
-                self._exist(owner, 1)
-                for type_class, entry in by_type:
-                    answers[owner + type_class] = entry
-            for address in host.addresses:
-                claims.setdefault(address, []).append(host)
-
-        for address, hosts in claims.items():
-            try:
-                target = name_to_wire(hosts[0].canonical)
-            except BadName:
-                continue
-            owner = reverse_wire(address)
-            if owner in merged_names:
-                incremental = False
-            entry = encoder.entry(NOERROR, answer=(rr(QNAME_POINTER, TYPE_PTR, ttl, target),))
-            self._exist(owner, 1)
-            answers[owner + PTR_IN] = answers[owner + ANY_IN] = entry
-
-        self._merged_extra = tuple(extra)
-        self._put_merged(count=True)
-        self.skipped_names = tuple(skipped)
-        self._incremental = incremental and not skipped
-
-    def _update(
-        self, previous: Answerer, records: RecordSet, changes: HostChanges | None, *, adopt: bool
-    ) -> bool:
-        """Start from `previous`: re-encode only the names and addresses of hosts that changed.
-
-        The changed hosts are `changes` when it leads from `previous`'s records to `records`
-        (no walk over every host), else found by comparing both record sets.
-        False (and this Answerer half-built) when that cannot give what `_load` would: the
-        caller then builds from scratch. `previous` is never changed, except with `adopt` and
-        such `changes`: then its tables are taken over and changed in place instead of copied
-        (a copy is O(all names), ~2 ms at 5000 nodes, the bulk of a change), and `previous`
-        must not answer again; no later build starts from it. `DnsService` swaps it out at
-        once, on the loop thread, so no query sees a table half-changed.
-        """
-        if changes is not None and changes.before is previous._records and changes.after is records:
-            removed, added = changes.removed, changes.added
-            adopted = adopt
-        else:
-            adopted = False
-            found = _changed_hosts(previous._records.hosts, records.hosts)  # type: ignore[union-attr]
-            if found is None:
-                return False
-            removed, added = found
-        ttl, encoder, merged_names = self.zone.ttl, self._encoder, self._merged_names
-        if adopted:
-            previous._incremental = False
-            self._answers = answers = previous._answers
-            self._existing = previous._existing
-            self._names = names = previous._names
-            self._claims = claims = previous._claims
-        else:
-            self._answers = answers = previous._answers.copy()
-            self._existing = previous._existing.copy()
-            self._names = names = previous._names.copy()
-            self._claims = claims = previous._claims.copy()
-        self._merged_extra = previous._merged_extra
-        dirty_owners: dict[bytes, None] = {}
-        dirty_addresses: dict[IPAddress, None] = {}
-        for host in removed:
-            for name in host.names:
-                owner = name_to_wire(name)  # previous had no skipped names
-                if owner in merged_names or names.get(owner) is not host:
-                    return False
-                del names[owner]
-                self._exist(owner, -1)
-                dirty_owners[owner] = None
-            for address in host.addresses:
-                left = [other for other in claims[address] if other is not host]
-                if left:
-                    claims[address] = left
-                else:
-                    del claims[address]
-                dirty_addresses[address] = None
-        for host in added:
-            for name in host.names:
-                try:
-                    owner = name_to_wire(name)
-                except BadName:
-                    return False
-                if owner in merged_names or owner in names:
-                    return False
-                names[owner] = host
-                self._exist(owner, 1)
-                dirty_owners[owner] = None
-            for address in host.addresses:
-                claims[address] = sorted(
-                    (*claims.get(address, ()), host), key=lambda other: other.names[0]
-                )
-                dirty_addresses[address] = None
-
-        for address in dirty_addresses:
-            owner = reverse_wire(address)
-            if owner in merged_names:
-                return False
-            key = owner + PTR_IN
-            had = key in answers
-            hosts = claims.get(address)
-            if hosts:
-                target = name_to_wire(hosts[0].canonical)  # every name was encoded above
-                answers[key] = encoder.entry(
-                    NOERROR, answer=(rr(QNAME_POINTER, TYPE_PTR, ttl, target),)
-                )
-                if not had:
-                    self._exist(owner, 1)
-            elif had:
-                del answers[key]
-                self._exist(owner, -1)
-            dirty_owners[owner] = None
-
-        # Each changed name gets exactly what `_load` gives it: its host's A/AAAA/ANY, then
-        # (a reverse name that is also published) the PTR as ANY.
-        for owner in dirty_owners:
-            for type_class in (A_IN, AAAA_IN, ANY_IN):
-                answers.pop(owner + type_class, None)
-            host = names.get(owner)
-            if host is not None:
-                by_type = encoder.cached(
-                    ("host", ttl, host.addresses), self._address_entries, host.addresses
-                )
-                for type_class, entry in by_type:
-                    answers[owner + type_class] = entry
-            ptr = answers.get(owner + PTR_IN)
-            if ptr is not None:
-                answers[owner + ANY_IN] = ptr
-
-        self._put_merged(count=False)  # the SOA carries the new serial
-        self._incremental = self.built_from_previous = True
-        return True
-
-    def _put_merged(self, *, count: bool) -> None:
-        """The apex and the nameserver's name: SOA, NS, glue, hosts' addresses, merged."""
-        zone, apex, encoder, answers = self.zone, self._apex, self._encoder, self._answers
-        ttl = zone.ttl
-        nameserver = name_to_wire(zone.nameserver)
-        merged: dict[bytes, dict[int, list[bytes]]] = {
-            apex: {TYPE_SOA: [self._soa_rdata(zone.negative_ttl)], TYPE_NS: [nameserver]}
-        }
-        if nameserver != apex and nameserver in self._merged_names:
-            merged[nameserver] = {}
-        for owner, rtype, rdata in self._merged_extra:
-            merged[owner].setdefault(rtype, []).append(rdata)
-
-        glue_types = merged.get(nameserver)
-        if glue_types is not None and not glue_types:
-            for address in zone.nameserver_addresses:
-                rtype = TYPE_A if address.version == 4 else TYPE_AAAA
-                glue_types.setdefault(rtype, []).append(address.packed)
-            if not glue_types:
-                del merged[nameserver]  # neither published nor configured: it does not exist
-        glue = tuple(
-            rr(nameserver, rtype, ttl, rdata)
-            for rtype in (TYPE_A, TYPE_AAAA)
-            for rdata in (glue_types or {}).get(rtype, ())
-        )
-        for owner, types in merged.items():
-            if count:
-                self._exist(owner, 1)
-            for rtype, rdatas in types.items():
-                answer = tuple(rr(QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
-                additional = glue if rtype == TYPE_NS else ()
-                answers[owner + struct.pack(">HH", rtype, CLASS_IN)] = encoder.entry(
-                    NOERROR, answer=answer, additional=additional
-                )
-            any_type = next(t for t in _ANY_ORDER if t in types)
-            answers[owner + ANY_IN] = answers[owner + struct.pack(">HH", any_type, CLASS_IN)]
-
-    def _address_entries(
-        self, addresses: tuple[IPAddress, ...]
-    ) -> tuple[tuple[bytes, _Entry], ...]:
-        """(type + class on the wire, entry) for A, AAAA and ANY of a host's addresses."""
-        ttl, encoder = self.zone.ttl, self._encoder
-        out: list[tuple[bytes, _Entry]] = []
-        for rtype, type_class in ((TYPE_A, A_IN), (TYPE_AAAA, AAAA_IN)):
-            rdatas = [a.packed for a in addresses if (a.version == 4) == (rtype == TYPE_A)]
-            if rdatas:
-                answer = tuple(rr(QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
-                out.append((type_class, encoder.entry(NOERROR, answer=answer)))
-        if out:
-            out.append((ANY_IN, out[0][1]))  # RFC 8482: one RRset, A before AAAA
-        return tuple(out)
-
-    def _exist(self, owner: bytes, delta: int) -> None:
-        """Count `owner` and the names between it and the apex in (+1) or out (-1).
-
-        Those names exist (NODATA, not NXDOMAIN: RFC 8020) while anything at or below them does.
-        """
-        existing = self._existing
-        count = existing.get(owner, 0) + delta
-        if count:
-            existing[owner] = count
-        else:
-            del existing[owner]
-        cut = len(owner) - len(self._apex)
-        if cut <= 0 or not owner.endswith(self._apex):
-            return
-        parents: list[int] = []
-        at = owner[0] + 1
-        while at < cut:
-            parents.append(at)
-            at += owner[at] + 1
-        if at == cut:
-            for start in parents:
-                parent = owner[start:]
-                count = existing.get(parent, 0) + delta
-                if count:
-                    existing[parent] = count
-                else:
-                    del existing[parent]
+        return cls(table, counts)
 
     # --- answering
 
@@ -581,7 +184,8 @@ class Answerer:
             n = len(query)
             # Fast path: one question, no answer/authority, at most one additional (OPT),
             # QR=0 and OPCODE=QUERY. The name ends at the first zero byte: a dict hit proves
-            # the labels walk to exactly that byte, because the key's own labels do.
+            # the labels walk to exactly that byte, because the key's own labels do (so a hit
+            # sees what wire.plain_question would give, without walking the labels).
             if n > 16 and query[4:11] == QUESTION_ONE and not query[2] & 0xF8:
                 end = query.find(0, 12) + 5
                 if 16 < end <= LONGEST_QUESTION_END:
@@ -612,7 +216,7 @@ class Answerer:
                         if entry is None:
                             entry = self._miss(key[:-4], question[-4:])
                         if entry is not None:
-                            variant = entry[mode]
+                            variant = entry.variants[mode]
                             if transport != "udp":
                                 limit = MAX_MESSAGE
                             index = (
@@ -620,10 +224,12 @@ class Answerer:
                                 | ((query[3] & 0x10) >> 3)
                                 | (4 if recursion_allowed else 0)
                             )
-                            self.counts.replies[(question[-4:-2], entry[3])] += 1
-                            if end + variant[2] > limit:
-                                return query[:2] + variant[3][index] + question + variant[4]
-                            return query[:2] + variant[0][index] + question + variant[1]
+                            self.counts.replies[(question[-4:-2], entry.rcode)] += 1
+                            if end + variant.size > limit:
+                                return (
+                                    query[:2] + variant.tc_heads[index] + question + variant.tc_rest
+                                )
+                            return query[:2] + variant.heads[index] + question + variant.rest
             return self._slow(query, transport, recursion_allowed)
         except Exception:  # a bug of ours: answer SERVFAIL rather than nothing
             self.counts.errors += 1
@@ -631,7 +237,7 @@ class Answerer:
                 return None
             return query[:2] + bytes((0x80 | (query[2] & 0x79), SERVFAIL)) + bytes(8)
 
-    def _miss(self, name: bytes, type_class: bytes) -> _Entry | None:
+    def _miss(self, name: bytes, type_class: bytes) -> Entry | None:
         """NODATA or NXDOMAIN for a question with no positive answer; None if not ours."""
         if type_class[2:] != CLASS_IN_WIRE or type_class[:2] in ZONE_TRANSFERS:
             return None
@@ -655,7 +261,7 @@ class Answerer:
             record = dnslib.DNSRecord.parse(query)
         except Exception:  # dnslib raises many types on malformed input; all are the peer's fault
             return self._error(query, NOTIMP if opcode else FORMERR, ra=recursion_allowed)
-        question = _question_bytes(query, record)
+        question = _question(query, record)
         opts = [rr for rr in record.ar if rr.rtype == TYPE_OPT]
         edns_do: int | None = None
         if len(opts) == 1 and not opts[0].rname.label:
@@ -680,12 +286,12 @@ class Answerer:
         name = question[:-4].lower()
         entry = self._answers.get(name + type_class) or self._miss(name, type_class)
         if entry is not None:
-            variant = entry[mode]
+            variant = entry.variants[mode]
             index = (query[2] & 1) | ((query[3] & 0x10) >> 3) | (4 if recursion_allowed else 0)
-            counts.replies[(type_class[:2], entry[3])] += 1
-            if 12 + len(question) + variant[2] > limit:
-                return query[:2] + variant[3][index] + question + variant[4]
-            return query[:2] + variant[0][index] + question + variant[1]
+            counts.replies[(type_class[:2], entry.rcode)] += 1
+            if 12 + len(question) + variant.size > limit:
+                return query[:2] + variant.tc_heads[index] + question + variant.tc_rest
+            return query[:2] + variant.heads[index] + question + variant.rest
         if (
             recursion_allowed
             and type_class[2:] == CLASS_IN_WIRE
@@ -728,60 +334,19 @@ class Answerer:
         return query[:2] + head + (question or b"") + opt
 
 
-def _changed_hosts(
-    old: tuple[Host, ...], new: tuple[Host, ...]
-) -> tuple[list[Host], list[Host]] | None:
-    """(hosts only in `old`, hosts only in `new`), both sorted by canonical name; None if `new`
-    is not strictly sorted by canonical name (`old` must be)."""
-    canonical = [host.names[0] for host in new if host.names]
-    if len(canonical) != len(new) or any(map(operator.ge, canonical, canonical[1:])):
-        return None
-    removed: list[Host] = []
-    added: list[Host] = []
-    i = j = 0
-    n_old, n_new = len(old), len(new)
-    while i < n_old and j < n_new:
-        a, b = old[i], new[j]
-        if a is b or a == b:
-            i += 1
-            j += 1
-            continue
-        name_a, name_b = a.names[0], canonical[j]
-        if name_a <= name_b:
-            removed.append(a)
-            i += 1
-        if name_b <= name_a:
-            added.append(b)
-            j += 1
-    removed.extend(old[i:])
-    added.extend(new[j:])
-    return removed, added
-
-
-def _question_bytes(query: bytes, record: dnslib.DNSRecord) -> bytes | None:
-    """The one question as sent (or re-encoded, uncompressed, if it used a pointer)."""
+def _question(query: bytes, record: dnslib.DNSRecord) -> bytes | None:
+    """The one question as sent, or re-encoded (uncompressed) from dnslib's reading of it if
+    its name used a compression pointer; None if there is not exactly one or it is too long."""
     if len(record.questions) != 1:
         return None
-    at, n = 12, len(query)
-    while at < n:
-        length = query[at]
-        if length == 0:
-            end = at + 5
-            # A name longer than 255 bytes (RFC 1035 2.3.4) is malformed: FORMERR.
-            return query[12:end] if end <= min(n, LONGEST_QUESTION_END) else None
-        if length > 63:
-            break  # a compression pointer: rebuild the name from dnslib's labels
-        at += length + 1
+    question = plain_question(query)
+    if question is not None:
+        return question
     q = record.questions[0]
     labels: tuple[bytes, ...] = q.qname.label
     if any(not 0 < len(label) < 64 for label in labels):
         return None
     wire = b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
-    if len(wire) > 255:
+    if len(wire) > 255:  # RFC 1035 2.3.4: FORMERR
         return None
     return wire + struct.pack(">HH", q.qtype, q.qclass)
-
-
-def rcode_of(reply: Reply) -> int:
-    """The (4-bit header) RCODE of a reply."""
-    return reply[3] & 0x0F
