@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodehosts.core.dns.answer import Answerer, Forward
+from nodehosts.core.dns.table import AnswerTable
 from nodehosts.core.dns.zone import ZoneConfig, next_serial
 from nodehosts.core.model import Host, RecordSet
 from tests.helpers.records import node_host
@@ -624,6 +625,22 @@ def test_the_random_changes_do_take_the_incremental_path() -> None:
     assert answers(ask(second, "worker-1")) == ["10.240.0.1"]
     ptr = ask(second, dns.reversename.from_address("10.240.0.1").to_text(), "PTR")
     assert [rr.target.to_text() for rr in ptr.answer[0]] == ["worker-0.node.internal."]
+
+
+def test_an_update_that_cannot_be_exact_returns_nothing_and_leaves_the_previous_answering() -> None:
+    """A name moving to a host that also keeps it elsewhere cannot be updated exactly: update
+    gives None (never a half-built table), the previous table answers as before, and
+    `replacing` falls back to a full build."""
+    previous = AnswerTable.build(RECORDS, ZONE, serial=SERIAL)
+    before = {name: previous.answers.get(name) for name in previous.answers}
+    # worker-0 published by two hosts: the full build lets the last one win, update cannot.
+    twice = RecordSet((*RECORDS.hosts, node_host("worker-0", "10.240.9.9")))
+    assert AnswerTable.update(previous, twice, serial=SERIAL + 1) is None
+    assert previous.answers == before
+    assert answers(ask(Answerer(previous), "worker-0")) == ["10.240.0.101"]
+    replaced = AnswerTable.replacing(previous, twice, ZONE, serial=SERIAL + 1)
+    assert not replaced.built_from_previous
+    assert replaced.answers == AnswerTable.build(twice, ZONE, serial=SERIAL + 1).answers
 
 
 # --- property tests: the handler never raises and what it says is DNS
