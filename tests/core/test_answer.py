@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from nodehosts.core.dns.answer import Answerer, Forward
 from nodehosts.core.dns.table import AnswerTable
 from nodehosts.core.dns.zone import ZoneConfig, next_serial
-from nodehosts.core.model import Host, RecordSet
+from nodehosts.core.model import Host, HostChanges, RecordSet
 from tests.helpers.records import node_host
 
 ip = ipaddress.ip_address
@@ -641,6 +641,29 @@ def test_an_update_that_cannot_be_exact_returns_nothing_and_leaves_the_previous_
     replaced = AnswerTable.replacing(previous, twice, ZONE, serial=SERIAL + 1)
     assert not replaced.built_from_previous
     assert replaced.answers == AnswerTable.build(twice, ZONE, serial=SERIAL + 1).answers
+
+
+def test_an_adopting_update_that_cannot_be_exact_changes_nothing() -> None:
+    """With adopt, an update changes the previous table's dicts in place; one that finds it
+    cannot be exact (here: the added host's name is taken by a host that stays) must return
+    before touching them, so the previous table still answers and can still be updated."""
+    previous = AnswerTable.build(RECORDS, ZONE, serial=SERIAL)
+    before = dict(previous.answers)
+    extra = node_host("worker-1", "10.240.9.9")
+    clash = RecordSet((*RECORDS.hosts, extra))
+    changes = HostChanges(before=RECORDS, after=clash, removed=(), added=(extra,))
+    assert (
+        AnswerTable.update(previous, clash, serial=SERIAL + 1, changes=changes, adopt=True) is None
+    )
+    assert previous.answers == before
+    assert answers(ask(Answerer(previous), "worker-1")) == ["10.240.0.102"]
+    moved = RecordSet(
+        tuple(
+            sorted((*RECORDS.hosts, node_host("worker-9", "10.240.9.9")), key=lambda h: h.canonical)
+        )
+    )
+    later = AnswerTable.update(previous, moved, serial=SERIAL + 1)
+    assert later is not None and later.built_from_previous
 
 
 # --- property tests: the handler never raises and what it says is DNS

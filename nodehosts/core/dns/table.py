@@ -11,11 +11,12 @@ Contract:
   sorted, repeat a name across hosts, publish a name that cannot be encoded or touch the apex or
   the nameserver's name); `AnswerTable.replacing` is "update, else build reusing the previous
   table's encoded replies". The result is byte for byte what a full build gives (tested).
-- Either returns a complete table or nothing: the work happens in a private builder that is
-  dropped on failure. A table is never changed after it is returned, with one exception:
+- Either returns a complete table or nothing, and nothing changes when it returns nothing:
+  whether the update can be exact is checked before anything is changed, and the work happens
+  in a private builder. A table is never changed after it is returned, with one exception:
   `update(..., adopt=True)` with `changes` that lead from `previous`'s records takes over
   `previous`'s dicts and changes them in place (a copy is O(all names), ~2 ms at 5000 nodes,
-  the bulk of a change). `previous` must then not answer again, whatever the outcome, and no
+  the bulk of a change). When that update succeeds, `previous` must not answer again and no
   later update starts from it. `DnsService` swaps it out at once, on the loop thread, so no
   query sees a table half-changed. Without `adopt`, `previous` is only read (a worker thread
   may build while the loop answers from it).
@@ -434,7 +435,10 @@ class _Builder:
             if found is None:
                 return None
             removed, added = found
-        ttl, encoder, merged_names = self.zone.ttl, self.encoder, self.merged_names
+        if not self._exact(previous._names, removed, added):
+            return None
+        # From here on nothing can fail: `previous` is changed (adopted) only when it succeeds.
+        ttl, encoder = self.zone.ttl, self.encoder
         if adopted:
             previous._incremental = False
             self.answers = answers = previous.answers
@@ -451,9 +455,7 @@ class _Builder:
         dirty_addresses: dict[IPAddress, None] = {}
         for host in removed:
             for name in host.names:
-                owner = name_to_wire(name)  # previous had no skipped names
-                if owner in merged_names or names.get(owner) is not host:
-                    return None
+                owner = name_to_wire(name)
                 del names[owner]
                 self._exist(owner, -1)
                 dirty_owners[owner] = None
@@ -466,12 +468,7 @@ class _Builder:
                 dirty_addresses[address] = None
         for host in added:
             for name in host.names:
-                try:
-                    owner = name_to_wire(name)
-                except BadName:
-                    return None
-                if owner in merged_names or owner in names:
-                    return None
+                owner = name_to_wire(name)
                 names[owner] = host
                 self._exist(owner, 1)
                 dirty_owners[owner] = None
@@ -483,8 +480,6 @@ class _Builder:
 
         for address in dirty_addresses:
             owner = reverse_wire(address)
-            if owner in merged_names:
-                return None
             key = owner + PTR_IN
             had = key in answers
             hosts = claims.get(address)
@@ -513,6 +508,44 @@ class _Builder:
 
         self._put_merged(count=False)  # the SOA carries the new serial
         return self.finish(records, incremental=True, built_from_previous=True)
+
+    def _exact(
+        self, names: Mapping[bytes, Host], removed: Sequence[Host], added: Sequence[Host]
+    ) -> bool:
+        """Can `update` give exactly what `load` gives for these changes? Checked before
+        anything is changed, so that a None from `update` leaves everything as it was.
+
+        Not when a removed host does not own its names in `names`, an added name cannot be
+        encoded or is taken (by a host that stays, or twice), or a name or reverse name is
+        the apex's or the nameserver's (merged from several places: a full build)."""
+        merged_names = self.merged_names
+        gone: set[bytes] = set()
+        for host in removed:
+            for name in host.names:
+                owner = name_to_wire(name)  # the previous table had no unencodable names
+                if owner in merged_names or owner in gone or names.get(owner) is not host:
+                    return False
+                gone.add(owner)
+        taken: set[bytes] = set()
+        for host in added:
+            for name in host.names:
+                try:
+                    owner = name_to_wire(name)
+                except BadName:
+                    return False
+                if (
+                    owner in merged_names
+                    or owner in taken
+                    or (owner in names and owner not in gone)
+                ):
+                    return False
+                taken.add(owner)
+        return not any(
+            reverse_wire(address) in merged_names
+            for hosts in (removed, added)
+            for host in hosts
+            for address in host.addresses
+        )
 
     def _put_merged(self, *, count: bool) -> None:
         """The apex and the nameserver's name: SOA, NS, glue, hosts' addresses, merged."""
