@@ -8,11 +8,14 @@ Usage (from the root of each checkout, with the same interpreter, alternating):
 On a shared machine wall-clock timings (hotpath.py) swing by 2x between runs; the process's
 CPU time (`time.process_time`, best of 40 runs of 20,000 calls) moves by ~2%. It imports the
 checkout it runs in (the current directory), through the API of issue 14's `core/dns`
-package or, before it, `core/answer.py`. Prints one line: build ms, then us per query.
+package or, before it, `core/answer.py`. Prints one line: build ms, us per query, and the
+update after one Node changed at 5000 Nodes as DnsService.update makes it (adopting).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import sys
 import time
 import timeit
@@ -25,21 +28,44 @@ sys.path.insert(0, str(Path.cwd()))
 import dns.message
 
 from bench.dns.names import bench_hosts
-from nodehosts.core.model import RecordSet
+from nodehosts.core.model import HostChanges, RecordSet
 
-make: Callable[[RecordSet, Any], Any]
+make: Callable[..., Any]
 try:
     from nodehosts.core.dns.answer import Answerer
     from nodehosts.core.dns.zone import ZoneConfig
 
-    def make(records: RecordSet, zone: Any) -> Any:
-        return Answerer.for_records(records, zone, serial=1)
+    def make(records: RecordSet, zone: Any, serial: int = 1, **previous: Any) -> Any:
+        return Answerer.for_records(records, zone, serial=serial, **previous)
 
 except ImportError:  # a checkout from before the split
     from nodehosts.core.answer import Answerer, ZoneConfig  # type: ignore[no-redef,attr-defined]  # old layout
 
-    def make(records: RecordSet, zone: Any) -> Any:
-        return Answerer(records, zone, serial=1)
+    def make(records: RecordSet, zone: Any, serial: int = 1, **previous: Any) -> Any:
+        return Answerer(records, zone, serial=serial, **previous)
+
+
+def adopting_update(nodes: int) -> float:
+    """Best CPU time of what DnsService.update does after one Node changed: an update from
+    the previous answerer with the changed hosts, taking over its tables (adopt)."""
+    records = bench_hosts(nodes)
+    hosts = list(records.hosts)
+    middle = len(hosts) // 2
+    old = hosts[middle]
+    new = dataclasses.replace(old, addresses=(ipaddress.ip_address("10.99.0.1"),))
+    hosts[middle] = new
+    changed = RecordSet(tuple(hosts))
+    zone = ZoneConfig()
+    answerer = make(records, zone)
+    times = []
+    for serial in range(2, 52):
+        before, after = (records, changed) if serial % 2 else (changed, records)
+        removed, added = (old, new) if serial % 2 else (new, old)
+        changes = HostChanges(before=before, after=after, removed=(removed,), added=(added,))
+        started = time.process_time()
+        answerer = make(after, zone, serial, previous=answerer, changes=changes, adopt=True)
+        times.append(time.process_time() - started)
+    return min(times)
 
 
 def main() -> None:
@@ -68,6 +94,7 @@ def main() -> None:
             )
         )
         out.append(f"{label} {best / 20_000 * 1e6:.3f} us")
+    out.append(f"adopting update at 5000 nodes {adopting_update(5000) * 1e3:.3f} ms")
     print(f"{Path.cwd()}: " + ", ".join(out))
 
 

@@ -1,8 +1,8 @@
 """DNS query bytes + published records -> reply bytes, or "forward this upstream". No I/O.
 
 Contract of `Answerer(table).handle(query, *, transport, recursion_allowed)`, where `table` is
-the `AnswerTable` (nodehosts.core.dns.table) of the published records, and
-`Answerer.for_records(records, zone, serial=..., previous=...)` makes both:
+the `AnswerTable` (nodehosts.core.dns.table) of the published records (`Answerer.for_records(
+records, zone, serial=..., previous=...)` makes the table and the Answerer in one call):
 
 - Returns the reply bytes, a `Forward` (the query belongs upstream; `Forward.failure` is the
   SERVFAIL to send if no upstream answers) or None (send nothing). It never raises.
