@@ -116,20 +116,17 @@ class _Encoder:
             self.memo[key] = found
         return found  # type: ignore[return-value]  # the memo holds what `build` gave for `key`
 
-    def heads(
-        self, *, aa: bool, tc: bool, rcode: int, an: int, ns: int, ar: int
-    ) -> tuple[bytes, ...]:
-        key = (aa, tc, rcode, an, ns, ar)
-        found = self._heads.get(key)
-        if found is None:
-            counts = struct.pack(">HHHH", 1, an, ns, ar)
-            first = 0x80 | (0x04 if aa else 0) | (0x02 if tc else 0)
-            found = tuple(
-                bytes((first | (i & 1), (0x80 if i & 4 else 0) | (0x10 if i & 2 else 0) | rcode))
-                + counts
-                for i in range(8)
-            )
-            self._heads[key] = found
+    def _make_heads(self, key: tuple[bool, bool, int, int, int, int]) -> tuple[bytes, ...]:
+        """The 8 headers (flags + counts) for (AA, TC, RCODE, ANCOUNT, NSCOUNT, ARCOUNT)."""
+        aa, tc, rcode, an, ns, ar = key
+        counts = struct.pack(">HHHH", 1, an, ns, ar)
+        first = 0x80 | (0x04 if aa else 0) | (0x02 if tc else 0)
+        found = tuple(
+            bytes((first | (i & 1), (0x80 if i & 4 else 0) | (0x10 if i & 2 else 0) | rcode))
+            + counts
+            for i in range(8)
+        )
+        self._heads[key] = found
         return found
 
     def entry(
@@ -153,14 +150,16 @@ class _Encoder:
         additional: tuple[bytes, ...],
     ) -> Entry:
         body = b"".join(answer) + b"".join(authority) + b"".join(additional)
+        an, ns, ar = len(answer), len(authority), len(additional)
+        known = self._heads  # looked up inline: this runs once per distinct RRset
         variants: list[Variant] = []
         for mode, opt in enumerate(self._opts):
             rest = body + opt
-            ar = len(additional) + (1 if mode else 0)
-            heads = self.heads(
-                aa=aa, tc=False, rcode=rcode, an=len(answer), ns=len(authority), ar=ar
-            )
-            tc_heads = self.heads(aa=aa, tc=True, rcode=rcode, an=0, ns=0, ar=1 if mode else 0)
+            edns = 1 if mode else 0
+            key = (aa, False, rcode, an, ns, ar + edns)
+            heads = known.get(key) or self._make_heads(key)
+            tc_key = (aa, True, rcode, 0, 0, edns)
+            tc_heads = known.get(tc_key) or self._make_heads(tc_key)
             variants.append(Variant(heads, rest, len(rest), tc_heads, opt))
         return Entry((variants[0], variants[1], variants[2]), rcode)
 
