@@ -28,6 +28,7 @@ Contract:
 
 from __future__ import annotations
 
+import functools
 import operator
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -88,6 +89,22 @@ class Entry:
     rcode: int
 
 
+@functools.lru_cache(maxsize=1024)
+def _header_variants(key: tuple[bool, bool, int, int, int, int]) -> tuple[bytes, ...]:
+    """The 8 headers (flags + counts, 10 bytes each), indexed by RD | CD << 1 | RA << 2.
+
+    Cached across builds: every update encodes the apex and negative answers again (new
+    serial), and their headers are always the same few. `key`: AA, TC, RCODE, ANCOUNT,
+    NSCOUNT, ARCOUNT."""
+    aa, tc, rcode, an, ns, ar = key
+    counts = struct.pack(">HHHH", 1, an, ns, ar)
+    first = 0x80 | (0x04 if aa else 0) | (0x02 if tc else 0)
+    return tuple(
+        bytes((first | (i & 1), (0x80 if i & 4 else 0) | (0x10 if i & 2 else 0) | rcode)) + counts
+        for i in range(8)
+    )
+
+
 class _Encoder:
     """Builds `Entry` values, sharing equal pieces (one entry per distinct RRset).
 
@@ -102,7 +119,6 @@ class _Encoder:
             OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0, 0),
             OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0x8000, 0),
         )
-        self._heads: dict[tuple[bool, bool, int, int, int, int], tuple[bytes, ...]] = {}
         self.memo: dict[object, object] = {}
         self._reuse = reuse or {}
 
@@ -115,19 +131,6 @@ class _Encoder:
                 found = build(*args)
             self.memo[key] = found
         return found  # type: ignore[return-value]  # the memo holds what `build` gave for `key`
-
-    def _make_heads(self, key: tuple[bool, bool, int, int, int, int]) -> tuple[bytes, ...]:
-        """The 8 headers (flags + counts) for (AA, TC, RCODE, ANCOUNT, NSCOUNT, ARCOUNT)."""
-        aa, tc, rcode, an, ns, ar = key
-        counts = struct.pack(">HHHH", 1, an, ns, ar)
-        first = 0x80 | (0x04 if aa else 0) | (0x02 if tc else 0)
-        found = tuple(
-            bytes((first | (i & 1), (0x80 if i & 4 else 0) | (0x10 if i & 2 else 0) | rcode))
-            + counts
-            for i in range(8)
-        )
-        self._heads[key] = found
-        return found
 
     def entry(
         self,
@@ -151,15 +154,12 @@ class _Encoder:
     ) -> Entry:
         body = b"".join(answer) + b"".join(authority) + b"".join(additional)
         an, ns, ar = len(answer), len(authority), len(additional)
-        known = self._heads  # looked up inline: this runs once per distinct RRset
         variants: list[Variant] = []
         for mode, opt in enumerate(self._opts):
             rest = body + opt
             edns = 1 if mode else 0
-            key = (aa, False, rcode, an, ns, ar + edns)
-            heads = known.get(key) or self._make_heads(key)
-            tc_key = (aa, True, rcode, 0, 0, edns)
-            tc_heads = known.get(tc_key) or self._make_heads(tc_key)
+            heads = _header_variants((aa, False, rcode, an, ns, ar + edns))
+            tc_heads = _header_variants((aa, True, rcode, 0, 0, edns))
             variants.append(Variant(heads, rest, len(rest), tc_heads, opt))
         return Entry((variants[0], variants[1], variants[2]), rcode)
 
@@ -434,7 +434,8 @@ class _Builder:
             if found is None:
                 return None
             removed, added = found
-        if not self._exact(previous._names, removed, added):
+        reverse = self._exact(previous._names, removed, added)
+        if reverse is None:
             return None
         # From here on nothing can fail: `previous` is changed (adopted) only when it succeeds.
         ttl, encoder = self.zone.ttl, self.encoder
@@ -451,7 +452,6 @@ class _Builder:
             self.claims = claims = previous._claims.copy()
         self.merged_extra = previous._merged_extra
         dirty_owners: dict[bytes, None] = {}
-        dirty_addresses: dict[IPAddress, None] = {}
         for host in removed:
             for name in host.names:
                 owner = name_to_wire(name)
@@ -464,7 +464,6 @@ class _Builder:
                     claims[address] = left
                 else:
                     del claims[address]
-                dirty_addresses[address] = None
         for host in added:
             for name in host.names:
                 owner = name_to_wire(name)
@@ -475,10 +474,8 @@ class _Builder:
                 claims[address] = sorted(
                     (*claims.get(address, ()), host), key=lambda other: other.names[0]
                 )
-                dirty_addresses[address] = None
 
-        for address in dirty_addresses:
-            owner = reverse_wire(address)
+        for address, owner in reverse.items():  # every address of a changed host
             key = owner + PTR_IN
             had = key in answers
             hosts = claims.get(address)
@@ -510,9 +507,10 @@ class _Builder:
 
     def _exact(
         self, names: Mapping[bytes, Host], removed: Sequence[Host], added: Sequence[Host]
-    ) -> bool:
+    ) -> dict[IPAddress, bytes] | None:
         """Can `update` give exactly what `load` gives for these changes? Checked before
         anything is changed, so that a None from `update` leaves everything as it was.
+        If so, the reverse name of every address of the changed hosts (they need a new PTR).
 
         Not when a removed host does not own its names in `names`, an added name cannot be
         encoded or is taken (by a host that stays, or twice), or a name or reverse name is
@@ -523,7 +521,7 @@ class _Builder:
             for name in host.names:
                 owner = name_to_wire(name)  # the previous table had no unencodable names
                 if owner in merged_names or owner in gone or names.get(owner) is not host:
-                    return False
+                    return None
                 gone.add(owner)
         taken: set[bytes] = set()
         for host in added:
@@ -531,20 +529,23 @@ class _Builder:
                 try:
                     owner = name_to_wire(name)
                 except BadName:
-                    return False
+                    return None
                 if (
                     owner in merged_names
                     or owner in taken
                     or (owner in names and owner not in gone)
                 ):
-                    return False
+                    return None
                 taken.add(owner)
-        return not any(
-            reverse_wire(address) in merged_names
-            for hosts in (removed, added)
-            for host in hosts
-            for address in host.addresses
-        )
+        reverse: dict[IPAddress, bytes] = {}
+        for hosts in (removed, added):
+            for host in hosts:
+                for address in host.addresses:
+                    if address not in reverse:
+                        owner = reverse[address] = reverse_wire(address)
+                        if owner in merged_names:
+                            return None
+        return reverse
 
     def _put_merged(self, *, count: bool) -> None:
         """The apex and the nameserver's name: SOA, NS, glue, hosts' addresses, merged."""
