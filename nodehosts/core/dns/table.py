@@ -28,12 +28,11 @@ Contract:
 
 from __future__ import annotations
 
-import functools
 import operator
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from nodehosts.core.dns.wire import (
     A_IN,
@@ -89,20 +88,26 @@ class Entry:
     rcode: int
 
 
-@functools.lru_cache(maxsize=1024)
-def _header_variants(key: tuple[bool, bool, int, int, int, int]) -> tuple[bytes, ...]:
-    """The 8 headers (flags + counts, 10 bytes each), indexed by RD | CD << 1 | RA << 2.
+_HeadKey: TypeAlias = tuple[bool, bool, int, int, int, int]  # AA, TC, RCODE, AN/NS/ARCOUNT
+# Header variants by key, kept across builds: every update encodes the apex and negative
+# answers again (new serial), and their headers are always the same few. Looked up inline
+# (a dict, not an lru_cache: cheaper per call); at most _MAX_HEADS keys are kept.
+_HEADS: dict[_HeadKey, tuple[bytes, ...]] = {}
+_MAX_HEADS = 1024
 
-    Cached across builds: every update encodes the apex and negative answers again (new
-    serial), and their headers are always the same few. `key`: AA, TC, RCODE, ANCOUNT,
-    NSCOUNT, ARCOUNT."""
+
+def _header_variants(key: _HeadKey) -> tuple[bytes, ...]:
+    """The 8 headers (flags + counts, 10 bytes each), indexed by RD | CD << 1 | RA << 2."""
     aa, tc, rcode, an, ns, ar = key
     counts = struct.pack(">HHHH", 1, an, ns, ar)
     first = 0x80 | (0x04 if aa else 0) | (0x02 if tc else 0)
-    return tuple(
+    found = tuple(
         bytes((first | (i & 1), (0x80 if i & 4 else 0) | (0x10 if i & 2 else 0) | rcode)) + counts
         for i in range(8)
     )
+    if len(_HEADS) < _MAX_HEADS:
+        _HEADS[key] = found
+    return found
 
 
 class _Encoder:
@@ -154,12 +159,15 @@ class _Encoder:
     ) -> Entry:
         body = b"".join(answer) + b"".join(authority) + b"".join(additional)
         an, ns, ar = len(answer), len(authority), len(additional)
+        known = _HEADS
         variants: list[Variant] = []
         for mode, opt in enumerate(self._opts):
             rest = body + opt
             edns = 1 if mode else 0
-            heads = _header_variants((aa, False, rcode, an, ns, ar + edns))
-            tc_heads = _header_variants((aa, True, rcode, 0, 0, edns))
+            key = (aa, False, rcode, an, ns, ar + edns)
+            heads = known.get(key) or _header_variants(key)
+            tc_key = (aa, True, rcode, 0, 0, edns)
+            tc_heads = known.get(tc_key) or _header_variants(tc_key)
             variants.append(Variant(heads, rest, len(rest), tc_heads, opt))
         return Entry((variants[0], variants[1], variants[2]), rcode)
 
