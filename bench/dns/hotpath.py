@@ -26,7 +26,8 @@ import dns.message
 import dnslib
 
 from bench.dns.names import bench_hosts
-from nodehosts.core.answer import Answerer, ZoneConfig
+from nodehosts.core.dns.answer import Answerer
+from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.model import RecordSet
 
 
@@ -56,10 +57,10 @@ def main() -> None:
     builds = []
     for _ in range(5):
         started = time.perf_counter()
-        answerer = Answerer(records, zone, serial=1)
+        answerer = Answerer.for_records(records, zone, serial=1)
         builds.append(time.perf_counter() - started)
     print(
-        f"build for {args.names} nodes ({answerer.name_count} names): "
+        f"build for {args.names} nodes ({answerer.table.name_count} names): "
         f"{min(builds) * 1000:.1f} ms (best of 5)"
     )
     # What DnsService.update does after one Node changed: a rebuild reusing the previous one.
@@ -71,7 +72,7 @@ def main() -> None:
     rebuilds = []
     for serial in range(2, 12):
         started = time.perf_counter()
-        answerer = Answerer(
+        answerer = Answerer.for_records(
             changed if serial % 2 else records, zone, serial=serial, previous=answerer
         )
         rebuilds.append(time.perf_counter() - started)
@@ -91,7 +92,7 @@ def main() -> None:
     rebuilds = []
     for serial, copy in zip(range(12, 22), copies, strict=True):
         started = time.perf_counter()
-        answerer = Answerer(copy, zone, serial=serial, previous=answerer)
+        answerer = Answerer.for_records(copy, zone, serial=serial, previous=answerer)
         rebuilds.append(time.perf_counter() - started)
     print(
         f"update after one node changed, every Host a new equal object: "

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.dns.names import bench_hosts
 from nodehosts import logs
 from nodehosts.adapters.dns_server import DnsService
-from nodehosts.core.answer import ZoneConfig
+from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.runtime import loop_name, run
 
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.dns.names import bench_hosts
 from nodehosts import logs
 from nodehosts.adapters import dns_server
-from nodehosts.core.answer import ZoneConfig
+from nodehosts.core.dns.zone import ZoneConfig
 
 QUERIES_PER_REPEAT = 20_000
 

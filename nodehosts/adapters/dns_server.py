@@ -9,7 +9,7 @@ Contract of `DnsService`:
 - `update(records)` swaps in a new `Answerer` when the records differ from the last ones and
   returns True; the SOA serial moves (time-based, strictly increasing) only then. Until the
   first update, names in the zone get SERVFAIL ("not loaded"), never a cacheable NXDOMAIN.
-- Every datagram and every TCP message goes through `Answerer.handle` (nodehosts.core.answer);
+- Every datagram and every TCP message goes through `Answerer.handle` (nodehosts.core.dns);
   what is not ours is forwarded (nodehosts.adapters.upstream) only for clients inside
   `allow_recursion_from` and only when there are upstreams. Everyone else gets REFUSED for it.
 - TCP (RFC 7766): length-prefixed messages, many per connection, answered as they complete
@@ -42,7 +42,8 @@ import structlog
 
 from nodehosts.adapters.metrics import Durations
 from nodehosts.adapters.upstream import Upstreams, UpstreamStats
-from nodehosts.core.answer import AnswerCounts, Answerer, Forward, ZoneConfig, next_serial
+from nodehosts.core.dns.answer import AnswerCounts, Answerer, Forward
+from nodehosts.core.dns.zone import ZoneConfig, next_serial
 from nodehosts.core.model import HostChanges, RecordSet
 from nodehosts.runtime import loop_name
 
@@ -146,7 +147,7 @@ class DnsService:
         self._allowed_cache: dict[str, bool] = {}
         self._records: RecordSet | None = None
         self._serial: int | None = None
-        self.answerer = Answerer(None, self.zone, serial=0, counts=self.stats.answers)
+        self.answerer = Answerer.for_records(None, self.zone, serial=0, counts=self.stats.answers)
         self._udp: list[_UdpListener] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._addresses: list[tuple[str, int]] = []
@@ -234,7 +235,7 @@ class DnsService:
         self, records: RecordSet, serial: int, changes: HostChanges | None, *, adopt: bool
     ) -> Answerer:
         # Without adopt the previous Answerer is only read, so this may run in a thread.
-        return Answerer(
+        return Answerer.for_records(
             records,
             self.zone,
             serial=serial,
@@ -252,12 +253,12 @@ class DnsService:
             zone=self.zone.domain,
             serial=serial,
             hosts=len(records),
-            names=answerer.name_count,
+            names=answerer.table.name_count,
             build_seconds=round(time.perf_counter() - started, 4),
-            build="incremental" if answerer.built_from_previous else "full",
+            build="incremental" if answerer.table.built_from_previous else "full",
         )
-        if answerer.skipped_names:
-            log.warning("dns_names_skipped", names=list(answerer.skipped_names))
+        if answerer.table.skipped_names:
+            log.warning("dns_names_skipped", names=list(answerer.table.skipped_names))
 
     # --- shared by the protocols
 
@@ -415,7 +416,7 @@ class _TcpConnection(asyncio.Protocol):
                 query, transport="tcp", recursion_allowed=self._allowed
             )
             if result.__class__ is bytes:
-                self._send(result)  # type: ignore[arg-type]
+                self._send(result)
             elif result is not None:
                 self._pending += 1
                 if self._pending >= _TCP_PIPELINE and self._transport is not None:

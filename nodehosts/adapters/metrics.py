@@ -39,6 +39,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from nodehosts import __version__
+from nodehosts.core.dns.wire import QTYPE_NAMES, RCODE_NAMES
 from nodehosts.core.model import Publication
 
 __all__ = [
@@ -55,25 +56,10 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 # Label values kept as they are; anything else is counted as "other".
-DNS_QTYPES = frozenset(
-    {"A", "AAAA", "ANY", "CAA", "CNAME", "DNSKEY", "DS", "HTTPS", "MX", "NAPTR", "NS", "PTR"}
-    | {"SOA", "SRV", "SVCB", "TXT"}
-)
-DNS_RCODES = frozenset({"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"})
-_QTYPE_NUMBERS = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT"} | {
-    28: "AAAA",
-    33: "SRV",
-    35: "NAPTR",
-    43: "DS",
-    48: "DNSKEY",
-    64: "SVCB",
-    65: "HTTPS",
-    255: "ANY",
-    257: "CAA",
-}
-_RCODE_NUMBERS = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP"} | {
-    5: "REFUSED"
-}
+DNS_QTYPES = frozenset(QTYPE_NAMES.values())
+DNS_RCODES = frozenset(RCODE_NAMES.values())
+_QTYPE_NUMBERS = QTYPE_NAMES
+_RCODE_NUMBERS = RCODE_NAMES
 
 
 class DnsStats(Protocol):

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from nodehosts.core.answer import REFUSED, SERVFAIL, Forward
+from nodehosts.core.dns.answer import Forward
+from nodehosts.core.dns.wire import REFUSED, SERVFAIL, plain_question
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +67,7 @@ class Upstreams:
         """The upstream's reply to `forward.query` (client's ID), or `forward.failure`."""
         self.stats.queries += 1
         query = forward.query
-        question = _question(query)
+        question = plain_question(query)
         count = len(self.servers)
         for step in range(count):
             index = (self._preferred + step) % count
@@ -158,19 +159,6 @@ class _ReplyCatcher(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._waiter.done():
             self._waiter.set_exception(exc or ConnectionResetError("socket closed"))
-
-
-def _question(query: bytes) -> bytes | None:
-    """The question section (name, type, class) as sent, or None if it is not plain."""
-    at, n = 12, len(query)
-    while at < n:
-        length = query[at]
-        if length == 0:
-            return query[12 : at + 5] if at + 5 <= n else None
-        if length > 63:
-            return None
-        at += length + 1
-    return None
 
 
 def _matches(wire: bytes, question: bytes | None, reply: bytes) -> bool:

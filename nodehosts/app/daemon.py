@@ -602,7 +602,7 @@ def _csr_approver(daemon: Daemon) -> CsrApprover:
 
 def _dns_service(settings: Settings) -> DnsService:
     from nodehosts.adapters.dns_server import DnsService
-    from nodehosts.core.answer import ZoneConfig
+    from nodehosts.core.dns.zone import ZoneConfig
 
     return DnsService(
         listen=settings.dns_listen,

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from nodehosts import runtime as eventloop
 from nodehosts.adapters.dns_server import DnsService
-from nodehosts.core.answer import ZoneConfig
+from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.model import Host, RecordSet
 from tests.helpers import dig
 from tests.helpers.dnsmasq import Dnsmasq, stand_in_upstream

@@ -31,7 +31,7 @@ from nodehosts.adapters.metrics import (
     MetricsServer,
     Readiness,
 )
-from nodehosts.core.answer import ZoneConfig
+from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.model import Host, NodeInfo
 from nodehosts.core.records import RecordPolicy, build_publication
 from tests.helpers.dnsmasq import stand_in_upstream

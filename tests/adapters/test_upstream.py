@@ -13,14 +13,15 @@ import pytest
 import structlog
 
 from nodehosts.adapters.upstream import Upstreams
-from nodehosts.core.answer import Answerer, Forward, ZoneConfig
+from nodehosts.core.dns.answer import Answerer, Forward
+from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.model import RecordSet
 from tests.helpers.dnsmasq import Dnsmasq, stand_in_upstream
 from tests.helpers.net import refusing_port
 
 LOCAL = "127.0.0.1"
 # A zone with no records: every name outside it is a Forward, with a proper SERVFAIL fallback.
-ANSWERER = Answerer(RecordSet(), ZoneConfig(), serial=1)
+ANSWERER = Answerer.for_records(RecordSet(), ZoneConfig(), serial=1)
 
 
 @pytest.fixture(scope="module")

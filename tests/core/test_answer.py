@@ -1,4 +1,4 @@
-"""The DNS answer rules (nodehosts.core.answer), as a resolver would see them on the wire.
+"""The DNS answer rules (nodehosts.core.dns.answer), as a resolver would see them on the wire.
 
 Queries are built and replies parsed with dnspython, so both sides of every check are a real
 DNS implementation's reading of the bytes, not ours.
@@ -22,13 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodehosts.core.answer import (
-    Answerer,
-    Forward,
-    ZoneConfig,
-    next_serial,
-)
-from nodehosts.core.model import Host, RecordSet
+from nodehosts.core.dns.answer import Answerer, Forward
+from nodehosts.core.dns.table import AnswerTable
+from nodehosts.core.dns.zone import ZoneConfig, next_serial
+from nodehosts.core.model import Host, HostChanges, RecordSet
 from tests.helpers.records import node_host
 
 ip = ipaddress.ip_address
@@ -55,7 +52,7 @@ RECORDS = RecordSet(tuple(sorted(HOSTS, key=lambda h: h.canonical)))
 
 @pytest.fixture(scope="module")
 def answerer() -> Answerer:
-    return Answerer(RECORDS, ZONE, serial=SERIAL)
+    return Answerer.for_records(RECORDS, ZONE, serial=SERIAL)
 
 
 def ask(
@@ -178,7 +175,7 @@ def test_unknown_names_in_the_zone_are_nxdomain_with_the_soa(answerer: Answerer)
 
 def test_the_negative_ttl_is_its_own_setting() -> None:
     """negative_ttl=7, ttl=300: answers live 300 s, negative answers 7 s."""
-    answerer = Answerer(RECORDS, ZoneConfig(ttl=300, negative_ttl=7), serial=SERIAL)
+    answerer = Answerer.for_records(RECORDS, ZoneConfig(ttl=300, negative_ttl=7), serial=SERIAL)
     assert ask(answerer, "worker-0").answer[0].ttl == 300
     assert negative_soa(ask(answerer, "nope.node.internal")) == ("node.internal.", 7, 7)
 
@@ -208,7 +205,7 @@ def test_the_apex_has_soa_and_ns(answerer: Answerer) -> None:
 def test_the_nameserver_gets_glue_when_its_addresses_are_configured() -> None:
     """nameserver lb-dns.node.internal at 10.240.0.40: NS answer carries the A as glue."""
     zone = ZoneConfig(nameserver="lb-dns.node.internal", nameserver_addresses=(ip("10.240.0.40"),))
-    answerer = Answerer(RECORDS, zone, serial=SERIAL)
+    answerer = Answerer.for_records(RECORDS, zone, serial=SERIAL)
     reply = ask(answerer, "node.internal", "NS")
     assert answers(reply) == ["lb-dns.node.internal."]
     assert [rd.to_text() for rrset in reply.additional for rd in rrset] == ["10.240.0.40"]
@@ -436,7 +433,7 @@ def test_a_question_with_a_compressed_name_is_answered(answerer: Answerer) -> No
 
 def test_before_the_first_load_zone_names_get_servfail_not_nxdomain() -> None:
     """Records not loaded yet: a cacheable NXDOMAIN would hide nodes; SERVFAIL does not."""
-    answerer = Answerer(None, ZONE, serial=SERIAL)
+    answerer = Answerer.for_records(None, ZONE, serial=SERIAL)
     assert ask(answerer, "worker-0.node.internal").rcode() == dns.rcode.SERVFAIL
     query = dns.message.make_query("example.com", "A").to_wire()
     assert isinstance(answerer.handle(query, transport="udp", recursion_allowed=True), Forward)
@@ -444,7 +441,7 @@ def test_before_the_first_load_zone_names_get_servfail_not_nxdomain() -> None:
 
 def test_counts_group_replies_by_type_and_rcode(answerer: Answerer) -> None:
     """What metrics read: (QTYPE, RCODE) -> replies."""
-    fresh = Answerer(RECORDS, ZONE, serial=SERIAL)
+    fresh = Answerer.for_records(RECORDS, ZONE, serial=SERIAL)
     ask(fresh, "worker-0")
     ask(fresh, "worker-0", "MX")
     ask(fresh, "nope.node.internal")
@@ -467,7 +464,7 @@ def test_zone_config_rejects_what_cannot_be_served() -> None:
 
 def test_a_rebuild_from_the_previous_answerer_answers_like_a_fresh_build() -> None:
     """Reusing encoded replies across builds never serves the old records or the old serial."""
-    first = Answerer(RECORDS, ZONE, serial=SERIAL)
+    first = Answerer.for_records(RECORDS, ZONE, serial=SERIAL)
     changed = RecordSet(
         tuple(
             sorted(
@@ -480,8 +477,8 @@ def test_a_rebuild_from_the_previous_answerer_answers_like_a_fresh_build() -> No
             )
         )
     )
-    rebuilt = Answerer(changed, ZONE, serial=SERIAL + 1, previous=first)
-    fresh = Answerer(changed, ZONE, serial=SERIAL + 1)
+    rebuilt = Answerer.for_records(changed, ZONE, serial=SERIAL + 1, previous=first)
+    fresh = Answerer.for_records(changed, ZONE, serial=SERIAL + 1)
     for name, rdtype in [
         ("worker-0", "A"),
         ("worker-5.node.internal", "A"),
@@ -500,11 +497,11 @@ def test_a_rebuild_from_the_previous_answerer_answers_like_a_fresh_build() -> No
 
 def test_a_small_change_is_built_from_the_previous_answerer() -> None:
     """One host changed: only its names are re-encoded, and the SOA has the new serial."""
-    first = Answerer(RECORDS, ZONE, serial=SERIAL)
+    first = Answerer.for_records(RECORDS, ZONE, serial=SERIAL)
     hosts = [node_host("worker-0", "10.240.0.199") if h is HOSTS[0] else h for h in RECORDS.hosts]
     changed = RecordSet(tuple(hosts))
-    second = Answerer(changed, ZONE, serial=SERIAL + 1, previous=first)
-    assert second.built_from_previous and not first.built_from_previous
+    second = Answerer.for_records(changed, ZONE, serial=SERIAL + 1, previous=first)
+    assert second.table.built_from_previous and not first.table.built_from_previous
     assert answers(ask(second, "worker-0")) == ["10.240.0.199"]
     assert answers(ask(first, "worker-0")) == ["10.240.0.101"]  # the previous one is untouched
     assert ask(second, "node.internal", "SOA").answer[0][0].serial == SERIAL + 1
@@ -579,10 +576,10 @@ def _host_sets() -> st.SearchStrategy[RecordSet]:
 
 
 def _same_answers(built: Answerer, fresh: Answerer) -> None:
-    assert built._answers == fresh._answers
-    assert built._existing.keys() == fresh._existing.keys()
-    assert built.name_count == fresh.name_count
-    assert built.skipped_names == fresh.skipped_names
+    assert built.table.answers == fresh.table.answers
+    assert built.table.existing.keys() == fresh.table.existing.keys()
+    assert built.table.name_count == fresh.table.name_count
+    assert built.table.skipped_names == fresh.table.skipped_names
     for name in _QUESTION_NAMES:
         for rdtype in _QUESTION_TYPES:
             for use_edns in (False, 0):
@@ -606,28 +603,67 @@ def test_builds_from_the_previous_answerer_answer_exactly_like_builds_from_scrat
     between hosts, shared addresses, the nameserver's name published, unencodable names,
     duplicate names), every question gets the same bytes, with the new serial."""
     zone = ZoneConfig(domain="node.internal", nameserver_addresses=("10.0.0.53",) if glue else ())
-    previous = Answerer(None, zone, serial=SERIAL)
+    previous = Answerer.for_records(None, zone, serial=SERIAL)
     for step, records in enumerate(sequence, start=1):
-        built = Answerer(records, zone, serial=SERIAL + step, previous=previous)
-        _same_answers(built, Answerer(records, zone, serial=SERIAL + step))
+        built = Answerer.for_records(records, zone, serial=SERIAL + step, previous=previous)
+        _same_answers(built, Answerer.for_records(records, zone, serial=SERIAL + step))
         previous = built
 
 
 def test_the_random_changes_do_take_the_incremental_path() -> None:
     """The property test above would pass trivially if every build were from scratch."""
     hosts = [node_host(f"worker-{i}", f"10.240.0.{i + 1}") for i in range(3)]
-    first = Answerer(RecordSet(tuple(hosts)), ZONE, serial=SERIAL)
+    first = Answerer.for_records(RecordSet(tuple(hosts)), ZONE, serial=SERIAL)
     moved = [
         hosts[0],
         Host(("worker-1.node.internal",), hosts[1].addresses, "node", "worker-1"),
         Host((*hosts[2].names, "worker-1"), hosts[0].addresses, "node", "worker-2"),
     ]
-    second = Answerer(RecordSet(tuple(moved)), ZONE, serial=SERIAL + 1, previous=first)
-    assert second.built_from_previous
-    _same_answers(second, Answerer(RecordSet(tuple(moved)), ZONE, serial=SERIAL + 1))
+    second = Answerer.for_records(RecordSet(tuple(moved)), ZONE, serial=SERIAL + 1, previous=first)
+    assert second.table.built_from_previous
+    _same_answers(second, Answerer.for_records(RecordSet(tuple(moved)), ZONE, serial=SERIAL + 1))
     assert answers(ask(second, "worker-1")) == ["10.240.0.1"]
     ptr = ask(second, dns.reversename.from_address("10.240.0.1").to_text(), "PTR")
     assert [rr.target.to_text() for rr in ptr.answer[0]] == ["worker-0.node.internal."]
+
+
+def test_an_update_that_cannot_be_exact_returns_nothing_and_leaves_the_previous_answering() -> None:
+    """A name moving to a host that also keeps it elsewhere cannot be updated exactly: update
+    gives None (never a half-built table), the previous table answers as before, and
+    `replacing` falls back to a full build."""
+    previous = AnswerTable.build(RECORDS, ZONE, serial=SERIAL)
+    before = {name: previous.answers.get(name) for name in previous.answers}
+    # worker-0 published by two hosts: the full build lets the last one win, update cannot.
+    twice = RecordSet((*RECORDS.hosts, node_host("worker-0", "10.240.9.9")))
+    assert AnswerTable.update(previous, twice, serial=SERIAL + 1) is None
+    assert previous.answers == before
+    assert answers(ask(Answerer(previous), "worker-0")) == ["10.240.0.101"]
+    replaced = AnswerTable.replacing(previous, twice, ZONE, serial=SERIAL + 1)
+    assert not replaced.built_from_previous
+    assert replaced.answers == AnswerTable.build(twice, ZONE, serial=SERIAL + 1).answers
+
+
+def test_an_adopting_update_that_cannot_be_exact_changes_nothing() -> None:
+    """With adopt, an update changes the previous table's dicts in place; one that finds it
+    cannot be exact (here: the added host's name is taken by a host that stays) must return
+    before touching them, so the previous table still answers and can still be updated."""
+    previous = AnswerTable.build(RECORDS, ZONE, serial=SERIAL)
+    before = dict(previous.answers)
+    extra = node_host("worker-1", "10.240.9.9")
+    clash = RecordSet((*RECORDS.hosts, extra))
+    changes = HostChanges(before=RECORDS, after=clash, removed=(), added=(extra,))
+    assert (
+        AnswerTable.update(previous, clash, serial=SERIAL + 1, changes=changes, adopt=True) is None
+    )
+    assert previous.answers == before
+    assert answers(ask(Answerer(previous), "worker-1")) == ["10.240.0.102"]
+    moved = RecordSet(
+        tuple(
+            sorted((*RECORDS.hosts, node_host("worker-9", "10.240.9.9")), key=lambda h: h.canonical)
+        )
+    )
+    later = AnswerTable.update(previous, moved, serial=SERIAL + 1)
+    assert later is not None and later.built_from_previous
 
 
 # --- property tests: the handler never raises and what it says is DNS
@@ -707,7 +743,7 @@ def test_random_and_mutated_packets_never_raise_and_every_reply_parses(packet: b
     assert answerer.counts.errors == 0
 
 
-_PROPERTY_ANSWERER = Answerer(RECORDS, ZONE, serial=SERIAL)
+_PROPERTY_ANSWERER = Answerer.for_records(RECORDS, ZONE, serial=SERIAL)
 
 
 def test_an_update_does_not_keep_the_previous_generation_alive() -> None:
@@ -729,19 +765,19 @@ def test_an_update_does_not_keep_the_previous_generation_alive() -> None:
     old, new = records(1), records(2)
     tracemalloc.start()
     try:
-        fresh = Answerer(new, ZONE, serial=1)
+        fresh = Answerer.for_records(new, ZONE, serial=1)
         gc.collect()
         fresh_bytes, _ = tracemalloc.get_traced_memory()
         del fresh
         gc.collect()
         tracemalloc.reset_peak()
         base, _ = tracemalloc.get_traced_memory()
-        previous = Answerer(old, ZONE, serial=1)
-        chained = Answerer(new, ZONE, serial=2, previous=previous)
+        previous = Answerer.for_records(old, ZONE, serial=1)
+        chained = Answerer.for_records(new, ZONE, serial=2, previous=previous)
         del previous
         gc.collect()
         chained_bytes = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
-    assert chained.built_from_previous
+    assert chained.table.built_from_previous
     assert chained_bytes < 1.3 * fresh_bytes, (chained_bytes, fresh_bytes)

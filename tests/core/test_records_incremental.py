@@ -8,7 +8,8 @@ import ipaddress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodehosts.core.answer import Answerer, ZoneConfig
+from nodehosts.core.dns.answer import Answerer
+from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.hosts import HostsRenderer, render_hosts
 from nodehosts.core.model import Host, NodeDecision, NodeInfo, Publication
 from nodehosts.core.records import RecordIndex, RecordPolicy, build_publication
@@ -110,7 +111,7 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
     assert [name for name, _, _ in index.decision_changes()] == sorted(nodes)
     renderer = HostsRenderer()
     renderer.render(previous.records, index.changes())
-    answerer = Answerer(previous.records, ZONE, serial=1)
+    answerer = Answerer.for_records(previous.records, ZONE, serial=1)
     for batch in steps:
         nodes = dict(nodes)  # a new snapshot per batch, as the inventory hands over
         touched: list[str] = []  # what a source that knows would say changed
@@ -148,13 +149,13 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
         # The sinks fed with the changes give what they give from scratch.
         assert renderer.render(got.records, changes) == render_hosts(got.records)
         assert renderer.addresses == got.records.address_count()
-        serial = answerer.serial + 1
-        answerer = Answerer(  # as DnsService builds it: the previous one is dropped
+        serial = answerer.table.serial + 1
+        answerer = Answerer.for_records(  # as DnsService builds it: the previous one is dropped
             got.records, ZONE, serial=serial, previous=answerer, changes=changes, adopt=True
         )
-        fresh = Answerer(got.records, ZONE, serial=serial)
-        assert answerer._answers == fresh._answers
-        assert answerer._existing == fresh._existing
+        fresh = Answerer.for_records(got.records, ZONE, serial=serial)
+        assert answerer.table.answers == fresh.table.answers
+        assert answerer.table.existing == fresh.table.existing
         previous = got
 
 

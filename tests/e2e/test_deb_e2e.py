@@ -327,7 +327,7 @@ REQUIRED_MODULES = {  # the daemon's parts, named so that a lost one is named in
     "nodehosts/adapters/csr_approver.py",
     "nodehosts/adapters/kube/reflector.py",
     "nodehosts/adapters/hostsfile.py",
-    "nodehosts/core/answer.py",
+    "nodehosts/core/dns/answer.py",
     "nodehosts/core/csr.py",
 }
 DIST_PACKAGES = "/usr/lib/python3/dist-packages/"

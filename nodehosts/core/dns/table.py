@@ -1,0 +1,651 @@
+"""Every reply the zone can give, pre-encoded: built from a RecordSet, or updated from the table
+it replaces by re-encoding only what changed.
+
+Contract:
+
+- `AnswerTable.build(records, zone, serial=...)` encodes everything; `AnswerTable.update(previous,
+  records, serial=...)` starts from `previous` and re-encodes only the names and reverse names
+  of hosts that were added, removed or changed, plus the apex (whose SOA has the new serial):
+  about a millisecond after one Node changed at 5000 Nodes instead of a full build. It returns
+  None when that cannot give exactly what a full build gives (record sets that are not strictly
+  sorted, repeat a name across hosts, publish a name that cannot be encoded or touch the apex or
+  the nameserver's name); `AnswerTable.replacing` is "update, else build reusing the previous
+  table's encoded replies". The result is byte for byte what a full build gives (tested).
+- Either returns a complete table or nothing, and nothing changes when it returns nothing:
+  whether the update can be exact is checked before anything is changed, and the work happens
+  in a private builder. A table is never changed after it is returned, with one exception:
+  `update(..., adopt=True)` with `changes` that lead from `previous`'s records takes over
+  `previous`'s dicts and changes them in place (a copy is O(all names), ~2 ms at 5000 nodes,
+  the bulk of a change). When that update succeeds, `previous` must not answer again and no
+  later update starts from it. `DnsService` swaps it out at once, on the loop thread, so no
+  query sees a table half-changed. Without `adopt`, `previous` is only read (a worker thread
+  may build while the loop answers from it).
+- Records None means "not loaded yet": the table is empty and names in the zone get SERVFAIL.
+
+`answers` maps the question as it appears on the wire (lower-cased name, type, class) to an
+`Entry`: for each EDNS mode, the header variants and the bytes that follow the question.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
+
+from nodehosts.core.dns.wire import (
+    A_IN,
+    AAAA_IN,
+    ANY_IN,
+    CLASS_IN,
+    NOERROR,
+    NXDOMAIN,
+    OPT_HEAD,
+    PTR_IN,
+    QNAME_POINTER,
+    SERVFAIL,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_NS,
+    TYPE_PTR,
+    TYPE_SOA,
+    BadName,
+    in_zone,
+    name_to_wire,
+    reverse_wire,
+    rr,
+)
+from nodehosts.core.dns.zone import ZoneConfig
+from nodehosts.core.model import Host, HostChanges, IPAddress, RecordSet
+
+T = TypeVar("T")
+_ANY_ORDER = (TYPE_A, TYPE_AAAA, TYPE_PTR, TYPE_SOA, TYPE_NS)
+
+
+# Variant and Entry are made by the thousand per build and never changed after: slots for
+# the hot path's attribute loads, not frozen (a frozen dataclass's __init__ is ~3x slower).
+@dataclass(slots=True)
+class Variant:
+    """One reply under one EDNS mode, without the ID (2 bytes) and the question it echoes."""
+
+    # Flags and counts (10 bytes), indexed by RD | CD << 1 | RA << 2.
+    heads: tuple[bytes, ...]
+    # What follows the question: the records, then the OPT record in EDNS modes.
+    rest: bytes
+    size: int  # len(rest), kept to spare the hot path a call
+    # The same two for the truncated (TC) reply: no records but the OPT.
+    tc_heads: tuple[bytes, ...]
+    tc_rest: bytes
+
+
+@dataclass(slots=True)
+class Entry:
+    """The reply to one question, in each EDNS mode, and its RCODE (for counting)."""
+
+    # Indexed by the EDNS mode: 0 no EDNS, 1 EDNS without DO, 2 EDNS with DO.
+    variants: tuple[Variant, Variant, Variant]
+    rcode: int
+
+
+_HeadKey: TypeAlias = tuple[bool, bool, int, int, int, int]  # AA, TC, RCODE, AN/NS/ARCOUNT
+# Header variants by key, kept across builds: every update encodes the apex and negative
+# answers again (new serial), and their headers are always the same few. Looked up inline
+# (a dict, not an lru_cache: cheaper per call); at most _MAX_HEADS keys are kept.
+_HEADS: dict[_HeadKey, tuple[bytes, ...]] = {}
+_MAX_HEADS = 1024
+
+
+def _header_variants(key: _HeadKey) -> tuple[bytes, ...]:
+    """The 8 headers (flags + counts, 10 bytes each), indexed by RD | CD << 1 | RA << 2."""
+    aa, tc, rcode, an, ns, ar = key
+    counts = struct.pack(">HHHH", 1, an, ns, ar)
+    first = 0x80 | (0x04 if aa else 0) | (0x02 if tc else 0)
+    found = tuple(
+        bytes((first | (i & 1), (0x80 if i & 4 else 0) | (0x10 if i & 2 else 0) | rcode)) + counts
+        for i in range(8)
+    )
+    if len(_HEADS) < _MAX_HEADS:
+        _HEADS[key] = found
+    return found
+
+
+class _Encoder:
+    """Builds `Entry` values, sharing equal pieces (one entry per distinct RRset).
+
+    `reuse` is the previous build's memo: equal inputs give equal entries, so most of a rebuild
+    is dict lookups. Only what the new build uses is carried over (`memo`), so the memo never
+    grows, and the previous generation's entries are not kept alive by the new table.
+    """
+
+    def __init__(self, max_udp_payload: int, reuse: Mapping[object, object] | None = None) -> None:
+        self._opts = (
+            b"",
+            OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0, 0),
+            OPT_HEAD + struct.pack(">HBBHH", max_udp_payload, 0, 0, 0x8000, 0),
+        )
+        self.memo: dict[object, object] = {}
+        self._reuse = reuse or {}
+
+    def cached(self, key: object, build: Callable[..., T], *args: Any) -> T:
+        """`build(*args)`, or what it gave for `key` in this build or the previous one."""
+        found = self.memo.get(key)
+        if found is None:
+            found = self._reuse.get(key)
+            if found is None:
+                found = build(*args)
+            self.memo[key] = found
+        return found  # type: ignore[return-value]  # the memo holds what `build` gave for `key`
+
+    def entry(
+        self,
+        rcode: int,
+        *,
+        aa: bool = True,
+        answer: tuple[bytes, ...] = (),
+        authority: tuple[bytes, ...] = (),
+        additional: tuple[bytes, ...] = (),
+    ) -> Entry:
+        key = ("entry", rcode, aa, answer, authority, additional)
+        return self.cached(key, self._entry, rcode, aa, answer, authority, additional)
+
+    def _entry(
+        self,
+        rcode: int,
+        aa: bool,
+        answer: tuple[bytes, ...],
+        authority: tuple[bytes, ...],
+        additional: tuple[bytes, ...],
+    ) -> Entry:
+        body = b"".join(answer) + b"".join(authority) + b"".join(additional)
+        an, ns, ar = len(answer), len(authority), len(additional)
+        known = _HEADS
+        variants: list[Variant] = []
+        for mode, opt in enumerate(self._opts):
+            rest = body + opt
+            edns = 1 if mode else 0
+            key = (aa, False, rcode, an, ns, ar + edns)
+            heads = known.get(key) or _header_variants(key)
+            tc_key = (aa, True, rcode, 0, 0, edns)
+            tc_heads = known.get(tc_key) or _header_variants(tc_key)
+            variants.append(Variant(heads, rest, len(rest), tc_heads, opt))
+        return Entry((variants[0], variants[1], variants[2]), rcode)
+
+    def address_entries(
+        self, ttl: int, addresses: tuple[IPAddress, ...]
+    ) -> tuple[tuple[bytes, Entry], ...]:
+        """(type + class on the wire, entry) for A, AAAA and ANY of a host's addresses."""
+        return self.cached(("host", ttl, addresses), self._address_entries, ttl, addresses)
+
+    def _address_entries(
+        self, ttl: int, addresses: tuple[IPAddress, ...]
+    ) -> tuple[tuple[bytes, Entry], ...]:
+        out: list[tuple[bytes, Entry]] = []
+        for rtype, type_class in ((TYPE_A, A_IN), (TYPE_AAAA, AAAA_IN)):
+            rdatas = [a.packed for a in addresses if (a.version == 4) == (rtype == TYPE_A)]
+            if rdatas:
+                answer = tuple(rr(QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
+                out.append((type_class, self.entry(NOERROR, answer=answer)))
+        if out:
+            out.append((ANY_IN, out[0][1]))  # RFC 8482: one RRset, A before AAAA
+        return tuple(out)
+
+    def ptr(self, ttl: int, target: bytes) -> Entry:
+        return self.entry(NOERROR, answer=(rr(QNAME_POINTER, TYPE_PTR, ttl, target),))
+
+
+class AnswerTable:
+    """The pre-encoded replies of one RecordSet under one zone and serial (see the module
+    docstring). Made only by `build`, `update` and `replacing`."""
+
+    __slots__ = (
+        "_claims",
+        "_incremental",
+        "_memo",
+        "_merged_extra",
+        "_names",
+        "_records",
+        "answers",
+        "apex",
+        "built_from_previous",
+        "existing",
+        "loaded",
+        "nodata",
+        "nxdomain",
+        "serial",
+        "skipped_names",
+        "zone",
+    )
+
+    zone: ZoneConfig
+    serial: int
+    loaded: bool  # records were given (None: not loaded yet)
+    apex: bytes  # the zone's name in wire form
+    # question (lower-cased name + type + class, as on the wire) -> its reply
+    answers: dict[bytes, Entry]
+    # name -> how many published names, reverse names and merged names are at or below it,
+    # for every name that exists (incl. empty non-terminals); they answer NODATA
+    existing: dict[bytes, int]
+    nodata: Entry
+    # NXDOMAIN for names in the zone, SERVFAIL before the first load
+    nxdomain: Entry
+    # Published names that could not be encoded (and so are not answered).
+    skipped_names: tuple[str, ...]
+    # Made by `update` (re-encoding only what changed), not by a full build?
+    built_from_previous: bool
+    # What a later update needs to start from this table:
+    _records: RecordSet | None
+    _names: dict[bytes, Host]  # published name (not a merged one) -> its host
+    # address -> the hosts listing it, in record order (the first gets the PTR); the lists
+    # are shared with later tables: replaced, never changed in place
+    _claims: dict[IPAddress, list[Host]]
+    # (owner, type, rdata) the hosts add to merged names, in record order
+    _merged_extra: tuple[tuple[bytes, int, bytes], ...]
+    # Can a later update start from this table? Only for sorted records with unique, valid
+    # names (anything else is rare and takes a full build).
+    _incremental: bool
+    _memo: dict[object, object]  # the encoder's memo, for the next build to reuse
+
+    @property
+    def name_count(self) -> int:
+        """How many names exist (answered NOERROR): published, reverse, apex, in between."""
+        return len(self.existing)
+
+    @classmethod
+    def build(
+        cls,
+        records: RecordSet | None,
+        zone: ZoneConfig,
+        *,
+        serial: int,
+        reuse: AnswerTable | None = None,
+    ) -> AnswerTable:
+        """Encode every reply of `records`; `reuse` (a previous table) lends its encoded
+        replies, so that equal RRsets are not encoded again."""
+        memo = None
+        if reuse is not None and reuse.zone.max_udp_payload == zone.max_udp_payload:
+            memo = reuse._memo
+        builder = _Builder(zone, serial, memo)
+        if records is None:
+            return builder.finish(None, incremental=False, built_from_previous=False)
+        return builder.load(records)
+
+    @classmethod
+    def update(
+        cls,
+        previous: AnswerTable,
+        records: RecordSet,
+        *,
+        serial: int,
+        changes: HostChanges | None = None,
+        adopt: bool = False,
+    ) -> AnswerTable | None:
+        """`records` encoded by changing a copy of `previous` (or, with `adopt`, `previous`
+        itself) where hosts changed; None if that cannot give exactly what `build` gives.
+
+        The changed hosts are `changes` when it leads from `previous`'s records to `records`
+        (no walk over every host), else found by comparing both record sets.
+        """
+        if not previous._incremental or previous._records is None:
+            return None
+        builder = _Builder(previous.zone, serial, previous._memo)
+        return builder.update(previous, previous._records, records, changes, adopt=adopt)
+
+    @classmethod
+    def replacing(
+        cls,
+        previous: AnswerTable | None,
+        records: RecordSet | None,
+        zone: ZoneConfig,
+        *,
+        serial: int,
+        changes: HostChanges | None = None,
+        adopt: bool = False,
+    ) -> AnswerTable:
+        """The table that replaces `previous`: `update` when it can (same zone), else `build`
+        reusing `previous`'s encoded replies."""
+        if previous is not None and records is not None and previous.zone == zone:
+            table = cls.update(previous, records, serial=serial, changes=changes, adopt=adopt)
+            if table is not None:
+                return table
+        return cls.build(records, zone, serial=serial, reuse=previous)
+
+
+class _Builder:
+    """The tables of one AnswerTable while they are made; dropped if the making fails."""
+
+    def __init__(self, zone: ZoneConfig, serial: int, memo: Mapping[object, object] | None) -> None:
+        self.zone = zone
+        self.serial = serial
+        self.apex = apex = name_to_wire(zone.domain)
+        nameserver = name_to_wire(zone.nameserver)
+        # Names whose records come from several places (SOA, NS, glue, hosts): the apex and the
+        # nameserver's name when it is inside the zone.
+        self.merged_names = frozenset({apex, nameserver} if in_zone(nameserver, apex) else {apex})
+        self.encoder = _Encoder(zone.max_udp_payload, memo)
+        self.answers: dict[bytes, Entry] = {}
+        self.existing: dict[bytes, int] = {}
+        self.names: dict[bytes, Host] = {}
+        self.claims: dict[IPAddress, list[Host]] = {}
+        self.merged_extra: tuple[tuple[bytes, int, bytes], ...] = ()
+        self.skipped: tuple[str, ...] = ()
+
+    def finish(
+        self, records: RecordSet | None, *, incremental: bool, built_from_previous: bool
+    ) -> AnswerTable:
+        zone, encoder = self.zone, self.encoder
+        negative_soa = rr(
+            self.apex, TYPE_SOA, zone.negative_ttl, self._soa_rdata(zone.negative_ttl)
+        )
+        table = object.__new__(AnswerTable)
+        table.zone = zone
+        table.serial = self.serial
+        table.loaded = records is not None
+        table.apex = self.apex
+        table.answers = self.answers
+        table.existing = self.existing
+        table.nodata = encoder.entry(NOERROR, authority=(negative_soa,))
+        if records is None:
+            table.nxdomain = encoder.entry(SERVFAIL, aa=False)
+        else:
+            table.nxdomain = encoder.entry(NXDOMAIN, authority=(negative_soa,))
+        table.skipped_names = self.skipped
+        table.built_from_previous = built_from_previous
+        table._records = records
+        table._names = self.names
+        table._claims = self.claims
+        table._merged_extra = self.merged_extra
+        table._incremental = incremental
+        table._memo = encoder.memo
+        return table
+
+    def _soa_rdata(self, minimum: int) -> bytes:
+        zone = self.zone
+        return (
+            name_to_wire(zone.nameserver)
+            + name_to_wire(zone.hostmaster)
+            + struct.pack(">IIIII", self.serial, zone.refresh, zone.retry, zone.expire, minimum)
+        )
+
+    def load(self, records: RecordSet) -> AnswerTable:
+        """Build everything from `records` (the first build, or one that cannot reuse)."""
+        ttl, encoder, merged_names = self.zone.ttl, self.encoder, self.merged_names
+        answers, names, claims = self.answers, self.names, self.claims
+        skipped: list[str] = []
+        extra: list[tuple[bytes, int, bytes]] = []
+        incremental = True
+        last = ""
+        for host in records.hosts:
+            if not host.names or host.names[0] <= last:
+                incremental = False  # not strictly sorted by canonical name
+            else:
+                last = host.names[0]
+            by_type = encoder.address_entries(ttl, host.addresses)
+            for name in host.names:
+                try:
+                    owner = name_to_wire(name)
+                except BadName:
+                    skipped.append(name)
+                    continue
+                if owner in merged_names:
+                    for address in host.addresses:
+                        rtype = TYPE_A if address.version == 4 else TYPE_AAAA
+                        extra.append((owner, rtype, address.packed))
+                    continue
+                if owner in names:
+                    incremental = False  # a name of two hosts: the last one's types win
+                names[owner] = host
+                self._exist(owner, 1)
+                for type_class, entry in by_type:
+                    answers[owner + type_class] = entry
+            for address in host.addresses:
+                claims.setdefault(address, []).append(host)
+
+        for address, hosts in claims.items():
+            try:
+                target = name_to_wire(hosts[0].canonical)
+            except BadName:
+                continue
+            owner = reverse_wire(address)
+            if owner in merged_names:
+                incremental = False
+            entry = encoder.ptr(ttl, target)
+            self._exist(owner, 1)
+            answers[owner + PTR_IN] = answers[owner + ANY_IN] = entry
+
+        self.merged_extra = tuple(extra)
+        self._put_merged(count=True)
+        self.skipped = tuple(skipped)
+        return self.finish(
+            records, incremental=incremental and not skipped, built_from_previous=False
+        )
+
+    def update(
+        self,
+        previous: AnswerTable,
+        before: RecordSet,
+        records: RecordSet,
+        changes: HostChanges | None,
+        *,
+        adopt: bool,
+    ) -> AnswerTable | None:
+        """`AnswerTable.update`'s work: re-encode only the names and addresses of hosts that
+        changed between `before` (`previous`'s records) and `records`."""
+        removed: Sequence[Host]
+        added: Sequence[Host]
+        if changes is not None and changes.before is before and changes.after is records:
+            removed, added = changes.removed, changes.added
+            adopted = adopt
+        else:
+            adopted = False
+            found = _changed_hosts(before.hosts, records.hosts)
+            if found is None:
+                return None
+            removed, added = found
+        reverse = self._exact(previous._names, removed, added)
+        if reverse is None:
+            return None
+        # From here on nothing can fail: `previous` is changed (adopted) only when it succeeds.
+        ttl, encoder = self.zone.ttl, self.encoder
+        if adopted:
+            previous._incremental = False
+            self.answers = answers = previous.answers
+            self.existing = previous.existing
+            self.names = names = previous._names
+            self.claims = claims = previous._claims
+        else:
+            self.answers = answers = previous.answers.copy()
+            self.existing = previous.existing.copy()
+            self.names = names = previous._names.copy()
+            self.claims = claims = previous._claims.copy()
+        self.merged_extra = previous._merged_extra
+        dirty_owners: dict[bytes, None] = {}
+        for host in removed:
+            for name in host.names:
+                owner = name_to_wire(name)
+                del names[owner]
+                self._exist(owner, -1)
+                dirty_owners[owner] = None
+            for address in host.addresses:
+                left = [other for other in claims[address] if other is not host]
+                if left:
+                    claims[address] = left
+                else:
+                    del claims[address]
+        for host in added:
+            for name in host.names:
+                owner = name_to_wire(name)
+                names[owner] = host
+                self._exist(owner, 1)
+                dirty_owners[owner] = None
+            for address in host.addresses:
+                claims[address] = sorted(
+                    (*claims.get(address, ()), host), key=lambda other: other.names[0]
+                )
+
+        for address, owner in reverse.items():  # every address of a changed host
+            key = owner + PTR_IN
+            had = key in answers
+            hosts = claims.get(address)
+            if hosts:
+                target = name_to_wire(hosts[0].canonical)  # every name was encoded above
+                answers[key] = encoder.ptr(ttl, target)
+                if not had:
+                    self._exist(owner, 1)
+            elif had:
+                del answers[key]
+                self._exist(owner, -1)
+            dirty_owners[owner] = None
+
+        # Each changed name gets exactly what `load` gives it: its host's A/AAAA/ANY, then
+        # (a reverse name that is also published) the PTR as ANY.
+        for owner in dirty_owners:
+            for type_class in (A_IN, AAAA_IN, ANY_IN):
+                answers.pop(owner + type_class, None)
+            holder = names.get(owner)
+            if holder is not None:
+                for type_class, entry in encoder.address_entries(ttl, holder.addresses):
+                    answers[owner + type_class] = entry
+            ptr = answers.get(owner + PTR_IN)
+            if ptr is not None:
+                answers[owner + ANY_IN] = ptr
+
+        self._put_merged(count=False)  # the SOA carries the new serial
+        return self.finish(records, incremental=True, built_from_previous=True)
+
+    def _exact(
+        self, names: Mapping[bytes, Host], removed: Sequence[Host], added: Sequence[Host]
+    ) -> dict[IPAddress, bytes] | None:
+        """Can `update` give exactly what `load` gives for these changes? Checked before
+        anything is changed, so that a None from `update` leaves everything as it was.
+        If so, the reverse name of every address of the changed hosts (they need a new PTR).
+
+        Not when a removed host does not own its names in `names`, an added name cannot be
+        encoded or is taken (by a host that stays, or twice), or a name or reverse name is
+        the apex's or the nameserver's (merged from several places: a full build)."""
+        merged_names = self.merged_names
+        gone: set[bytes] = set()
+        for host in removed:
+            for name in host.names:
+                owner = name_to_wire(name)  # the previous table had no unencodable names
+                if owner in merged_names or owner in gone or names.get(owner) is not host:
+                    return None
+                gone.add(owner)
+        taken: set[bytes] = set()
+        for host in added:
+            for name in host.names:
+                try:
+                    owner = name_to_wire(name)
+                except BadName:
+                    return None
+                if (
+                    owner in merged_names
+                    or owner in taken
+                    or (owner in names and owner not in gone)
+                ):
+                    return None
+                taken.add(owner)
+        reverse: dict[IPAddress, bytes] = {}
+        for hosts in (removed, added):
+            for host in hosts:
+                for address in host.addresses:
+                    if address not in reverse:
+                        owner = reverse[address] = reverse_wire(address)
+                        if owner in merged_names:
+                            return None
+        return reverse
+
+    def _put_merged(self, *, count: bool) -> None:
+        """The apex and the nameserver's name: SOA, NS, glue, hosts' addresses, merged."""
+        zone, apex, encoder, answers = self.zone, self.apex, self.encoder, self.answers
+        ttl = zone.ttl
+        nameserver = name_to_wire(zone.nameserver)
+        merged: dict[bytes, dict[int, list[bytes]]] = {
+            apex: {TYPE_SOA: [self._soa_rdata(zone.negative_ttl)], TYPE_NS: [nameserver]}
+        }
+        if nameserver != apex and nameserver in self.merged_names:
+            merged[nameserver] = {}
+        for owner, rtype, rdata in self.merged_extra:
+            merged[owner].setdefault(rtype, []).append(rdata)
+
+        glue_types = merged.get(nameserver)
+        if glue_types is not None and not glue_types:
+            for address in zone.nameserver_addresses:
+                rtype = TYPE_A if address.version == 4 else TYPE_AAAA
+                glue_types.setdefault(rtype, []).append(address.packed)
+            if not glue_types:
+                del merged[nameserver]  # neither published nor configured: it does not exist
+        glue = tuple(
+            rr(nameserver, rtype, ttl, rdata)
+            for rtype in (TYPE_A, TYPE_AAAA)
+            for rdata in (glue_types or {}).get(rtype, ())
+        )
+        for owner, types in merged.items():
+            if count:
+                self._exist(owner, 1)
+            for rtype, rdatas in types.items():
+                answer = tuple(rr(QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
+                additional = glue if rtype == TYPE_NS else ()
+                answers[owner + struct.pack(">HH", rtype, CLASS_IN)] = encoder.entry(
+                    NOERROR, answer=answer, additional=additional
+                )
+            any_type = next(t for t in _ANY_ORDER if t in types)
+            answers[owner + ANY_IN] = answers[owner + struct.pack(">HH", any_type, CLASS_IN)]
+
+    def _exist(self, owner: bytes, delta: int) -> None:
+        """Count `owner` and the names between it and the apex in (+1) or out (-1).
+
+        Those names exist (NODATA, not NXDOMAIN: RFC 8020) while anything at or below them does.
+        """
+        existing, apex = self.existing, self.apex
+        count = existing.get(owner, 0) + delta
+        if count:
+            existing[owner] = count
+        else:
+            del existing[owner]
+        cut = len(owner) - len(apex)
+        if cut <= 0 or not owner.endswith(apex):
+            return
+        parents: list[int] = []
+        at = owner[0] + 1
+        while at < cut:
+            parents.append(at)
+            at += owner[at] + 1
+        if at == cut:
+            for start in parents:
+                parent = owner[start:]
+                count = existing.get(parent, 0) + delta
+                if count:
+                    existing[parent] = count
+                else:
+                    del existing[parent]
+
+
+def _changed_hosts(
+    old: tuple[Host, ...], new: tuple[Host, ...]
+) -> tuple[list[Host], list[Host]] | None:
+    """(hosts only in `old`, hosts only in `new`), both sorted by canonical name; None if `new`
+    is not strictly sorted by canonical name (`old` must be)."""
+    canonical = [host.names[0] for host in new if host.names]
+    if len(canonical) != len(new) or any(map(operator.ge, canonical, canonical[1:])):
+        return None
+    removed: list[Host] = []
+    added: list[Host] = []
+    i = j = 0
+    n_old, n_new = len(old), len(new)
+    while i < n_old and j < n_new:
+        a, b = old[i], new[j]
+        if a is b or a == b:
+            i += 1
+            j += 1
+            continue
+        name_a, name_b = a.names[0], canonical[j]
+        if name_a <= name_b:
+            removed.append(a)
+            i += 1
+        if name_b <= name_a:
+            added.append(b)
+            j += 1
+    removed.extend(old[i:])
+    added.extend(new[j:])
+    return removed, added
