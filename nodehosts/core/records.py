@@ -66,7 +66,7 @@ import ipaddress
 import itertools
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Final, NamedTuple
@@ -116,28 +116,50 @@ class RecordPolicy:
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        domain = fold(self.domain)
-        domain = domain.removesuffix(".")
-        if domain and (problem := domain_problem(domain)) is not None:
-            raise ValueError(f"invalid domain {self.domain!r}: {problem}")
-        types = tuple(self.address_types)
-        if not types or not all(isinstance(kind, str) and kind for kind in types):
-            raise ValueError(f"address_types must be non-empty type names, not {types!r}")
-        allowed = _suffixes("allowed suffix", self.allowed_suffixes)
-        reserved = _suffixes("reserved suffix", self.reserved_suffixes)
-        nameserver = self.nameserver.lower().removesuffix(".") if self.nameserver else ""
-        if nameserver and name_problem(nameserver) is not None:
-            raise ValueError(f"invalid nameserver {self.nameserver!r}: {name_problem(nameserver)}")
+        raw = (self.domain, self.address_types, self.allowed_suffixes, self.reserved_suffixes)
+        try:
+            normal = _normalised(*raw, self.nameserver)
+        except TypeError:  # an unhashable setting: validate it uncached (it raises there)
+            normal = _normalised.__wrapped__(*raw, self.nameserver)
+        domain, types, allowed, reserved, nameserver = normal
         # Frozen: normalise through object.__setattr__ (the documented dataclass idiom).
         object.__setattr__(self, "domain", domain)
         object.__setattr__(self, "address_types", types)
         object.__setattr__(self, "allowed_suffixes", allowed)
         object.__setattr__(self, "reserved_suffixes", reserved)
-        object.__setattr__(self, "nameserver", nameserver or (f"ns.{domain}" if domain else ""))
-        object.__setattr__(self, "_hash", hash(astuple(self)))
+        object.__setattr__(self, "nameserver", nameserver)
+        flags = (self.exclude_not_ready, self.exclude_unschedulable)
+        object.__setattr__(
+            self, "_hash", hash((domain, types, flags, allowed, reserved, nameserver))
+        )
 
     def __hash__(self) -> int:
         return self._hash
+
+
+# The daemon builds a RecordPolicy from its settings for every publication: validating the
+# same settings again each time cost ~20-50 us per change.
+@lru_cache(maxsize=32)
+def _normalised(
+    domain: str,
+    address_types: Iterable[str],
+    allowed_suffixes: Iterable[str],
+    reserved_suffixes: Iterable[str],
+    nameserver: str,
+) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
+    """RecordPolicy's settings normalised and validated (ValueError says which is wrong)."""
+    folded = fold(domain).removesuffix(".")
+    if folded and (problem := domain_problem(folded)) is not None:
+        raise ValueError(f"invalid domain {domain!r}: {problem}")
+    types = tuple(address_types)
+    if not types or not all(isinstance(kind, str) and kind for kind in types):
+        raise ValueError(f"address_types must be non-empty type names, not {types!r}")
+    allowed = _suffixes("allowed suffix", allowed_suffixes)
+    reserved = _suffixes("reserved suffix", reserved_suffixes)
+    ns = nameserver.lower().removesuffix(".") if nameserver else ""
+    if ns and name_problem(ns) is not None:
+        raise ValueError(f"invalid nameserver {nameserver!r}: {name_problem(ns)}")
+    return folded, types, allowed, reserved, ns or (f"ns.{folded}" if folded else "")
 
 
 def _suffixes(what: str, values: Iterable[str]) -> tuple[str, ...]:
@@ -652,6 +674,44 @@ def _build(
     return publication, claimants, static_addresses, plans
 
 
+class PublicationCounts(NamedTuple):
+    """What metrics and the systemd status line show of a publication, as counts."""
+
+    nodes: int  # decisions
+    published: int  # nodes published
+    skipped: Mapping[SkipReason, int]  # nodes skipped, by their first reason (none: absent)
+    hosts: int
+    ipv4: int  # addresses published, by family
+    ipv6: int
+    collisions: int
+
+
+def publication_counts(publication: Publication) -> PublicationCounts:
+    """The counts by walking the whole publication (`RecordIndex.counts` keeps them instead)."""
+    skipped: dict[SkipReason, int] = {}
+    published = 0
+    for decision in publication.decisions:
+        published += decision.published
+        if decision.skip is not None:
+            skipped[decision.skip] = skipped.get(decision.skip, 0) + 1
+    ipv4 = ipv6 = 0
+    for host in publication.records.hosts:
+        for address in host.addresses:
+            if address.version == 4:
+                ipv4 += 1
+            else:
+                ipv6 += 1
+    return PublicationCounts(
+        len(publication.decisions),
+        published,
+        MappingProxyType(skipped),
+        len(publication.records),
+        ipv4,
+        ipv6,
+        len(publication.collisions),
+    )
+
+
 class RecordIndex:
     """The record policy kept up to date one node at a time: `build_publication`'s exact result
     for the current inputs, at a cost per changed node that does not grow with the cluster.
@@ -698,6 +758,10 @@ class RecordIndex:
         self._touched: dict[str, Host | None] | None = {}
         self._decisions_touched: dict[str, NodeDecision | None] = {}
         self._publication: Publication | None = None
+        # kept with the hosts and decisions: published nodes, skipped by reason, [_, v4, v6]
+        self._published = 0
+        self._skipped: dict[SkipReason, int] = {}
+        self._families = [0, 0, 0, 0, 0, 0, 0]  # indexed by IP version
         # the record set of the previous changes() call
         self._changes_base: RecordSet | None = None
         self._rebuild(static)
@@ -834,6 +898,19 @@ class RecordIndex:
                 out.append((name, before, now))
         return out
 
+    def counts(self) -> PublicationCounts:
+        """`publication_counts(self.publication())`, kept up to date per change instead of
+        walking every node and host (metrics and the systemd status read it per publication)."""
+        return PublicationCounts(
+            len(self._decisions),
+            self._published,
+            MappingProxyType({k: v for k, v in self._skipped.items() if v}),
+            len(self._hosts),
+            self._families[4],
+            self._families[6],
+            len(self._collisions),
+        )
+
     # --- internals
 
     def _rebuild(self, static: Sequence[Host]) -> None:
@@ -869,6 +946,10 @@ class RecordIndex:
         self._decision_names = [decision.node for decision in self._decisions]
         self._collisions = list(publication.collisions)
         self._collision_names = [collision.name for collision in self._collisions]
+        counts = publication_counts(publication)
+        self._published = counts.published
+        self._skipped = dict(counts.skipped)
+        self._families = [0, 0, 0, 0, counts.ipv4, 0, counts.ipv6]
         self._touched = None
         self._decisions_touched = decisions_before
         for name in self._decision_names:
@@ -1012,6 +1093,8 @@ class RecordIndex:
         else:
             self._host_of[label] = host
         if before is not None:
+            for address in before.addresses:
+                self._families[address.version] -= 1
             self._touch(before.canonical)
             # While one change is applied two hosts may briefly share a canonical name (the
             # winner is placed before the loser gives it up): remove this very host.
@@ -1021,6 +1104,8 @@ class RecordIndex:
             del self._canonicals[index]
             del self._hosts[index]
         if host is not None:
+            for address in host.addresses:
+                self._families[address.version] += 1
             self._touch(host.canonical)
             index = bisect.bisect_left(self._canonicals, host.canonical)
             self._canonicals.insert(index, host.canonical)
@@ -1050,6 +1135,11 @@ class RecordIndex:
             return
         if node not in self._decisions_touched:
             self._decisions_touched[node] = before
+        for one, sign in ((before, -1), (decision, 1)):
+            if one is not None:
+                self._published += sign * one.published
+                if one.skip is not None:
+                    self._skipped[one.skip] = self._skipped.get(one.skip, 0) + sign
         if decision is None:
             del self._decision_names[index]
             del self._decisions[index]

@@ -10,12 +10,13 @@ from hypothesis import strategies as st
 
 from nodehosts.core.hosts import (
     MAX_PROBLEMS_KEPT,
+    HostsRenderer,
     parse_hosts,
     read_generation,
     render_file,
     render_hosts,
 )
-from nodehosts.core.model import Host, NodeInfo, RecordSet
+from nodehosts.core.model import Host, HostChanges, NodeInfo, RecordSet
 from nodehosts.core.records import RecordPolicy, build_publication
 
 ip = ipaddress.ip_address
@@ -336,3 +337,48 @@ def test_render_file_with_a_prerendered_body_gives_the_same_bytes() -> None:
     assert render_file(records, generation=3, body=render_hosts(records)) == render_file(
         records, generation=3
     )
+
+
+def _host(number: int, octet: int) -> Host:
+    name = f"h{number:04d}.node.internal"
+    return Host(
+        (name, f"h{number:04d}"),
+        (ipaddress.IPv4Address(f"10.0.{octet}.{number % 250 + 1}"),),
+        "node",
+        f"h{number:04d}",
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    start=st.sets(st.integers(0, 999), max_size=400),
+    steps=st.lists(
+        st.lists(st.tuples(st.integers(0, 999), st.integers(0, 3)), min_size=1, max_size=150),
+        max_size=6,
+    ),
+)
+def test_the_renderer_from_host_changes_equals_a_full_render_over_many_blocks(
+    start: set[int], steps: list[list[tuple[int, int]]]
+) -> None:
+    """Hundreds of hosts (several blocks of lines), then batches that add, readdress and remove
+    hosts anywhere (block starts, emptied blocks, blocks grown past a split): the incremental
+    body is byte for byte the full render's, and the address count follows."""
+    hosts = {number: _host(number, 0) for number in start}
+    records = RecordSet(tuple(sorted(hosts.values(), key=lambda h: h.canonical)))
+    renderer = HostsRenderer()
+    assert renderer.render(records) == render_hosts(records)
+    for batch in steps:
+        before = records
+        after_hosts = dict(hosts)
+        for number, action in batch:
+            if action == 0:
+                after_hosts.pop(number, None)
+            else:
+                after_hosts[number] = _host(number, action)
+        removed = [hosts[n] for n in sorted(hosts) if after_hosts.get(n) != hosts[n]]
+        added = [after_hosts[n] for n in sorted(after_hosts) if hosts.get(n) != after_hosts[n]]
+        hosts = after_hosts
+        records = RecordSet(tuple(sorted(hosts.values(), key=lambda h: h.canonical)))
+        changes = HostChanges(before, records, tuple(removed), tuple(added))
+        assert renderer.render(records, changes) == render_hosts(records)
+        assert renderer.addresses == records.address_count()

@@ -11,8 +11,13 @@ from hypothesis import strategies as st
 from nodehosts.core.dns.answer import Answerer
 from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.hosts import HostsRenderer, render_hosts
-from nodehosts.core.model import Host, NodeDecision, NodeInfo, Publication
-from nodehosts.core.records import RecordIndex, RecordPolicy, build_publication
+from nodehosts.core.model import Host, NodeDecision, NodeInfo, Publication, SkipReason
+from nodehosts.core.records import (
+    RecordIndex,
+    RecordPolicy,
+    build_publication,
+    publication_counts,
+)
 
 POLICY = RecordPolicy()
 ZONE = ZoneConfig(domain="node.internal")
@@ -108,6 +113,7 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
     index = RecordIndex(policy, static)
     previous = index.update(nodes, static, policy, hidden=hidden)
     assert previous == build_publication(nodes.values(), static, policy, hidden)
+    assert index.counts() == publication_counts(previous)
     assert [name for name, _, _ in index.decision_changes()] == sorted(nodes)
     renderer = HostsRenderer()
     renderer.render(previous.records, index.changes())
@@ -132,6 +138,7 @@ def test_the_index_equals_a_full_build_after_any_sequence_of_changes(
                 policy = RecordPolicy(exclude_not_ready=not_ready, exclude_unschedulable=cordoned)
         got = index.update(nodes, static, policy, touched if hints else None, hidden)
         assert got == build_publication(nodes.values(), static, policy, hidden)
+        assert index.counts() == publication_counts(got)
         changes = index.changes()
         if changes is not None:
             assert changes.before is previous.records and changes.after is got.records
@@ -229,3 +236,38 @@ def test_deleting_and_re_adding_a_node_in_a_large_cluster_stays_incremental() ->
         changes = index.changes()
         assert changes is not None
         assert len(changes.removed) + len(changes.added) == [1, 1, 2][step]  # out; in; out+in
+
+
+def test_the_counts_follow_each_change_without_walking_the_cluster() -> None:
+    """What metrics and the systemd status show: nodes published and skipped (by reason),
+    hosts, addresses per family, collisions; kept per change, equal to a full count."""
+    nodes = {
+        "a": _node("a", None, ["10.0.0.1", "2001:db8::1"], True),
+        "b": _node("b", None, ["10.0.0.2"], True),
+        "c": _node("c", None, [], True),  # no address: skipped
+        "d": _node("d", "a", ["10.0.0.4"], True),  # its Hostname collides with a's name
+    }
+    policy = RecordPolicy(exclude_not_ready=True)
+    index = RecordIndex(policy)
+    first = index.update(nodes, [], policy)
+    counts = index.counts()
+    assert counts == publication_counts(first)
+    assert (counts.nodes, counts.published, counts.hosts, counts.ipv4, counts.ipv6) == (
+        4,
+        3,
+        3,
+        3,
+        1,
+    )
+    assert dict(counts.skipped) == {SkipReason.NO_ADDRESS: 1}
+    assert counts.collisions == 2  # a.node.internal and a
+    nodes = {
+        **nodes,
+        "a": _node("a", None, ["10.0.0.1"], False),
+        "c": _node("c", None, ["2001:db8::2"], True),
+    }
+    second = index.update(nodes, [], policy)
+    counts = index.counts()
+    assert counts == publication_counts(second)
+    assert dict(counts.skipped) == {SkipReason.NOT_READY: 1}
+    assert (counts.published, counts.ipv4, counts.ipv6, counts.collisions) == (3, 2, 1, 2)
