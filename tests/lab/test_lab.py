@@ -27,8 +27,9 @@ What cannot run here, and what covers it instead:
 - The machines are Debian 12 (bookworm) containers, while the Vagrant box defaults to trixie:
   the scripts support both (provisioning/README.md), and the nodehosts .deb's trixie install
   is covered by tests/e2e.
-- The cluster's CoreDNS and kube-proxy images are built and imported, but their pods need the
-  pod network (Calico) and kube-proxy needs iptables in its image: they are not started here.
+- The cluster's CoreDNS image is built and imported, but its pods need the pod network
+  (Calico): they stay Pending. kube-proxy (host network) runs on every node, with iptables in
+  its image (images.sh) and conntrack.maxPerCore 0 (the container's limit, lab_env).
 - metrics-server's /metrics/resource scraping: the apiserver's own proxy to each kubelet's
   /metrics/resource and /stats/summary (below) exercises the same path (name -> nodehosts ->
   kubelet serving certificate verified against the cluster CA).
@@ -194,9 +195,15 @@ def build_artifacts(workdir: Path) -> dict[str, Path]:
     return {"generated": generated, "deb": deb, "images": images, "binaries": node_binaries}
 
 
-def calico_env() -> dict[str, str]:
-    """The documented override of versions.env's pin: the stand-in's checksum."""
-    return {"CALICO_MANIFEST_SHA256": hashlib.sha256(CALICO_STANDIN.read_bytes()).hexdigest()}
+def lab_env() -> dict[str, str]:
+    """What the scripts get besides LAB_ENV, each a documented setting of versions.env or
+    cluster.env: the Calico stand-in's checksum (the pin's override), and kube-proxy's
+    conntrack.maxPerCore 0 (nf_conntrack_max belongs to the host's network namespace and is
+    read-only in a node container's own; kube-proxy exits when it cannot write it)."""
+    return {
+        "CALICO_MANIFEST_SHA256": hashlib.sha256(CALICO_STANDIN.read_bytes()).hexdigest(),
+        "KUBE_PROXY_CONNTRACK_MAX_PER_CORE": "0",
+    }
 
 
 # ---------------------------------------------------------------------- the lab
@@ -215,7 +222,7 @@ class Lab:
         node = Node(
             name, cached_root(SUITE, "lab"), self.network, self.workdir / "nodes",
             binaries=self.artifacts["binaries"], upstream=BIN_DIR,
-            images=self.artifacts["images"] / role, env=calico_env(),
+            images=self.artifacts["images"] / role, env=lab_env(),
         )  # fmt: skip
         self.nodes[name] = node
         node.start(static_ip)
@@ -576,6 +583,61 @@ def test_apiserver_reaches_kubelets_by_name_verifying_their_certificates(lab: La
         assert summary.returncode == 0 and f'"nodeName": "{name}"' in summary.stdout
         resource = kubelet_proxy(lab, name, "metrics/resource")
         assert resource.returncode == 0 and "node_cpu_usage_seconds_total" in resource.stdout
+
+
+def kube_proxy_pods(lab: Lab) -> dict[str, tuple[bool, int]]:
+    """Node -> (kube-proxy Ready there, its restart count)."""
+    listing = lab.kubectl(
+        "-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-proxy", "-o",
+        "jsonpath={range .items[*]}{.spec.nodeName} {.status.containerStatuses[0].ready} "
+        '{.status.containerStatuses[0].restartCount}{"\\n"}{end}',
+    ).stdout  # fmt: skip
+    pods = {}
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) == 3:
+            pods[fields[0]] = (fields[1] == "true", int(fields[2]))
+    return pods
+
+
+def kube_proxy_ready_everywhere(lab: Lab) -> dict[str, tuple[bool, int]]:
+    pods = kube_proxy_pods(lab)
+    nodes = {"controller-0", "worker-0", "worker-1"}
+    return pods if set(pods) == nodes and all(ready for ready, _ in pods.values()) else {}
+
+
+def service_ip_answers(node: Node) -> str:
+    """The kubernetes Service's ClusterIP from NODE: only kube-proxy's rules lead anywhere."""
+    result = node.container.run(
+        "curl", "-sk", "--max-time", "5", f"https://{PINS['API_SERVICE_IP']}/version",
+        check=False, timeout=20,
+    )  # fmt: skip
+    return result.stdout if result.returncode == 0 and '"gitVersion"' in result.stdout else ""
+
+
+def test_kube_proxy_runs_on_every_node_and_service_ips_work(lab: Lab) -> None:
+    """kube-proxy (the add-on's DaemonSet, images.sh's image with Debian's iptables) becomes
+    Ready on every node without a single restart (it crash-looped on the missing iptables
+    and on nf_conntrack_max: lab_env), writes its rules, and the kubernetes Service's
+    ClusterIP (10.32.0.1:443) reaches the apiserver from each node."""
+    pods = wait_for("kube-proxy Ready on every node", kube_proxy_ready_everywhere, lab, timeout=180)
+    for name in ("worker-0", "worker-1", "controller-0"):
+        version = wait_for(
+            f"{PINS['API_SERVICE_IP']} from {name}", service_ip_answers, lab.nodes[name]
+        )
+        assert PINS["KUBERNETES_VERSION"] in version, version
+        rules = lab.nodes[name].container.run("iptables", "-t", "nat", "-S", "KUBE-SERVICES")
+        assert "default/kubernetes:https cluster IP" in rules.stdout, rules.stdout
+    # Still the first container everywhere: it did not exit after becoming Ready.
+    pods = kube_proxy_pods(lab)
+    assert {name: restarts for name, (_, restarts) in pods.items()} == {
+        "controller-0": 0, "worker-0": 0, "worker-1": 0
+    }, pods  # fmt: skip
+    configured = lab.kubectl(
+        "-n", "kube-system", "get", "configmap", "kube-proxy",
+        "-o", "jsonpath={.data.config\\.conf}",
+    ).stdout  # fmt: skip
+    assert "maxPerCore: 0" in configured, configured
 
 
 def test_a_new_dhcp_lease_is_followed_everywhere(lab: Lab) -> None:
