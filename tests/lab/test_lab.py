@@ -151,23 +151,17 @@ def cluster_coredns(workdir: Path) -> Path:
 def build_artifacts(workdir: Path) -> dict[str, Path]:
     """The PKI and bundles, the .deb, the binaries directory and the image tars."""
     env = {**os.environ, **LAB_ENV, "PATH": SYSTEM_PATH + ":/usr/local/go/bin"}
+    # host.sh, as before `vagrant up`: the PKI, the bundles and the .deb (scripts/build-deb),
+    # into a directory of this run (LAB_GENERATED) instead of provisioning/generated.
     generated = workdir / "generated"
-    sh_script = (
-        "source provisioning/lib/all.sh && lab_load_env && LAB_NODE=host "
-        f"&& secrets_generate_all {generated}"
-    )
     result = subprocess.run(
-        ["bash", "-c", sh_script], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=300, check=False,
+        ["bash", str(PROVISIONING / "host.sh")], cwd=workdir,
+        env={**env, "LAB_GENERATED": str(generated)}, capture_output=True, text=True,
+        timeout=900, check=False,
     )  # fmt: skip
-    assert result.returncode == 0, "the PKI: " + result.stderr
-    deb_out = workdir / "deb"
-    result = subprocess.run(
-        ["bash", str(REPO / "tests/e2e/build-deb.sh"), str(deb_out)],
-        env=env, capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, "the .deb: " + result.stderr[-3000:]
-    deb = Path(result.stdout.strip().splitlines()[-1])
+    assert result.returncode == 0, "host.sh: " + result.stderr[-3000:]
+    assert "[host] nodehosts package: Package: nodehosts Version: " in result.stderr, result.stderr
+    deb = generated / "nodehosts.deb"
     # LAB_BINARIES for the image build: scripts/upstream-bin's output plus the cluster CoreDNS.
     binaries = workdir / "binaries"
     (binaries / "cni").mkdir(parents=True)
