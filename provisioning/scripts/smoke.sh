@@ -204,13 +204,16 @@ top_lists_every_node() {
 }
 
 # Nodes whose kubelet the apiserver cannot reach with a verified certificate, one line each:
-# "NAME WHY" (the last line of kubectl's answer).
+# "NAME WHY" (the last line kubectl wrote to stderr). Only stdout is the answer: a warning on
+# stderr (or a shell's own complaint) does not make a healthy kubelet unverified.
 kubelets_unverified() {
-    local name out
+    local name out err
+    err=$(mktemp)
     for name in "${nodes[@]}"; do
-        out=$(k get --raw "/api/v1/nodes/$name/proxy/healthz" 2>&1) || true
-        [[ $out == ok ]] || echo "$name $(tail -n 1 <<<"$out")"
+        out=$(k get --raw "/api/v1/nodes/$name/proxy/healthz" 2>"$err") || true
+        [[ $out == ok ]] || echo "$name $(tail -n 1 "$err")"
     done
+    rm -f "$err"
 }
 kubelets_verified() { [[ -z $(kubelets_unverified) ]]; }
 

@@ -34,7 +34,7 @@ What cannot run here, and what covers it instead:
   /metrics/resource and /stats/summary (below) exercises the same path (name -> nodehosts ->
   kubelet serving certificate verified against the cluster CA).
 
-Run (root, Debian bookworm host; about 4 minutes warm, 12 tests):
+Run (root, Debian bookworm host; about 9 minutes warm on the 2-core CI machine, 15 tests):
     NODEHOSTS_UPSTREAM_BIN=/tmp/ub flock /tmp/nodehosts-e2e.lock \
         .venv/bin/python -m pytest -m lab tests/lab -v
 """

@@ -37,6 +37,7 @@ sys.stdin.read() if "-f -" in line else None
 for rule in json.loads(os.environ["FAKE_RULES"]):
     if re.search(rule["match"], line):
         sys.stdout.write(rule.get("out", ""))
+        sys.stderr.write(rule.get("err", ""))
         sys.exit(rule.get("rc", 0))
 sys.stderr.write("fake: no canned answer for: " + line + "\\n")
 sys.exit(99)
@@ -55,8 +56,8 @@ SERVER = "Server:\t\t10.32.0.10\nAddress:\t10.32.0.10:53\n\n"
 POD_IPS = {"worker-0": "10.200.3.2", "worker-1": "10.200.4.2", "worker-2": "10.200.5.2"}
 
 
-def rule(match: str, out: str = "", rc: int = 0) -> dict[str, object]:
-    return {"match": match, "out": out, "rc": rc}
+def rule(match: str, out: str = "", rc: int = 0, err: str = "") -> dict[str, object]:
+    return {"match": match, "out": out, "rc": rc, "err": err}
 
 
 def healthy_rules() -> list[dict[str, object]]:
@@ -334,12 +335,28 @@ def test_a_name_the_apiserver_cannot_resolve_is_named_as_dns_not_certificates(
         "Error from server (BadRequest): lookup worker-2 on 10.240.0.40:53: "
         "read udp 10.240.0.10:35958->10.240.0.40:53: i/o timeout\n"
     )
-    rules = [rule(r"^get --raw /api/v1/nodes/worker-2/proxy/healthz$", lookup, 1), *healthy_rules()]
+    rules = [
+        rule(r"^get --raw /api/v1/nodes/worker-2/proxy/healthz$", "", 1, err=lookup),
+        *healthy_rules(),
+    ]
     result, _ = run_smoke(tmp_path, rules, "--cluster")
     assert result.returncode == 1
     (line,) = [v for v in verdicts(result.stdout) if v.startswith("FAIL")]
     assert line.startswith("FAIL  the apiserver cannot resolve worker-2: lookup worker-2 on"), line
     assert line.endswith("; see TROUBLESHOOTING.md#names-do-not-resolve"), line
+
+
+def test_a_warning_beside_a_kubelets_ok_is_not_a_failure(tmp_path: Path) -> None:
+    """Only kubectl's answer decides: a line on its stderr (seen in the lab: a shell whose
+    working directory was gone wrote one for every command) leaves a healthy kubelet verified."""
+    warning = "shell-init: error retrieving current directory\n"
+    rules = [
+        rule(r"^get --raw /api/v1/nodes/worker-1/proxy/healthz$", "ok", err=warning),
+        *healthy_rules(),
+    ]
+    result, _ = run_smoke(tmp_path, rules, "--cluster")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS  every kubelet's serving certificate approved and verified" in result.stdout
 
 
 def test_a_node_without_its_host_pod_is_not_called_a_forwarding_problem(tmp_path: Path) -> None:
