@@ -30,6 +30,10 @@ What cannot run here, and what covers it instead:
 - The cluster's CoreDNS image is built and imported, but its pods need the pod network
   (Calico): they stay Pending. kube-proxy (host network) runs on every node, with iptables in
   its image (images.sh) and conntrack.maxPerCore 0 (the container's limit, lab_env).
+- smoke.sh's image (registry.k8s.io/e2e-test-images/busybox) cannot be pulled either: one of
+  that name is built from Debian's busybox-static (build_smoke_image) and imported with the
+  others, so smoke.sh's host-network pods run and its forwarding check reads every node;
+  its pod-network checks (ping, pod DNS, logs/exec, top) need Calico and fail, each saying so.
 - metrics-server's /metrics/resource scraping: the apiserver's own proxy to each kubelet's
   /metrics/resource and /stats/summary (below) exercises the same path (name -> nodehosts ->
   kubelet serving certificate verified against the cluster CA).
@@ -86,6 +90,10 @@ CONTROLLER_IMAGES = (
     "kube-proxy", "coredns",
 )  # fmt: skip
 WORKER_IMAGES = ("pause", "kube-proxy", "coredns")
+# smoke.sh's image (Kubernetes' e2e busybox), built here: see build_smoke_image.
+SMOKE_IMAGE = re.search(
+    r"SMOKE_IMAGE:=([^}]+)\}", (PROVISIONING / "scripts/smoke.sh").read_text()
+).group(1)  # type: ignore[union-attr]
 STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 # Calico's manifest: addons.sh takes it from $LAB_BINARIES/calico.yaml (no internet here), checked
 # against CALICO_MANIFEST_SHA256 and patched by calico_patch.py, exactly as on a machine that
@@ -175,9 +183,10 @@ def build_artifacts(workdir: Path) -> dict[str, Path]:
         timeout=900, check=False,
     )  # fmt: skip
     assert result.returncode == 0, "images.sh build: " + result.stderr[-3000:]
+    build_smoke_image(workdir, images / "smoke.tar")
     for role, names in (("controller", CONTROLLER_IMAGES), ("worker", WORKER_IMAGES)):
         (images / role).mkdir()
-        for name in names:
+        for name in (*names, "smoke"):
             os.link(images / f"{name}.tar", images / role / f"{name}.tar")
     # LAB_BINARIES as the nodes see it: the upstream binaries (mounted at UPSTREAM_MOUNT) and
     # Calico's manifest, laid out as provisioning/README.md's offline install describes.
@@ -187,6 +196,31 @@ def build_artifacts(workdir: Path) -> dict[str, Path]:
         os.symlink(f"{UPSTREAM_MOUNT}/{name}", node_binaries / name)
     shutil.copy(CALICO_STANDIN, node_binaries / "calico.yaml")
     return {"generated": generated, "deb": deb, "images": images, "binaries": node_binaries}
+
+
+def build_smoke_image(workdir: Path, out: Path) -> None:
+    """SMOKE_IMAGE cannot be pulled here: the same name, built from Debian's busybox-static
+    (apt-get download) with the applets smoke.sh's pods run, by images.sh's oci_image_tar.
+    Its host-network pods then run on every node (no CNI needed), so the forwarding check
+    reads each node for real; its pod-network pods still need Calico."""
+    root = workdir / "smoke-root"
+    script = f"""set -euo pipefail
+source {PROVISIONING}/lib/all.sh && lab_load_env
+cache=${{LAB_DEB_CACHE:-$HOME/.cache/nodehosts/debs}}
+mkdir -p "$cache" {root}/x {root}/bin
+(cd "$cache" && apt-get download -q busybox-static >/dev/null 2>&1)
+dpkg-deb -x "$(ls -t "$cache"/busybox-static_*.deb | head -n 1)" {root}/x
+install -m 0755 "$(ls {root}/x/bin/busybox {root}/x/usr/bin/busybox 2>/dev/null | head -n 1)" \\
+    {root}/bin/busybox
+rm -rf {root}/x
+for applet in sh sleep cat true echo ping nslookup; do ln -s busybox {root}/bin/$applet; done
+oci_image_tar --root {root} "{SMOKE_IMAGE}" {out} {root}/bin/busybox
+"""
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, **LAB_ENV, "PATH": SYSTEM_PATH},
+    )  # fmt: skip
+    assert result.returncode == 0, "the smoke image: " + result.stderr[-3000:]
 
 
 def lab_env() -> dict[str, str]:
@@ -367,8 +401,8 @@ def test_node_sh_and_images_on_every_kubernetes_node(lab: Lab) -> None:
         node = lab.nodes[name]
         listed = node.container.run("ctr", "-n", "k8s.io", "images", "ls", "-q").stdout.split()
         wanted = CONTROLLER_IMAGES if name.startswith("controller") else WORKER_IMAGES
-        assert PINS["PAUSE_IMAGE"] in listed
-        assert len([ref for ref in listed if not ref.startswith("sha256:")]) == len(wanted)
+        assert PINS["PAUSE_IMAGE"] in listed and SMOKE_IMAGE in listed
+        assert len([ref for ref in listed if not ref.startswith("sha256:")]) == len(wanted) + 1
         kubelet = node.container.run("systemctl", "is-active", "kubelet", check=False)
         assert kubelet.stdout.strip() != "active"
 
@@ -721,6 +755,8 @@ SMOKE_PASSES_HERE = (
     f"PASS  the API answers through the LB ({LB_IP}:6443)",
     "PASS  every kubelet's serving certificate approved and verified (3 nodes, no CSR pending)",
     "PASS  nodehosts on lb-0 publishes exactly the API's nodes (nodehosts dump --diff)",
+    # through the host-network smoke pods (build_smoke_image), by kubectl exec
+    "PASS  net.ipv4.conf.all.forwarding = 1 on every node (3)",
 )
 
 
