@@ -157,8 +157,14 @@ EOF
 
 # kube-proxy as a DaemonSet. It talks to the apiserver through the LB, not the service IP
 # (it is what makes service IPs work), with its service account token.
+# KUBE_PROXY_CONNTRACK_MAX_PER_CORE (cluster.env), when set, becomes conntrack.maxPerCore.
 addon_kube_proxy() {
-    local out=$1
+    local out=$1 conntrack=""
+    if [[ -n ${KUBE_PROXY_CONNTRACK_MAX_PER_CORE:-} ]]; then
+        [[ $KUBE_PROXY_CONNTRACK_MAX_PER_CORE =~ ^[0-9]+$ ]] \
+            || die "KUBE_PROXY_CONNTRACK_MAX_PER_CORE must be a number or empty, not '$KUBE_PROXY_CONNTRACK_MAX_PER_CORE'"
+        conntrack=$'\n'"    conntrack:"$'\n'"      maxPerCore: $KUBE_PROXY_CONNTRACK_MAX_PER_CORE"
+    fi
     update_file "$out" 0644 <<EOF
 apiVersion: v1
 kind: ServiceAccount
@@ -191,7 +197,7 @@ data:
     clientConnection:
       kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
     clusterCIDR: $POD_CIDR
-    mode: iptables
+    mode: iptables$conntrack
   kubeconfig.conf: |
     apiVersion: v1
     kind: Config

@@ -10,6 +10,9 @@
 #
 # An image is one uncompressed layer (the binary, /etc/passwd and /tmp) and a config whose
 # Entrypoint is the binary: the static pod manifests and add-ons give their own `command`.
+# kube-proxy's layer also holds iptables (Debian's, with its libraries: lab_iptables_root),
+# as upstream's image does: in iptables mode it runs iptables-restore and refuses to start
+# without it ("iptables is not available on this host").
 
 # The images the nodes need, "file-name reference binary...": the first binary is the
 # entrypoint; each is taken from BIN_DIR (pause is built from provisioning/images/pause.c).
@@ -38,15 +41,20 @@ _blob() {
     echo "$digest"
 }
 
-# oci_image_tar REFERENCE OUT_TAR ENTRYPOINT [FILE...]
+# oci_image_tar [--root DIR] REFERENCE OUT_TAR ENTRYPOINT [FILE...]
 #   One layer: ENTRYPOINT at /<name> for pause and coredns (where the upstream images have
-#   them), else at /usr/local/bin/<name> like each FILE. Reproducible: same input, same digests.
+#   them), else at /usr/local/bin/<name> like each FILE; with --root, DIR's files under them.
+#   Reproducible: same input, same digests.
 oci_image_tar() {
+    local base=""
+    if [[ $1 == --root ]]; then base=$2; shift 2; fi
     local ref=$1 out=$2 entry=$3; shift 3
     local work layer_root layer config manifest digest size arch entry_path file
     arch=$(lab_arch)
     work=$(mktemp -d)
     layer_root=$work/rootfs
+    mkdir -p "$layer_root"
+    [[ -z $base ]] || cp -a "$base/." "$layer_root/"
     mkdir -p "$layer_root/usr/local/bin" "$layer_root/etc" "$layer_root/tmp"
     chmod 1777 "$layer_root/tmp"
     printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' \
@@ -100,9 +108,47 @@ oci_image_tar() {
     rm -rf "$work"
 }
 
+# The Debian packages of kube-proxy's iptables: iptables and what it needs to run (the C
+# library included), as apt resolves them here; no Recommends (nftables).
+lab_iptables_packages() {
+    apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+        --no-replaces --no-enhances iptables | grep '^[a-z0-9]' | sort -u
+}
+
+# lab_iptables_root DIR: iptables and its libraries in DIR, a merged-/usr root of their own
+# (no other file), from the Debian packages apt downloads into LAB_DEB_CACHE (default
+# ~/.cache/nodehosts/debs); the machine that builds the images needs apt, not iptables.
+# iptables, ip6tables and their -save/-restore are the nf_tables variant, Debian's default
+# since buster and what the nodes' own iptables uses (kube-proxy's rules and Calico's go
+# through the same kernel API then).
+lab_iptables_root() {
+    local root=$1 cache=${LAB_DEB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodehosts/debs}
+    local packages deb d t
+    command -v apt-get >/dev/null || die "kube-proxy's image needs iptables from Debian packages: no apt-get here"
+    mapfile -t packages < <(lab_iptables_packages)
+    (( ${#packages[@]} > 1 )) || die "apt-cache knows no package iptables (apt-get update?)"
+    mkdir -p "$cache"
+    (cd "$cache" && apt-get download -q "${packages[@]}" >/dev/null 2>&1) \
+        || die "apt-get download ${packages[*]} failed (in $cache)"
+    mkdir -p "$root/usr/bin" "$root/usr/sbin" "$root/usr/lib" "$root/usr/lib64"
+    for d in bin sbin lib lib64; do ln -sfn "usr/$d" "$root/$d"; done
+    for deb in "${packages[@]}"; do
+        # The newest file of the package apt downloaded (older versions may linger in cache).
+        deb=$(ls -t "$cache/${deb}"_*.deb | head -n 1)
+        dpkg-deb --fsys-tarfile "$deb" | tar -x --keep-directory-symlink -C "$root"
+    done
+    rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/lintian" \
+        "$root/usr/share/locale" "$root/usr/share/info"
+    for t in iptables ip6tables; do
+        for d in "" -save -restore; do ln -sfn xtables-nft-multi "$root/usr/sbin/$t$d"; done
+    done
+    ldconfig -r "$root"
+    [[ -x $root/usr/sbin/xtables-nft-multi ]] || die "no xtables-nft-multi in the iptables package"
+}
+
 # lab_images_build BIN_DIR OUT_DIR: every image of lab_image_list, pause compiled here.
 lab_images_build() {
-    local bin=$1 out=$2 name ref binaries files b tmp
+    local bin=$1 out=$2 name ref binaries files b tmp root
     command -v jq >/dev/null || die "lab_images_build needs jq"
     mkdir -p "$out"
     command -v gcc >/dev/null || die "lab_images_build needs gcc (and the static C library) for pause"
@@ -119,7 +165,12 @@ lab_images_build() {
         # The entrypoint keeps its upstream name inside the image, whatever the file is called.
         tmp=$(mktemp -d)
         cp "${files[0]}" "$tmp/$name"
-        oci_image_tar "$ref" "$out/$name.tar" "$tmp/$name" "${files[@]:1}"
+        root=()
+        if [[ $name == kube-proxy ]]; then
+            lab_iptables_root "$tmp/root"
+            root=(--root "$tmp/root")
+        fi
+        oci_image_tar "${root[@]}" "$ref" "$out/$name.tar" "$tmp/$name" "${files[@]:1}"
         rm -rf "$tmp"
     done < <(lab_image_list)
     rm -f "$out/.pause"

@@ -203,12 +203,17 @@ top_lists_every_node() {
     for name in "${nodes[@]}"; do grep -q "^$name " <<<"$out" || return 1; done
 }
 
-# Nodes whose kubelet the apiserver cannot reach with a verified certificate.
+# Nodes whose kubelet the apiserver cannot reach with a verified certificate, one line each:
+# "NAME WHY" (the last line kubectl wrote to stderr). Only stdout is the answer: a warning on
+# stderr (or a shell's own complaint) does not make a healthy kubelet unverified.
 kubelets_unverified() {
-    local name
+    local name out err
+    err=$(mktemp)
     for name in "${nodes[@]}"; do
-        [[ $(k get --raw "/api/v1/nodes/$name/proxy/healthz" 2>/dev/null) == ok ]] || echo "$name"
+        out=$(k get --raw "/api/v1/nodes/$name/proxy/healthz" 2>"$err") || true
+        [[ $out == ok ]] || echo "$name $(tail -n 1 "$err")"
     done
+    rm -f "$err"
 }
 kubelets_verified() { [[ -z $(kubelets_unverified) ]]; }
 
@@ -221,15 +226,25 @@ pending_serving_csrs() {
 }
 
 check_forwarding() {
-    local name value bad=()
+    local name value bad=() unread=()
     for name in "${nodes[@]}"; do
-        value=$( [[ -n ${host_pod[$name]:-} ]] && ks exec "${host_pod[$name]}" -- cat /proc/sys/net/ipv4/conf/all/forwarding 2>/dev/null || echo "?")
-        [[ $value == 1 ]] || bad+=("$name=$value")
+        # Read through the node's host-network smoke pod; without one it cannot be read, and
+        # that is not a forwarding problem.
+        if [[ -n ${host_pod[$name]:-} ]] \
+            && value=$(ks exec "${host_pod[$name]}" -- cat /proc/sys/net/ipv4/conf/all/forwarding 2>/dev/null); then
+            [[ $value == 1 ]] || bad+=("$name=$value")
+        else
+            unread+=("$name")
+        fi
     done
-    if (( ${#bad[@]} == 0 )); then
+    if (( ${#bad[@]} )); then
+        fail "net.ipv4.conf.all.forwarding is not 1 on ${bad[*]}" "a sysctl file overrides /etc/sysctl.d/90-kubernetes-lab.conf" pods-cannot-reach-each-other
+    fi
+    if (( ${#unread[@]} )); then
+        fail "net.ipv4.conf.all.forwarding unknown on ${unread[*]}: no running smoke-host pod there" "the host-network smoke pods did not start (can the node pull $SMOKE_IMAGE?)" pods-do-not-start
+    fi
+    if (( ${#bad[@]} + ${#unread[@]} == 0 )); then
         pass "net.ipv4.conf.all.forwarding = 1 on every node (${#nodes[@]})"
-    else
-        fail "net.ipv4.conf.all.forwarding is not 1 on ${bad[*]}" "a sysctl file overrides /etc/sysctl.d/90-kubernetes-lab.conf (? = could not read it)" pods-cannot-reach-each-other
     fi
 }
 
@@ -288,13 +303,23 @@ cluster_checks() {
         fail "kubectl top nodes does not list every node" "metrics-server cannot scrape the kubelets (names, serving certificates), or the APIService is unavailable" metrics-server-unavailable
     fi
 
-    local pending unverified
+    local pending unverified lookup
     if retry kubelets_verified && [[ -z $(pending_serving_csrs) ]]; then
         pass "every kubelet's serving certificate approved and verified (${#nodes[@]} nodes, no CSR pending)"
     else
-        unverified=$(kubelets_unverified | tr '\n' ' ') || true
+        unverified=$(kubelets_unverified) || true
         pending=$(pending_serving_csrs | tr '\n' ' ') || true
-        fail "kubelet serving certificates: unverified on ${unverified:-none}, pending CSRs ${pending:-none}" "nodehosts did not approve them (journalctl -u nodehosts on the LB)" serving-csrs-pending
+        # The apiserver reaches kubelets by name first: a failed lookup is the LB's DNS, not a
+        # certificate ("lookup worker-0 on 10.240.0.40:53: ... i/o timeout").
+        lookup=$(grep -E '(^| )lookup [^ ]+ on ' <<<"$unverified" | awk '{ print $1 }' | tr '\n' ' ') || true
+        if [[ -n $lookup ]]; then
+            fail "the apiserver cannot resolve ${lookup% }: $(grep -m 1 -oE 'lookup .*' <<<"$unverified")" "the LB's DNS ($LB_VIP: CoreDNS, or nodehosts serving DNS) does not answer node names" names-do-not-resolve
+        else
+            local first
+            first=$(head -n 1 <<<"$unverified")
+            unverified=$(awk '{ print $1 }' <<<"$unverified" | tr '\n' ' ') || true
+            fail "kubelet serving certificates: unverified on ${unverified:-none}(${first:+first: $first}), pending CSRs ${pending:-none}" "nodehosts did not approve them (journalctl -u nodehosts on the LB)" serving-csrs-pending
+        fi
     fi
 
     check_forwarding
@@ -327,7 +352,13 @@ from_host() {
         die "run this on a controller, on an LB, or on the host from provisioning/ with Vagrant"
     fi
     cd "$LAB_DIR"
-    vagrant ssh controller-0 --no-tty -c "sudo bash $LAB_INSTALL_DIR/scripts/smoke.sh --cluster" \
+    # The settings above reach the controller's run (sudo would drop them from the
+    # environment); SMOKE_KUBECONFIG does not: a path on this machine means nothing there.
+    local var settings=()
+    for var in SMOKE_TIMEOUT SMOKE_NAMESPACE SMOKE_IMAGE SMOKE_EXTERNAL_NAME SMOKE_KEEP; do
+        [[ -n ${!var:-} ]] && settings+=("$var=${!var}")
+    done
+    vagrant ssh controller-0 --no-tty -c "sudo env ${settings[*]@Q} bash $LAB_INSTALL_DIR/scripts/smoke.sh --cluster" \
         || failures=$(( failures + 1 ))
     for lb in $(lb_names); do
         rc=0

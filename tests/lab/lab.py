@@ -7,11 +7,12 @@ Contract:
   lab's 10.240.0.0/24 exists only there: the host's own routes never see it.
 - `Node(name, ...)`: a booted container (tests/e2e/nspawn.py, the cached `bookworm-lab` root)
   with its own network namespace and a veth `eth1` into the bridge: lb-0 and controller-N get
-  their static address, workers run dhclient. Laid out like a Vagrant machine: the
-  provisioning files in /opt/lab/provisioning, its secrets bundle in /opt/lab/bundle, the
-  binaries in /opt/lab-binaries (LAB_BINARIES: symlinks into the upstream binaries, mounted
-  at /opt/lab-upstream, plus the stand-in calico.yaml), the image tars in /opt/lab-images;
-  `env` is added to every script's environment (CALICO_MANIFEST_SHA256).
+  their static address and a default route via the bridge (a VM's NAT interface gives it
+  one), workers run dhclient (dnsmasq gives them the same route). Laid out like a Vagrant
+  machine: the provisioning files in /opt/lab/provisioning, its secrets bundle in
+  /opt/lab/bundle, the binaries in /opt/lab-binaries (LAB_BINARIES: symlinks into the
+  upstream binaries, mounted at /opt/lab-upstream, plus the stand-in calico.yaml), the image
+  tars in /opt/lab-images; `env` is added to every script's environment (test_lab.lab_env).
 - What a container needs for a kubelet and containerd, and a VM has anyway (see
   /work/shared/notes/upstream.md "A kubelet + containerd inside systemd-nspawn"), set up here
   and never by the provisioning scripts:
@@ -300,6 +301,10 @@ class Node:
         if static_ip:
             run("ip", "addr", "add", f"{static_ip}/24", "dev", "eth1")
             run("ip", "link", "set", "eth1", "up")
+            # A VM has a default route (VirtualBox's NAT); without one, a Service address
+            # (10.32.0.1) is unreachable before kube-proxy's DNAT can apply. The bridge is
+            # the gateway, as DHCP tells the workers; nothing lies beyond it.
+            run("ip", "route", "add", "default", "via", BRIDGE_IP, "dev", "eth1")
             self.address = static_ip
         else:
             run("ip", "link", "set", "eth1", "up")

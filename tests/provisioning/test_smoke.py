@@ -37,6 +37,7 @@ sys.stdin.read() if "-f -" in line else None
 for rule in json.loads(os.environ["FAKE_RULES"]):
     if re.search(rule["match"], line):
         sys.stdout.write(rule.get("out", ""))
+        sys.stderr.write(rule.get("err", ""))
         sys.exit(rule.get("rc", 0))
 sys.stderr.write("fake: no canned answer for: " + line + "\\n")
 sys.exit(99)
@@ -55,8 +56,8 @@ SERVER = "Server:\t\t10.32.0.10\nAddress:\t10.32.0.10:53\n\n"
 POD_IPS = {"worker-0": "10.200.3.2", "worker-1": "10.200.4.2", "worker-2": "10.200.5.2"}
 
 
-def rule(match: str, out: str = "", rc: int = 0) -> dict[str, object]:
-    return {"match": match, "out": out, "rc": rc}
+def rule(match: str, out: str = "", rc: int = 0, err: str = "") -> dict[str, object]:
+    return {"match": match, "out": out, "rc": rc, "err": err}
 
 
 def healthy_rules() -> list[dict[str, object]]:
@@ -290,8 +291,8 @@ def test_on_the_host_it_runs_each_part_through_vagrant_ssh(tmp_path: Path) -> No
     (bin_dir / "vagrant").chmod(0o755)
     rules = [
         rule(
-            r"^ssh controller-0 --no-tty -c sudo bash /opt/lab/provisioning/scripts/smoke\.sh"
-            r" --cluster$",
+            r"^ssh controller-0 --no-tty -c sudo env .* bash"
+            r" /opt/lab/provisioning/scripts/smoke\.sh --cluster$",
             "PASS  calico-node Ready on every node (6)\nsmoke: all checks passed\n",
         ),
         rule(r"^ssh lb-0 --no-tty -c sudo nodehosts dump --diff$", ""),
@@ -303,12 +304,16 @@ def test_on_the_host_it_runs_each_part_through_vagrant_ssh(tmp_path: Path) -> No
         FAKE_RULES=json.dumps(rules),
         FAKE_LOG=str(log),
         SMOKE_KUBECONFIG=str(tmp_path / "none"),
+        SMOKE_TIMEOUT="17",
         LB_COUNT="2",
     )
     result = subprocess.run(
         ["bash", str(SMOKE)], env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 1, result.stdout + result.stderr
+    # The settings reach the controller's run through sudo; the host's kubeconfig path does not.
+    (remote,) = [c for c in log.read_text().splitlines() if "controller-0" in c]
+    assert "'SMOKE_TIMEOUT=17'" in remote and "SMOKE_KUBECONFIG" not in remote, remote
     assert "PASS  calico-node Ready on every node (6)" in result.stdout
     assert "PASS  nodehosts on lb-0 publishes exactly the API's nodes" in result.stdout
     (line,) = [v for v in verdicts(result.stdout) if v.startswith("FAIL")]
@@ -319,6 +324,56 @@ def test_on_the_host_it_runs_each_part_through_vagrant_ssh(tmp_path: Path) -> No
         "vagrant ssh lb-0 --no-tty",
         "vagrant ssh lb-1 --no-tty",
     ]
+
+
+def test_a_name_the_apiserver_cannot_resolve_is_named_as_dns_not_certificates(
+    tmp_path: Path,
+) -> None:
+    """The LB's DNS down (seen in the lab: CoreDNS stopped on lb-0): the apiserver's proxy to
+    a kubelet fails on the name lookup, and the line says so, not "CSRs pending"."""
+    lookup = (
+        "Error from server (BadRequest): lookup worker-2 on 10.240.0.40:53: "
+        "read udp 10.240.0.10:35958->10.240.0.40:53: i/o timeout\n"
+    )
+    rules = [
+        rule(r"^get --raw /api/v1/nodes/worker-2/proxy/healthz$", "", 1, err=lookup),
+        *healthy_rules(),
+    ]
+    result, _ = run_smoke(tmp_path, rules, "--cluster")
+    assert result.returncode == 1
+    (line,) = [v for v in verdicts(result.stdout) if v.startswith("FAIL")]
+    assert line.startswith("FAIL  the apiserver cannot resolve worker-2: lookup worker-2 on"), line
+    assert line.endswith("; see TROUBLESHOOTING.md#names-do-not-resolve"), line
+
+
+def test_a_warning_beside_a_kubelets_ok_is_not_a_failure(tmp_path: Path) -> None:
+    """Only kubectl's answer decides: a line on its stderr (seen in the lab: a shell whose
+    working directory was gone wrote one for every command) leaves a healthy kubelet verified."""
+    warning = "shell-init: error retrieving current directory\n"
+    rules = [
+        rule(r"^get --raw /api/v1/nodes/worker-1/proxy/healthz$", "ok", err=warning),
+        *healthy_rules(),
+    ]
+    result, _ = run_smoke(tmp_path, rules, "--cluster")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS  every kubelet's serving certificate approved and verified" in result.stdout
+
+
+def test_a_node_without_its_host_pod_is_not_called_a_forwarding_problem(tmp_path: Path) -> None:
+    """No smoke-host pod on worker-2 (its image cannot be pulled): forwarding there is unknown,
+    and the line points at the pods, not at a sysctl file."""
+    pods = "".join(
+        f"smoke-host-{n} {n} {ip} smoke-host\n" for n, (_, ip) in NODES.items() if n != "worker-2"
+    )
+    pods += "".join(f"smoke-{n} {n} {ip} smoke\n" for n, ip in POD_IPS.items())
+    rules = [rule(r"^-n lab-smoke get pods -o jsonpath", pods), *healthy_rules()]
+    result, _ = run_smoke(tmp_path, rules, "--cluster")
+    assert result.returncode == 1
+    (line,) = [v for v in verdicts(result.stdout) if v.startswith("FAIL")]
+    assert line.startswith(
+        "FAIL  net.ipv4.conf.all.forwarding unknown on worker-2: no running smoke-host"
+    ), line
+    assert line.endswith("; see TROUBLESHOOTING.md#pods-do-not-start"), line
 
 
 def test_a_failing_kubectl_is_a_fail_line_not_a_crash(tmp_path: Path) -> None:
