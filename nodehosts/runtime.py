@@ -18,7 +18,7 @@ Contract:
   (glibc's malloc_trim(0): every arena, free pages inside the heap too). Blocking (it walks
   the heap; ctypes releases the GIL): call it from a worker thread.
 - gc, around a publication: `with publication_gc():` pauses the cyclic gc while the record
-  set, the DNS answers and the hosts text are built (nodehosts.adapters.gcpause: otherwise
+  set, the DNS answers and the hosts text are built (`gc_paused` below: otherwise
   full collections, 40-200 ms each with the GIL held, ran several times per 20,000-Node
   publication), and `await after_publication()` then freezes what the publication left alive
   (`gc.freeze()`: later collections skip it; with 5000 Nodes a full collection took 30-45 ms
@@ -26,6 +26,12 @@ Contract:
   the previous records and answers in between long-lived objects). The price: cyclic garbage
   alive at that moment is never collected; the daemon makes next to none (its data is
   acyclic).
+- gc, from any thread: `with gc_paused(): ...` disables the cyclic gc for the block; pauses
+  may overlap (the Node source decoding a LIST page in its thread, the daemon building a
+  publication) and gc is enabled again, if it was, only when the last one ends. Building 500
+  decoded Nodes or a 20,000-Node publication allocates hundreds of thousands of acyclic
+  container objects, freed by reference counting; without the pause the gc scans them every
+  700 allocations and runs full collections with the GIL held, and DNS stops answering.
 """
 
 from __future__ import annotations
@@ -35,14 +41,40 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import structlog
 
-from nodehosts.adapters.gcpause import gc_paused
-
 log = structlog.get_logger(__name__)
+
+
+class _GcPause:
+    """Counted, so overlapping pauses from several threads re-enable gc only at the end."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pausers = 0
+        self._was_enabled = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._pausers == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._pausers += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pausers -= 1
+                if self._pausers == 0 and self._was_enabled:
+                    gc.enable()
+
+
+gc_paused = _GcPause()
 
 T = TypeVar("T")
 

@@ -85,3 +85,40 @@ def test_trim_gives_free_heap_pages_back() -> None:
     assert trimmed == "True"
     # ~78 MB were freed among the kept objects; most of it stays resident until the trim.
     assert int(after) + 40 * 1024 < int(before), result.stdout
+
+
+def test_overlapping_gc_pauses_enable_gc_again_only_when_the_last_ends() -> None:
+    """The Node source's thread and the publisher pause gc independently: the first to end
+    must not turn it back on under the other, and the last must (unless it was off)."""
+    import gc
+    import threading
+
+    from nodehosts.runtime import gc_paused
+
+    assert gc.isenabled()
+    inside, release = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        with gc_paused():
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        assert inside.wait(10)
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the other thread's pause still holds
+    finally:
+        release.set()
+        thread.join(10)
+    assert gc.isenabled()
+
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import structlog
 
-from nodehosts.adapters.gcpause import gc_paused
 from nodehosts.adapters.kube.errors import KubeApiError, ResourceExpired, describe, status_error
 from nodehosts.adapters.kube.listjson import (
     CHUNK_BYTES,
@@ -52,6 +51,7 @@ from nodehosts.adapters.kube.transport import (
     transport_error,
 )
 from nodehosts.core.inventory import BOOKMARK, Inventory
+from nodehosts.runtime import gc_paused
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from nodehosts import __version__
-from nodehosts.adapters.gcpause import gc_paused
 from nodehosts.adapters.kube.config import KubeConfigError
 from nodehosts.adapters.kube.errors import KubeApiError, describe, status_error
 from nodehosts.adapters.kube.leanimport import new_pool_manager
 from nodehosts.adapters.kube.listjson import CHUNK_BYTES, MAX_PAGE_BYTES
+from nodehosts.runtime import gc_paused
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
