@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
-from nodehosts.adapters.metrics import Durations
+from nodehosts.adapters.durations import Durations
 from nodehosts.adapters.upstream import Upstreams, UpstreamStats
 from nodehosts.core.dns.answer import AnswerCounts, Answerer, Forward
 from nodehosts.core.dns.zone import ZoneConfig, next_serial

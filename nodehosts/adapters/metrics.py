@@ -25,7 +25,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import copy
 import socket
@@ -39,6 +38,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from nodehosts import __version__
+from nodehosts.adapters.durations import ANSWER_SECONDS_BUCKETS, Durations
 from nodehosts.core.dns.wire import QTYPE_NAMES, RCODE_NAMES
 from nodehosts.core.model import Publication
 
@@ -81,29 +81,7 @@ class DnsStats(Protocol):
         ...
 
 
-# Upper bounds of nodehosts_dns_answer_seconds: answers from the zone take microseconds (the
-# low buckets show the event loop falling behind), forwarded ones an upstream's round trip,
-# up to the forwarder's timeout and failover.
-ANSWER_SECONDS_BUCKETS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5)
 _BUCKET_LABELS = (*(repr(bound) for bound in ANSWER_SECONDS_BUCKETS), "+Inf")  # as `le` values
-
-
-class Durations:
-    """Durations counted by `ANSWER_SECONDS_BUCKETS` bucket, and their sum: a histogram the
-    hot path fills with a bisect and two additions (no lock, no prometheus object), read at
-    scrape time. `counts[i]` is per bucket, not cumulative; the last one is above every bound.
-    """
-
-    __slots__ = ("counts", "total")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(ANSWER_SECONDS_BUCKETS) + 1)
-        self.total = 0.0
-
-    def observe(self, seconds: float, count: int = 1) -> None:
-        """`count` events that took `seconds` in all, each counted at their mean."""
-        self.counts[bisect.bisect_left(ANSWER_SECONDS_BUCKETS, seconds / count)] += count
-        self.total += seconds
 
 
 # Optional DnsStats int attributes -> (metric name, help, label values).

@@ -24,9 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nodehosts.adapters import dns_server, upstream
 from nodehosts.adapters.dns_server import DnsService
+from nodehosts.adapters.durations import ANSWER_SECONDS_BUCKETS, Durations
 from nodehosts.adapters.metrics import (
-    ANSWER_SECONDS_BUCKETS,
-    Durations,
     Metrics,
     MetricsServer,
     Readiness,
