@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -49,7 +48,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROVISIONING = REPO / "provisioning"
 sys.path.insert(0, str(REPO / "tests/e2e"))
 
-from nspawn import SYSTEM_PATH, Container, ContainerError  # noqa: E402
+from nspawn import SYSTEM_PATH, Container, ContainerError, host  # noqa: E402
 
 PREFIX = "10.240.0"
 BRIDGE_IP = f"{PREFIX}.2"
@@ -71,14 +70,7 @@ KUBELET_DROPIN_DIR = "/etc/kubernetes/kubelet.conf.d"
 UPSTREAM_MOUNT = "/opt/lab-upstream"  # NODEHOSTS_UPSTREAM_BIN inside each node
 
 
-def sh(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, check=False,
-        env={**os.environ, "PATH": SYSTEM_PATH},
-    )  # fmt: skip
-    if check and result.returncode != 0:
-        raise ContainerError(f"{shlex.join(cmd)} exited {result.returncode}: {result.stderr}")
-    return result
+sh = host  # root's tools on the host (ip, mount, ...): nspawn.py's, output captured
 
 
 def cleanup_stale_labs(cache: Path) -> None:
@@ -453,10 +445,7 @@ class Node:
         else:
             for unit in ("haproxy", "nodehosts", "coredns"):
                 cmds.append(["journalctl", "-u", unit, "--no-pager", "-n", "30", "-o", "short-iso"])
-        for cmd in cmds:
-            with contextlib.suppress(Exception):
-                result = self.container.run(*cmd, check=False, timeout=20)
-                parts.append(f"$ {shlex.join(cmd)}\n{result.stdout}{result.stderr}")
+        parts.append(self.container.report(cmds, timeout=20))
         if self.is_kubernetes_node:
             with contextlib.suppress(Exception):
                 ids = self.container.run("crictl", "ps", "-a", "-q", check=False, timeout=20)

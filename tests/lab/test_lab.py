@@ -73,7 +73,7 @@ from lab import (
     cleanup_stale_labs,
     sh,
 )
-from nspawn import CACHE, SYSTEM_PATH, ContainerError, cached_root
+from nspawn import CACHE, SYSTEM_PATH, ContainerError, cached_root, claim
 
 from tests.lab.conftest import missing_host_prerequisites, require
 
@@ -305,7 +305,7 @@ def lab() -> Iterator[Lab]:
     CACHE.mkdir(parents=True, exist_ok=True)
     cleanup_stale_labs(CACHE)
     workdir = Path(tempfile.mkdtemp(prefix="lab-", dir=CACHE))
-    (workdir / "owner.pid").write_text(str(os.getpid()))
+    claim(workdir)
     # A SIGTERM (a CI timeout) still powers the machines off and removes the network.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
