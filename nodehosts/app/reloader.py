@@ -204,9 +204,11 @@ class Reloader:
             logs.configure(applied.log_format, applied.log_level)
         if "static_hosts" in live:
             await self.reload_static_hosts()
+        # Independent: a new selector replaces the selected source only, and a new kubeconfig
+        # must reach every source (the cluster view and the approver too), even both at once.
         if "label_selector" in live:
             target.replace_node_source()
-        elif "kubeconfig" in live:
+        if "kubeconfig" in live:
             target.restart_sources("kubeconfig")
         if RECORD_POLICY_KEYS.intersection(live):
             self._publisher.request()
