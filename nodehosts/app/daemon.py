@@ -151,6 +151,7 @@ class Daemon:
         self._cluster_toggle = asyncio.Event()  # the view may be wanted or not any more
         self._cluster_generation = 0  # of the view running now: a stopped one's calls are stale
         self._cluster_error: dict[str, str] | None = None  # its last failure, until it delivers
+        self._renew_cluster = False  # restart_sources: replace the running view with a new one
         self._restart_reason: str | None = None  # why the next LIST happens
         # The name of the internal task whose crash ended the run (run_daemon exits 1), if any.
         self.failed_task: str | None = None
@@ -406,12 +407,8 @@ class Daemon:
             while True:
                 self._cluster_toggle.clear()
                 wanted = self._cluster_wanted()
-                if wanted and run is None:
-                    self._cluster_generation += 1
-                    self.cluster_source = self._cluster_factory(self, self._cluster_generation)
-                    run = asyncio.create_task(self.cluster_source.run(), name="cluster_view_run")
-                    log.info("cluster_view_started", approver=self.approver is not None)
-                elif not wanted and run is not None:
+                renew, self._renew_cluster = self._renew_cluster, False
+                if run is not None and (renew or not wanted):
                     self._cluster_generation += 1
                     run.cancel()
                     await asyncio.gather(run, return_exceptions=True)
@@ -420,7 +417,12 @@ class Daemon:
                         self.approver.update_cluster(None)
                     self.publisher.cluster = None
                     self._set_hidden(None)
-                    log.info("cluster_view_stopped")
+                    log.info("cluster_view_stopped", renew=renew)
+                if wanted and run is None:
+                    self._cluster_generation += 1
+                    self.cluster_source = self._cluster_factory(self, self._cluster_generation)
+                    run = asyncio.create_task(self.cluster_source.run(), name="cluster_view_run")
+                    log.info("cluster_view_started", approver=self.approver is not None)
                 toggle = asyncio.create_task(self._cluster_toggle.wait(), name="cluster_toggle")
                 waiting: set[asyncio.Task[Any]] = {toggle} if run is None else {toggle, run}
                 try:
@@ -437,7 +439,11 @@ class Daemon:
 
     def restart_sources(self, reason: str) -> None:
         if self.cluster_source is not None:
-            self.cluster_source.restart()
+            # New credentials may reach another cluster: the old view's Nodes are not the
+            # truth there. A new view lists from nothing, and nothing is published (nor
+            # approved) from the old one meanwhile, whichever LIST comes first.
+            self._renew_cluster = True
+            self._cluster_toggle.set()
         if self.source is not None:
             self._restart_reason = reason
             self.source.restart()
