@@ -225,6 +225,11 @@ class Daemon:
         if generation == self._cluster_generation:
             self._cluster_error = {"reason": reason, "message": message}
 
+    def cluster_recovered(self, generation: int) -> None:
+        """The view's watch works again after failures (a resumed watch does not relist)."""
+        if generation == self._cluster_generation:
+            self._cluster_error = None
+
     def _set_hidden(self, hidden: Mapping[str, str | None] | None) -> None:
         first = self.publisher.hidden is None and hidden is not None
         self.publisher.hidden = hidden
@@ -574,6 +579,7 @@ def _cluster_source(daemon: Daemon, generation: int) -> NodeSource:
         on_synced=lambda names, _version: hostnames(names),
         on_changed=lambda names, _version: hostnames(names),
         on_error=functools.partial(daemon.cluster_failed, generation),
+        on_recovered=functools.partial(daemon.cluster_recovered, generation),
         tuning=tuning,
     )
 
@@ -592,6 +598,9 @@ class _ClusterNodes:
 
     def source_error(self, reason: str, message: str) -> None:
         self._daemon.cluster_failed(self._generation, reason, message)
+
+    def source_recovered(self) -> None:
+        self._daemon.cluster_recovered(self._generation)
 
 
 def _csr_approver(daemon: Daemon) -> CsrApprover:
