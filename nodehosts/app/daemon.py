@@ -20,7 +20,8 @@ Who holds what:
   (`build_publication`'s `hidden`), and the approver's "no other Node has this IP" must see
   them. One unselected watch serves both: every Node parsed whole when the approver runs
   (it needs their addresses; `hidden` is derived), else names and Hostnames only
-  (`HostnameSource`). Nothing is published before its first LIST (`Publisher.can_publish`).
+  (`HostnameSource`). Nothing selected is published before its first LIST (`Status`'s
+  `cluster_listed`, read by `Publisher.can_publish`); new credentials replace it.
 
 Running as a service: READY=1 once the first complete LIST has been published by every
 enabled sink; WATCHDOG=1 from the event loop at half WATCHDOG_USEC (an API outage does not
@@ -150,7 +151,6 @@ class Daemon:
         self.cluster_source: NodeSource | None = None
         self._cluster_toggle = asyncio.Event()  # the view may be wanted or not any more
         self._cluster_generation = 0  # of the view running now: a stopped one's calls are stale
-        self._cluster_error: dict[str, str] | None = None  # its last failure, until it delivers
         self._renew_cluster = False  # restart_sources: replace the running view with a new one
         self._restart_reason: str | None = None  # why the next LIST happens
         # The name of the internal task whose crash ended the run (run_daemon exits 1), if any.
@@ -171,7 +171,8 @@ class Daemon:
         self.publisher.nodes = nodes
         self.publisher.nodes_selector = self._source_selector
         now = self._clock()
-        self.board.record(st.synced(self.status, resource_version, at=now))
+        selected = self._source_selector is not None
+        self.board.record(st.synced(self.status, resource_version, at=now, selected=selected))
         log.info("nodes_synced", nodes=len(nodes), resource_version=resource_version, first=first)
         self.metrics.synced(now)
         if not first:
@@ -202,7 +203,7 @@ class Daemon:
         """Every Node's name -> Hostname (the lean view): the same object while unchanged."""
         if generation != self._cluster_generation:
             return  # a stopped view's last call
-        self._cluster_error = None
+        self._cluster_listed()
         if hostnames is not self.publisher.hidden:
             self._set_hidden(hostnames)
 
@@ -210,7 +211,7 @@ class Daemon:
         """Every Node whole (the approver's view); the publisher derives `hidden` from it."""
         if generation != self._cluster_generation:
             return
-        self._cluster_error = None
+        self._cluster_listed()
         if self.approver is not None:
             self.approver.update_cluster(nodes)
         first = self.publisher.cluster is None
@@ -223,12 +224,17 @@ class Daemon:
         """The view's LIST or watch failed (the source logs `api_error` and retries); shown in
         `dump` (`cluster_view`): until its first LIST nothing is published."""
         if generation == self._cluster_generation:
-            self._cluster_error = {"reason": reason, "message": message}
+            self.board.update(st.cluster_failed(self.status, reason, message, at=self._clock()))
 
     def cluster_recovered(self, generation: int) -> None:
         """The view's watch works again after failures (a resumed watch does not relist)."""
-        if generation == self._cluster_generation:
-            self._cluster_error = None
+        if generation == self._cluster_generation and self.status.cluster_error is not None:
+            self.board.update(st.cluster_recovered(self.status))
+
+    def _cluster_listed(self) -> None:
+        status = self.status
+        if not status.cluster_listed or status.cluster_error is not None:
+            self.board.update(st.cluster_listed(status))
 
     def _set_hidden(self, hidden: Mapping[str, str | None] | None) -> None:
         first = self.publisher.hidden is None and hidden is not None
@@ -417,7 +423,8 @@ class Daemon:
                     self._cluster_generation += 1
                     run.cancel()
                     await asyncio.gather(run, return_exceptions=True)
-                    run, self.cluster_source, self._cluster_error = None, None, None
+                    run, self.cluster_source = None, None
+                    self.board.update(st.cluster_stopped(self.status))
                     if self.approver is not None:
                         self.approver.update_cluster(None)
                     self.publisher.cluster = None
@@ -426,6 +433,7 @@ class Daemon:
                 if wanted and run is None:
                     self._cluster_generation += 1
                     self.cluster_source = self._cluster_factory(self, self._cluster_generation)
+                    self.board.update(st.cluster_started(self.status))
                     run = asyncio.create_task(self.cluster_source.run(), name="cluster_view_run")
                     log.info("cluster_view_started", approver=self.approver is not None)
                 toggle = asyncio.create_task(self._cluster_toggle.wait(), name="cluster_toggle")
@@ -508,12 +516,6 @@ class Daemon:
         }
         if self.approver is not None:
             state["csrs"] = self.approver.report()
-        if self.cluster_source is not None:  # every Node, for the label selector's outsiders
-            publisher = self.publisher
-            state["cluster_view"] = {
-                "listed": publisher.hidden is not None or publisher.cluster is not None,
-                "last_error": self._cluster_error,
-            }
         served: RecordSet = status.records
         if arguments.get("format") == "hosts":
             state["text"] = render_hosts(served)

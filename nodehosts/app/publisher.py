@@ -339,9 +339,7 @@ class Publisher:
     def can_publish(self) -> bool:
         """The first complete LIST is in and, with a label selector, so is the view of every
         Node (until then the saved records stay served)."""
-        return self._board.status.synced and (
-            self.nodes_selector is None or self.hidden is not None or self.cluster is not None
-        )
+        return self._board.status.can_publish
 
     async def publish(self) -> None:
         """Bring the record set up to the current inputs and update every sink that differs.

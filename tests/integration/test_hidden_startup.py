@@ -18,6 +18,7 @@ import pytest
 from nodehosts.app import Daemon
 from nodehosts.app import daemon as daemon_module
 from nodehosts.config import Settings
+from nodehosts.core.status import systemd_status
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 
 CEILING = 20.0  # generous: a loaded CI machine, never a speed claim
@@ -85,6 +86,10 @@ async def test_nothing_is_published_before_every_node_is_listed(
             assert not daemon.status.ready
             assert daemon.status.generation == 0
             assert daemon.dump({})["cluster_view"] == {"listed": False, "last_error": None}
+            # What systemctl status and /readyz say names the cause.
+            waiting = "waiting for the list of every Node (label selector)"
+            assert systemd_status(daemon.status) == waiting
+            assert tuple(daemon.readiness()) == (False, waiting)
 
             gate.set()
             await asyncio.wait_for(daemon.board.ready.wait(), CEILING)

@@ -15,6 +15,7 @@ import pytest
 
 from nodehosts.app import Daemon
 from nodehosts.config import Settings
+from nodehosts.core.status import systemd_status
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 
 CEILING = 20.0  # generous: a loaded CI machine, never a speed claim
@@ -30,7 +31,8 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 
 
 def view(daemon: Daemon) -> dict[str, Any]:
-    return daemon.dump({})["cluster_view"]  # type: ignore[no-any-return]
+    shown: dict[str, Any] = daemon.dump({})["cluster_view"]
+    return shown
 
 
 @pytest.mark.parametrize("approver", [False, True], ids=["names-only", "with-approver"])
@@ -68,6 +70,7 @@ async def test_the_views_error_goes_once_it_recovers(tmp_path: Path, approver: b
                 "the view's error in dump",
             )
             assert seen[-1]["reason"] in {"connection_lost", "server_error"}
+            assert "; cluster view API error since " in systemd_status(daemon.status)
             await until(lambda: view(daemon)["last_error"] is None, "the view's error cleared")
             assert view(daemon)["listed"] is True
         finally:
