@@ -613,8 +613,7 @@ def _csr_approver(daemon: Daemon) -> CsrApprover:
         lambda: load_client_configuration(daemon.settings.kubeconfig),
         policy=daemon.settings.csr_policy,
         metrics=daemon.metrics,
-        shared_cluster=True,  # fed by the daemon's cluster view
-    )
+    )  # fed by the daemon's cluster view (update_cluster)
 
 
 def _dns_service(settings: Settings) -> DnsService:
