@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nodehosts.app import Daemon
-from nodehosts.app import daemon as daemon_module
+from nodehosts.app import Daemon, clusterview
 from nodehosts.config import Settings
 from nodehosts.core.hosts import render_hosts
 from nodehosts.core.status import Status
@@ -105,7 +104,7 @@ class SlowView:
     """The real cluster view source; the first one's restarts and every later one's start wait
     for `gate`: the view is slow to reach the new cluster (a loaded API server, a slow LIST)."""
 
-    def __init__(self, inner: daemon_module.NodeSource, gate: asyncio.Event, first: bool) -> None:
+    def __init__(self, inner: clusterview.SourceTask, gate: asyncio.Event, first: bool) -> None:
         self.inner, self.gate, self.first = inner, gate, first
 
     async def run(self) -> None:
@@ -150,7 +149,7 @@ async def test_nothing_is_published_from_the_old_clusters_view(tmp_path: Path) -
             label_selector="r=w",
         )
         gate = asyncio.Event()
-        build = daemon_module._cluster_source
+        build = clusterview.cluster_source
         daemon = Daemon(
             settings,
             cluster_factory=lambda d, generation: SlowView(

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nodehosts.app import Daemon
-from nodehosts.app import daemon as daemon_module
+from nodehosts.app import Daemon, clusterview
 from nodehosts.config import Settings
 from nodehosts.core.status import systemd_status
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
@@ -32,7 +31,7 @@ WORKER_LINE = "10.240.0.101 worker-1.node.internal worker-1"
 class GatedSource:
     """The real cluster view source, started once `gate` is set."""
 
-    def __init__(self, inner: daemon_module.NodeSource, gate: asyncio.Event) -> None:
+    def __init__(self, inner: clusterview.SourceTask, gate: asyncio.Event) -> None:
         self.inner, self.gate = inner, gate
 
     async def run(self) -> None:
@@ -66,7 +65,7 @@ async def test_nothing_is_published_before_every_node_is_listed(
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         hosts = tmp_path / "nodes.hosts"
         gate = asyncio.Event()
-        build = daemon_module._cluster_source
+        build = clusterview.cluster_source
         daemon = Daemon(
             Settings(
                 kubeconfig=kubeconfig,
