@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from nodehosts.app.publisher import Hidden
 from nodehosts.core import status as st
 from nodehosts.core.model import NodeInfo
+from nodehosts.core.records import NO_HIDDEN, hidden_nodes
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
@@ -44,8 +46,8 @@ class SourceTask(Protocol):
 
 
 class ClusterView:
-    """Runs the unselected Node watch while it is wanted and feeds the publisher (`hidden`
-    or whole Nodes), the approver (`update_cluster`) and the status."""
+    """Runs the unselected Node watch while it is wanted and feeds the publisher (one
+    `Hidden` input, whichever the shape), the approver (`update_cluster`) and the status."""
 
     def __init__(
         self,
@@ -60,6 +62,8 @@ class ClusterView:
         self._toggle = asyncio.Event()  # the view may be wanted or not any more
         self._renew = False  # replace the running view with a new one
         self.generation = 0  # of the view running now: a stopped one's calls are stale
+        self._names: Mapping[str, str | None] | None = None  # the names shape's last delivery
+        self._reduce = _HiddenNames()  # the whole-Node shape's, in the publication
 
     def toggle(self) -> None:
         """The selector or the Nodes' listing changed: the view may be wanted or not."""
@@ -96,7 +100,6 @@ class ClusterView:
                     daemon.board.update(st.cluster_stopped(daemon.status))
                     if daemon.approver is not None:
                         daemon.approver.update_cluster(None)
-                    daemon.publisher.cluster = None
                     self._set_hidden(None)
                     log.info("cluster_view_stopped", renew=renew)
                 if wanted and run is None:
@@ -126,8 +129,9 @@ class ClusterView:
         if generation != self.generation:
             return  # a stopped view's last call
         self._listed()
-        if hostnames is not self._daemon.publisher.hidden:
-            self._set_hidden(hostnames)
+        if hostnames is not self._names:
+            self._names = hostnames
+            self._set_hidden(Hidden(len(hostnames), functools.partial(_same, hostnames)))
 
     def nodes(self, generation: int, nodes: Mapping[str, NodeInfo]) -> None:
         """Every Node whole (the approver's view); the publisher derives `hidden` from it."""
@@ -137,11 +141,7 @@ class ClusterView:
         daemon = self._daemon
         if daemon.approver is not None:
             daemon.approver.update_cluster(nodes)
-        first = daemon.publisher.cluster is None
-        daemon.publisher.cluster = nodes
-        if first:
-            log.info("cluster_view_synced", nodes=len(nodes))
-        daemon.publisher.request()
+        self._set_hidden(Hidden(len(nodes), functools.partial(self._reduce, nodes)))
 
     def failed(self, generation: int, reason: str, message: str) -> None:
         """Its LIST or watch failed (the source logs `api_error` and retries): in the status
@@ -162,13 +162,37 @@ class ClusterView:
         if not status.cluster_listed or status.cluster_error is not None:
             board.update(st.cluster_listed(status))
 
-    def _set_hidden(self, hidden: Mapping[str, str | None] | None) -> None:
+    def _set_hidden(self, hidden: Hidden | None) -> None:
         publisher = self._daemon.publisher
-        first = publisher.hidden is None and hidden is not None
+        if hidden is None:
+            self._names = None
+        elif publisher.hidden is None:
+            log.info("cluster_view_synced", nodes=hidden.size)
         publisher.hidden = hidden
-        if first:
-            log.info("cluster_view_synced", nodes=len(hidden or ()))
         publisher.request()
+
+
+def _same(names: Mapping[str, str | None]) -> Mapping[str, str | None]:
+    return names
+
+
+class _HiddenNames:
+    """name -> Hostname from whole Nodes (the approver's shape), reduced once per new view
+    object; the previous result is kept while equal (an address change is no name change), so
+    RecordIndex gets the same object and compares nothing. 20,000 Nodes: about 20 ms, in the
+    publication (coalesced; off the loop when large; only the publisher calls it)."""
+
+    def __init__(self) -> None:
+        self._of: Mapping[str, NodeInfo] | None = None
+        self._names: Mapping[str, str | None] = NO_HIDDEN
+
+    def __call__(self, cluster: Mapping[str, NodeInfo]) -> Mapping[str, str | None]:
+        if cluster is not self._of:
+            names = hidden_nodes(cluster.values())
+            if names != self._names:
+                self._names = names
+            self._of = cluster
+        return self._names
 
 
 def cluster_source(daemon: Daemon, generation: int) -> SourceTask:
