@@ -14,18 +14,13 @@ Contract:
   Nothing is evaluated before the first call, so no CSR is reported as "node not found" merely
   because the Nodes were not listed yet.
 - "No other Node reports this IP" must see the whole cluster: while the daemon's Nodes are
-  label-selected, the approver runs its own Node list/watch without a selector (a `NodeSource`)
-  and evaluates nothing until that view is synced; without a selector the daemon's Nodes are
-  the whole cluster and no second watch runs. The Nodes must come with the selector they were
-  LISTed with (after a reload, the old one until the new LIST): selected Nodes passed without
-  a selector would be taken for the whole cluster.
-- `shared_cluster=True`: the daemon keeps that view of every Node itself (the record policy
-  needs it too: Nodes outside the selection hold their names) and feeds it with
-  `update_cluster(nodes)` (None: not listed yet, or no view); the approver runs no Node watch
-  of its own, and evaluates nothing while the Nodes are label-selected and the view is None.
-- If that watch's task crashes (a bug: it retries API errors itself), the approver drops its
-  cluster view and index, records `cluster_error`, approves nothing more, and `run()` raises
-  `ClusterWatchCrashed` so the daemon's supervision ends the process (systemd restarts it).
+  label-selected, it feeds its view of every Node (unselected, nodehosts.app's cluster view;
+  the record policy needs it too) with `update_cluster(nodes)` (None: not listed yet, or no
+  view), and the approver evaluates nothing while the Nodes are label-selected and that view
+  is None. The Nodes must come with the selector they were LISTed with (after a reload, the
+  old one until the new LIST): selected Nodes passed without a selector would be taken for the
+  whole cluster. The view's errors and a crash of its task are the daemon's (its `dump`
+  `cluster_view`, its supervision).
 - Every undecided kubelet-serving CSR is evaluated (`NodeIndex.evaluate`) whenever the CSRs or
   the Node state change: a CSR that arrived before its Node is approved once the Node appears.
 - Approval is a PUT of the CSR, at the version evaluated (409 if it changed meanwhile), to
@@ -56,7 +51,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from nodehosts.adapters.kube.errors import KubeApiError
-from nodehosts.adapters.kube.nodes import NodeSource
 from nodehosts.adapters.kube.reflector import CollectionSource, Tuning
 from nodehosts.adapters.kube.transport import Backoff, ClientHolder, object_path
 from nodehosts.core.csr import (
@@ -79,7 +73,6 @@ __all__ = [
     "APPROVAL_REASON",
     "CSR_PATH",
     "SIGNER_FIELD_SELECTOR",
-    "ClusterWatchCrashed",
     "CsrApprover",
     "CsrMetrics",
     "PendingCsr",
@@ -92,10 +85,6 @@ CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 SIGNER_FIELD_SELECTOR = f"spec.signerName={KUBELET_SERVING_SIGNER}"
 APPROVAL_REASON = "NodehostsApproved"
 _DEFAULT_TUNING = Tuning()
-
-
-class ClusterWatchCrashed(RuntimeError):
-    """The approver's own whole-cluster Node watch died; the approver approves nothing more."""
 
 
 class CsrMetrics(Protocol):
@@ -165,14 +154,10 @@ class CsrApprover:
         retry_base: float = 1.0,
         retry_cap: float = 60.0,
         rng: random.Random | None = None,
-        shared_cluster: bool = False,
     ) -> None:
         self.policy = policy
-        self._shared_cluster = shared_cluster
         self._label_selector: str | None = None  # of the Nodes last fed
-        self._configure = configure
         self._metrics = metrics
-        self._tuning = tuning
         self._clock = clock
         self._rng = rng or random.Random()
         # Per CSR: attempt n waits uniform(base/2, min(cap, base * 2**n)).
@@ -196,13 +181,6 @@ class CsrApprover:
         self._domain = DEFAULT_DOMAIN
         self._static_hosts: tuple[Host, ...] = ()
         self._cluster: Mapping[str, NodeInfo] | None = None
-        self._cluster_source: NodeSource | None = None
-        self._cluster_view: _ClusterView | None = None
-        self._cluster_task: asyncio.Task[None] | None = None
-        self.cluster_error: dict[str, str] | None = None
-        # Set when the cluster watch's task died: terminal, run() raises it.
-        self._crash: BaseException | None = None
-        self._crashed = asyncio.Event()
         self._pending: dict[str, PendingCsr] = {}
         # name -> reasons already logged and counted for it (pruned when the CSR goes).
         self._reported: dict[str, set[str]] = {}
@@ -225,24 +203,12 @@ class CsrApprover:
     # ------------------------------------------------------------------ daemon interface
 
     async def run(self) -> None:
-        """List/watch CSRs and approve until cancelled; raise `ClusterWatchCrashed` when the
-        whole-cluster Node watch dies."""
-        source = asyncio.create_task(self._source.run(), name="csr_source")
-        crashed = asyncio.create_task(self._crashed.wait(), name="csr_cluster_crash_wait")
+        """List/watch CSRs and approve until cancelled."""
         try:
-            await asyncio.wait({source, crashed}, return_when=asyncio.FIRST_COMPLETED)
-            if self._crash is not None:
-                raise ClusterWatchCrashed(
-                    f"the CSR approver's cluster Node watch crashed: {_describe(self._crash)}"
-                ) from self._crash
-            source.result()
+            await self._source.run()
         finally:
-            for task in (source, crashed):
-                task.cancel()
-            await asyncio.gather(source, crashed, return_exceptions=True)
             if self._retry is not None:
                 self._retry.cancel()
-            await self._stop_cluster_watch()
             self._client.drop()
             for task in list(self._tasks):
                 task.cancel()
@@ -262,20 +228,10 @@ class CsrApprover:
         self._selected, self._records = nodes, records
         self._domain, self._static_hosts = domain, tuple(static_hosts)
         self._label_selector = label_selector
-        if self._shared_cluster:
-            pass  # the daemon's view: update_cluster()
-        elif label_selector is None:
-            if self._cluster_task is not None and not self._cluster_task.done():
-                self._cluster_task.cancel()  # its run() cleans up as it ends
-                log.info("csr_cluster_watch_stopped", reason="no label_selector")
-            self._cluster_task, self._cluster_source, self._cluster = None, None, None
-            self._cluster_view = None
-        elif self._cluster_task is None and self._crash is None:
-            self._start_cluster_watch()
         self._rebuild_index()
 
     def update_cluster(self, nodes: Mapping[str, NodeInfo] | None) -> None:
-        """(`shared_cluster`) The daemon's view of every Node changed (None: none listed)."""
+        """The daemon's view of every Node changed (None: none listed)."""
         self._cluster = nodes
         self._rebuild_index()
 
@@ -283,8 +239,6 @@ class CsrApprover:
         """Credentials rotated: rebuild the client configuration and relist."""
         self._client.drop()
         self._source.restart()
-        if self._cluster_source is not None:
-            self._cluster_source.restart()
 
     def pending(self) -> tuple[PendingCsr, ...]:
         """The kubelet serving CSRs left pending now, by name."""
@@ -298,9 +252,8 @@ class CsrApprover:
         return {
             "synced": self._csrs is not None,
             "nodes_known": self._index is not None,
-            # Its own unselected Node watch, while the daemon's Nodes are label-selected.
+            # Judged against the daemon's view of every Node (its Nodes are label-selected).
             "cluster_watch": self._watching_cluster(),
-            "cluster_error": self.cluster_error,
             "pending": [entry.to_json() for entry in self.pending()],
             # Passed every rule; the approval failed and is retried (see the logs for why).
             "retrying": sorted(self._backoff),
@@ -320,65 +273,14 @@ class CsrApprover:
     def _source_error(self, reason: str, message: str) -> None:
         self.last_error = {"reason": reason, "message": message}
 
-    # ------------------------------------------------------------------ the whole cluster
-
-    def _start_cluster_watch(self) -> None:
-        self._cluster = None
-        self._cluster_view = _ClusterView(self)
-        self._cluster_source = NodeSource(
-            self._configure, self._cluster_view, tuning=self._tuning, rng=self._rng
-        )
-        self._cluster_task = asyncio.get_running_loop().create_task(
-            self._cluster_source.run(), name="csr_cluster_nodes"
-        )
-        self._cluster_task.add_done_callback(self._cluster_watch_done)
-        log.info("csr_cluster_watch_started", reason="label_selector")
-
-    async def _stop_cluster_watch(self) -> None:
-        task, self._cluster_task = self._cluster_task, None
-        self._cluster_source, self._cluster, self._cluster_view = None, None, None
-        if task is None:
-            return
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    def _cluster_changed(self, view: _ClusterView, nodes: Mapping[str, NodeInfo]) -> None:
-        if view is not self._cluster_view:
-            return  # a stopped watch's last event
-        self._cluster = nodes
-        self.cluster_error = None
-        self._rebuild_index()
-
-    def _cluster_watch_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task is not self._cluster_task:
-            return  # stopped on purpose (selector cleared, approver stopping)
-        error = task.exception() or RuntimeError("the cluster Node watch ended by itself")
-        # A frozen copy of the cluster would let a Node take an address another Node got since:
-        # forget it, approve nothing, and let run() end the approver (and the daemon).
-        self._crash = error
-        self._cluster, self._cluster_view, self._index = None, None, None
-        self.cluster_error = {"reason": "crashed", "message": _describe(error)}
-        log.error(
-            "csr_cluster_watch_crashed", error=_describe(error), approving="nothing", exc_info=error
-        )
-        self._crashed.set()
-
     def _watching_cluster(self) -> bool:
         """Whether the Nodes are judged against a view of the whole cluster (label-selected)."""
-        if self._shared_cluster:
-            return self._label_selector is not None and self._cluster is not None
-        return self._cluster_task is not None and not self._cluster_task.done()
+        return self._label_selector is not None and self._cluster is not None
 
     def _rebuild_index(self) -> None:
         if self._selected is None:
             return
-        if self._crash is not None:
-            self._index = None  # terminal: see _cluster_watch_done
-            return
-        if self._shared_cluster:
-            selected = self._label_selector is not None
-        else:
-            selected = self._cluster_task is not None
+        selected = self._label_selector is not None
         if selected and self._cluster is None:
             # Selected Nodes only: "no other Node has this IP" would be blind. Wait.
             self._index = None
@@ -525,26 +427,6 @@ class CsrApprover:
 
     def _put(self, path: str, body: Mapping[str, Any]) -> None:
         self._client.current().request_json("PUT", path, body=body)
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-class _ClusterView:
-    """The NodeListener of the approver's own unselected Node watch."""
-
-    def __init__(self, approver: CsrApprover) -> None:
-        self._approver = approver
-
-    def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
-        self._approver._cluster_changed(self, nodes)
-
-    def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
-        self._approver._cluster_changed(self, nodes)
-
-    def source_error(self, reason: str, message: str) -> None:
-        self._approver.cluster_error = {"reason": reason, "message": message}
 
 
 def _rejected(name: str | None, reason: str) -> None:

@@ -16,11 +16,10 @@ Who holds what:
 - `reloader` (nodehosts.app.reloader): config, static hosts and credential reloads.
 - The daemon itself: the Node source's listener calls, start-up and shutdown, supervision,
   and the control socket's `dump` / `watch` answers.
-- The cluster view: with a label selector, the Nodes outside it still hold their names
-  (`build_publication`'s `hidden`), and the approver's "no other Node has this IP" must see
-  them. One unselected watch serves both: every Node parsed whole when the approver runs
-  (it needs their addresses; `hidden` is derived), else names and Hostnames only
-  (`HostnameSource`). Nothing is published before its first LIST (`Publisher.can_publish`).
+- `cluster_view` (nodehosts.app.clusterview): with a label selector, every Node unselected
+  (the names outside the selection, the approver's whole cluster); the daemon only starts
+  it (a task), tells it when the selector or the listing changed, and renews it on new
+  credentials.
 
 Running as a service: READY=1 once the first complete LIST has been published by every
 enabled sink; WATCHDOG=1 from the event loop at half WATCHDOG_USEC (an API outage does not
@@ -43,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from nodehosts.adapters.sdnotify import Notifier, run_watchdog, watchdog_interval
+from nodehosts.app import clusterview
+from nodehosts.app.clusterview import ClusterView, SourceTask
 from nodehosts.app.publisher import (
     MAX_STATIC_HOSTS_BYTES,
     DnsSink,
@@ -64,8 +65,6 @@ from nodehosts.core.report import publication_report
 from nodehosts.core.status import Status
 
 if TYPE_CHECKING:
-    from kubernetes.client import Configuration
-
     from nodehosts.adapters.csr_approver import CsrApprover
     from nodehosts.adapters.dns_server import DnsService
     from nodehosts.adapters.metrics import Readiness
@@ -99,13 +98,6 @@ class StartupError(Exception):
         self.exit_code = exit_code
 
 
-class NodeSource(Protocol):
-    """What the daemon needs of a Node source (nodehosts.adapters.kube.NodeSource)."""
-
-    async def run(self) -> None: ...
-    def restart(self) -> None: ...
-
-
 class Service(Protocol):
     async def stop(self) -> None: ...
 
@@ -117,8 +109,8 @@ class Daemon:
         self,
         settings: Settings,
         *,
-        source_factory: Callable[[Daemon], NodeSource] | None = None,
-        cluster_factory: Callable[[Daemon, int], NodeSource] | None = None,
+        source_factory: Callable[[Daemon], SourceTask] | None = None,
+        cluster_factory: Callable[[Daemon, int], SourceTask] | None = None,
         clock: Callable[[], float] = time.time,
         notifier: Notifier | None = None,
         reload_settings: Callable[[], Settings] | None = None,
@@ -138,19 +130,17 @@ class Daemon:
             self.publisher.hosts = HostsSink(settings.hosts_file, self.metrics, clock)
             self.publisher.sinks.append(self.publisher.hosts)
         self.reloader = Reloader(self, self.publisher, self.metrics, reload_settings)
-        self.source: NodeSource | None = None
+        self.source: SourceTask | None = None
         self.approver: CsrApprover | None = None
         self._services: list[Service] = []  # started, stopped in reverse order
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._replace_source = asyncio.Event()
         self._source_selector = settings.label_selector  # of the source running now
-        # (daemon, view generation) -> the unselected view's source
-        self._cluster_factory = cluster_factory or _cluster_source
-        self.cluster_source: NodeSource | None = None
-        self._cluster_toggle = asyncio.Event()  # the view may be wanted or not any more
-        self._cluster_generation = 0  # of the view running now: a stopped one's calls are stale
-        self._cluster_error: dict[str, str] | None = None  # its last failure, until it delivers
+        # Every Node, unselected, while the Nodes are label-selected; the factory builds its
+        # source for (daemon, view generation).
+        factory = cluster_factory or clusterview.cluster_source  # looked up now: patchable
+        self.cluster_view = ClusterView(self, factory, clock)
         self._restart_reason: str | None = None  # why the next LIST happens
         # The name of the internal task whose crash ended the run (run_daemon exits 1), if any.
         self.failed_task: str | None = None
@@ -170,13 +160,14 @@ class Daemon:
         self.publisher.nodes = nodes
         self.publisher.nodes_selector = self._source_selector
         now = self._clock()
-        self.board.record(st.synced(self.status, resource_version, at=now))
+        selected = self._source_selector is not None
+        self.board.record(st.synced(self.status, resource_version, at=now, selected=selected))
         log.info("nodes_synced", nodes=len(nodes), resource_version=resource_version, first=first)
         self.metrics.synced(now)
         if not first:
             self.metrics.watch_restart(self._restart_reason or "relist")
         self._restart_reason = None
-        self._cluster_toggle.set()  # listed without a selector now: the view may stop
+        self.cluster_view.toggle()  # listed without a selector now: the view may stop
         self.publisher.request()
 
     def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
@@ -194,42 +185,6 @@ class Daemon:
     def source_recovered(self) -> None:
         self.metrics.synced(self._clock())
         self.board.update(st.api_recovered(self.status))
-
-    # --- the cluster view's listener calls (on the event loop)
-
-    def cluster_hostnames(self, generation: int, hostnames: Mapping[str, str | None]) -> None:
-        """Every Node's name -> Hostname (the lean view): the same object while unchanged."""
-        if generation != self._cluster_generation:
-            return  # a stopped view's last call
-        self._cluster_error = None
-        if hostnames is not self.publisher.hidden:
-            self._set_hidden(hostnames)
-
-    def cluster_nodes(self, generation: int, nodes: Mapping[str, NodeInfo]) -> None:
-        """Every Node whole (the approver's view); the publisher derives `hidden` from it."""
-        if generation != self._cluster_generation:
-            return
-        self._cluster_error = None
-        if self.approver is not None:
-            self.approver.update_cluster(nodes)
-        first = self.publisher.cluster is None
-        self.publisher.cluster = nodes
-        if first:
-            log.info("cluster_view_synced", nodes=len(nodes))
-        self.publisher.request()
-
-    def cluster_failed(self, generation: int, reason: str, message: str) -> None:
-        """The view's LIST or watch failed (the source logs `api_error` and retries); shown in
-        `dump` (`cluster_view`): until its first LIST nothing is published."""
-        if generation == self._cluster_generation:
-            self._cluster_error = {"reason": reason, "message": message}
-
-    def _set_hidden(self, hidden: Mapping[str, str | None] | None) -> None:
-        first = self.publisher.hidden is None and hidden is not None
-        self.publisher.hidden = hidden
-        if first:
-            log.info("cluster_view_synced", nodes=len(hidden or ()))
-        self.publisher.request()
 
     # --- lifecycle
 
@@ -250,7 +205,7 @@ class Daemon:
                 self.approver = self.publisher.approver = _csr_approver(self)
             tasks = [
                 asyncio.create_task(self._run_node_source(), name="node_source"),
-                asyncio.create_task(self._run_cluster_view(), name="cluster_view"),
+                asyncio.create_task(self.cluster_view.run(), name="cluster_view"),
                 asyncio.create_task(self.publisher.run(), name="publisher"),
             ]
             if self.approver is not None:
@@ -389,55 +344,10 @@ class Daemon:
 
     def replace_node_source(self) -> None:
         self._replace_source.set()
-        self._cluster_toggle.set()
-
-    # --- the cluster view: every Node, while the Nodes are (or are about to be) label-selected
-
-    def _cluster_wanted(self) -> bool:
-        return self.settings.label_selector is not None or self.publisher.nodes_selector is not None
-
-    async def _run_cluster_view(self) -> None:
-        """Run the unselected Node watch while it is wanted. A selector set by a reload starts
-        it at once (the new selected LIST waits for it to publish); a cleared one stops it
-        only once the Nodes were listed without the selector (until then the old selected
-        Nodes are not the whole cluster), and `hidden` is dropped with it."""
-        run: asyncio.Task[None] | None = None
-        try:
-            while True:
-                self._cluster_toggle.clear()
-                wanted = self._cluster_wanted()
-                if wanted and run is None:
-                    self._cluster_generation += 1
-                    self.cluster_source = self._cluster_factory(self, self._cluster_generation)
-                    run = asyncio.create_task(self.cluster_source.run(), name="cluster_view_run")
-                    log.info("cluster_view_started", approver=self.approver is not None)
-                elif not wanted and run is not None:
-                    self._cluster_generation += 1
-                    run.cancel()
-                    await asyncio.gather(run, return_exceptions=True)
-                    run, self.cluster_source, self._cluster_error = None, None, None
-                    if self.approver is not None:
-                        self.approver.update_cluster(None)
-                    self.publisher.cluster = None
-                    self._set_hidden(None)
-                    log.info("cluster_view_stopped")
-                toggle = asyncio.create_task(self._cluster_toggle.wait(), name="cluster_toggle")
-                waiting: set[asyncio.Task[Any]] = {toggle} if run is None else {toggle, run}
-                try:
-                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    toggle.cancel()
-                if run is not None and run in done:
-                    run.result()  # a source that ends by itself has a bug: let it surface
-                    raise RuntimeError("the cluster Node view ended by itself")
-        finally:
-            if run is not None:
-                run.cancel()
-                await asyncio.gather(run, return_exceptions=True)
+        self.cluster_view.toggle()
 
     def restart_sources(self, reason: str) -> None:
-        if self.cluster_source is not None:
-            self.cluster_source.restart()
+        self.cluster_view.renew()  # new credentials may reach another cluster
         if self.source is not None:
             self._restart_reason = reason
             self.source.restart()
@@ -497,12 +407,6 @@ class Daemon:
         }
         if self.approver is not None:
             state["csrs"] = self.approver.report()
-        if self.cluster_source is not None:  # every Node, for the label selector's outsiders
-            publisher = self.publisher
-            state["cluster_view"] = {
-                "listed": publisher.hidden is not None or publisher.cluster is not None,
-                "last_error": self._cluster_error,
-            }
         served: RecordSet = status.records
         if arguments.get("format") == "hosts":
             state["text"] = render_hosts(served)
@@ -528,7 +432,7 @@ class Daemon:
         return self.dump({"format": "hosts"})
 
 
-def _node_source(daemon: Daemon) -> NodeSource:
+def _node_source(daemon: Daemon) -> SourceTask:
     from nodehosts.adapters.kube.config import load_client_configuration
     from nodehosts.adapters.kube.nodes import NodeSource
     from nodehosts.adapters.kube.reflector import Tuning
@@ -545,49 +449,6 @@ def _node_source(daemon: Daemon) -> NodeSource:
     )
 
 
-def _cluster_source(daemon: Daemon, generation: int) -> NodeSource:
-    """The unselected view of every Node: whole when the approver needs their addresses,
-    else names and Hostnames only."""
-    from nodehosts.adapters.kube.config import load_client_configuration
-    from nodehosts.adapters.kube.nodes import HostnameSource, NodeSource
-    from nodehosts.adapters.kube.reflector import Tuning
-
-    tuning = Tuning(
-        max_page_bytes=daemon.settings.max_page_bytes,
-        max_line_bytes=daemon.settings.max_line_bytes,
-    )
-
-    def configure() -> Configuration:
-        return load_client_configuration(daemon.settings.kubeconfig)
-
-    if daemon.approver is not None:
-        return NodeSource(configure, _ClusterNodes(daemon, generation), tuning=tuning)
-    hostnames = functools.partial(daemon.cluster_hostnames, generation)
-    return HostnameSource(
-        configure,
-        on_synced=lambda names, _version: hostnames(names),
-        on_changed=lambda names, _version: hostnames(names),
-        on_error=functools.partial(daemon.cluster_failed, generation),
-        tuning=tuning,
-    )
-
-
-class _ClusterNodes:
-    """The NodeListener of the whole-Node cluster view (the approver runs)."""
-
-    def __init__(self, daemon: Daemon, generation: int) -> None:
-        self._daemon, self._generation = daemon, generation
-
-    def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
-        self._daemon.cluster_nodes(self._generation, nodes)
-
-    def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
-        self._daemon.cluster_nodes(self._generation, nodes)
-
-    def source_error(self, reason: str, message: str) -> None:
-        self._daemon.cluster_failed(self._generation, reason, message)
-
-
 def _csr_approver(daemon: Daemon) -> CsrApprover:
     from nodehosts.adapters.csr_approver import CsrApprover
     from nodehosts.adapters.kube.config import load_client_configuration
@@ -596,8 +457,7 @@ def _csr_approver(daemon: Daemon) -> CsrApprover:
         lambda: load_client_configuration(daemon.settings.kubeconfig),
         policy=daemon.settings.csr_policy,
         metrics=daemon.metrics,
-        shared_cluster=True,  # fed by the daemon's cluster view
-    )
+    )  # fed by the daemon's cluster view (update_cluster)
 
 
 def _dns_service(settings: Settings) -> DnsService:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -37,7 +38,7 @@ from nodehosts.core.model import (
     Publication,
     RecordSet,
 )
-from nodehosts.core.records import NO_HIDDEN, RecordIndex, RecordPolicy, hidden_nodes
+from nodehosts.core.records import NO_HIDDEN, RecordIndex, RecordPolicy
 
 if TYPE_CHECKING:
     from nodehosts.adapters.csr_approver import CsrApprover
@@ -229,23 +230,16 @@ class StateKeeper:
 # --- the publisher
 
 
-class _HiddenNames:
-    """`RecordIndex`'s `hidden` (name -> Hostname) from whole Nodes (the approver's view),
-    reduced once per new view object; the previous result is kept while equal (an address
-    change is no name change), so RecordIndex gets the same object and compares nothing.
-    20,000 Nodes: about 20 ms, in the publication (coalesced; off the loop when large)."""
+@dataclass(frozen=True, slots=True)
+class Hidden:
+    """The Nodes outside the label selection, from the cluster view: `size` of them, their
+    name -> Hostname from `names()`. Called in the publication (coalesced, off the loop for a
+    large cluster), so a view of whole Nodes is reduced once per publication, not per event;
+    `names()` returns the same object while no name changed (RecordIndex then compares
+    nothing)."""
 
-    def __init__(self) -> None:
-        self._of: Mapping[str, NodeInfo] | None = None
-        self._names: Mapping[str, str | None] = NO_HIDDEN
-
-    def __call__(self, cluster: Mapping[str, NodeInfo]) -> Mapping[str, str | None]:
-        if cluster is not self._of:
-            names = hidden_nodes(cluster.values())
-            if names != self._names:
-                self._names = names
-            self._of = cluster
-        return self._names
+    size: int
+    names: Callable[[], Mapping[str, str | None]]
 
 
 class Publisher:
@@ -266,14 +260,9 @@ class Publisher:
         # selector's until the new source's first LIST).
         self.nodes: Mapping[str, NodeInfo] = {}
         self.nodes_selector: str | None = settings().label_selector
-        # The daemon's unselected view of every Node (None: not listed yet): with
-        # `nodes_selector`, those outside it hold their names. Either name -> Hostname
-        # (`hidden`: the same object while unchanged, RecordIndex then skips comparing it) or,
-        # when the approver shares the view, the whole Nodes (`cluster`: `hidden` is derived
-        # from it in the publication, coalesced and off the loop for a large cluster).
-        self.hidden: Mapping[str, str | None] | None = None
-        self.cluster: Mapping[str, NodeInfo] | None = None
-        self._hidden_names = _HiddenNames()
+        # The cluster view's Nodes (None: not listed yet, or no view): with `nodes_selector`,
+        # those outside it hold their names.
+        self.hidden: Hidden | None = None
         self.static_hosts: list[Host] = []
         self.sinks: list[Sink] = []
         self.hosts: HostsSink | None = None  # the sink that counts generations, if any
@@ -339,9 +328,7 @@ class Publisher:
     def can_publish(self) -> bool:
         """The first complete LIST is in and, with a label selector, so is the view of every
         Node (until then the saved records stay served)."""
-        return self._board.status.synced and (
-            self.nodes_selector is None or self.hidden is not None or self.cluster is not None
-        )
+        return self._board.status.can_publish
 
     async def publish(self) -> None:
         """Bring the record set up to the current inputs and update every sink that differs.
@@ -361,16 +348,11 @@ class Publisher:
     async def _publish(self) -> None:
         policy = self._settings().record_policy
         # Snapshotted with the others: an off-loop build sees one consistent set.
-        hidden: Mapping[str, str | None] = NO_HIDDEN
-        cluster: Mapping[str, NodeInfo] | None = None
-        if self.nodes_selector is not None:
-            cluster = self.cluster
-            if cluster is None and self.hidden is not None:
-                hidden = self.hidden
-        inputs = (self.nodes, self.static_hosts, policy, hidden, cluster)
+        hidden = self.hidden if self.nodes_selector is not None else None
+        inputs = (self.nodes, self.static_hosts, policy, hidden)
         # Small clusters build on the loop: a thread hop (GIL hand-over) would cost more than
         # the incremental step it saves the loop from (issue 16's change latency).
-        off_loop = max(len(self.nodes), len(hidden), len(cluster or ())) > OFF_LOOP_NODES
+        off_loop = max(len(self.nodes), hidden.size if hidden else 0) > OFF_LOOP_NODES
         if off_loop:
             publication, changes = await asyncio.to_thread(self._update_records, *inputs)
         else:
@@ -421,17 +403,15 @@ class Publisher:
         nodes: Mapping[str, NodeInfo],
         static_hosts: list[Host],
         policy: RecordPolicy,
-        hidden: Mapping[str, str | None],
-        cluster: Mapping[str, NodeInfo] | None,
+        hidden: Hidden | None,
     ) -> tuple[Publication, HostChanges | None]:
         """The record set brought up to the inputs, its decisions logged and counted (in a
         worker thread above OFF_LOOP_NODES: only the publisher touches the index; the logger
         and the metrics are thread-safe)."""
         if self._index is None:
             self._index = RecordIndex(policy, static_hosts)
-        if cluster is not None:
-            hidden = self._hidden_names(cluster)
-        publication = self._index.update(nodes, static_hosts, policy, hidden=hidden)
+        names = NO_HIDDEN if hidden is None else hidden.names()
+        publication = self._index.update(nodes, static_hosts, policy, hidden=names)
         self._log_decisions(publication, self._index.decision_changes())
         self._board.metrics.observe_publication(publication)
         return publication, self._index.changes()

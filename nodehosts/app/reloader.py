@@ -6,8 +6,10 @@ that file feeds, and `reload()` (SIGHUP) re-reads all of them. Reloads never ove
 that does not validate is rejected (`config_rejected`, naming the key) and the running one
 stays; `LIVE_KEYS` apply at once (a new Settings is swapped into the target), the others keep
 their running values and are logged as `config_needs_restart`. A static hosts file that cannot
-be read, or credentials that do not load, are rejected the same way. New credentials rebuild
-the API client (the target restarts its sources); a new label selector needs a new source.
+be read, or credentials that do not load, are rejected the same way. New credentials (or a
+new kubeconfig) rebuild the API client of every source (the target restarts them all, the
+cluster view and the approver too); a new label selector needs a new Node source. A reload
+that changes both does both.
 """
 
 from __future__ import annotations
@@ -204,9 +206,11 @@ class Reloader:
             logs.configure(applied.log_format, applied.log_level)
         if "static_hosts" in live:
             await self.reload_static_hosts()
+        # Independent: a new selector replaces the selected source only, and a new kubeconfig
+        # must reach every source (the cluster view and the approver too), even both at once.
         if "label_selector" in live:
             target.replace_node_source()
-        elif "kubeconfig" in live:
+        if "kubeconfig" in live:
             target.restart_sources("kubeconfig")
         if RECORD_POLICY_KEYS.intersection(live):
             self._publisher.request()

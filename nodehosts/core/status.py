@@ -7,6 +7,10 @@ the live publication. `generation` is restored once at start (`restored`) and co
 one place only (`published`, when what the sinks hold changed). Times are Unix seconds passed
 in by the caller: no clock is read here. `systemd_status`, `readiness` and `dump_fields` are
 what `systemctl status`, /readyz and `nodehosts dump` show.
+
+With a label selector the daemon also runs a view of every Node (the names outside the
+selection stay held): Nodes listed with a selector are not published before that view has
+listed (`can_publish`), and its own API error is shown next to the Node source's.
 """
 
 from __future__ import annotations
@@ -56,6 +60,18 @@ class Status:
     last_error: ApiError | None = None
     # When the state file was last written (or, while SAVED, when the served records were).
     state_saved_at: float | None = None
+    # The Nodes were listed with a label selector: publishing waits for the cluster view.
+    selected: bool = False
+    # The cluster view (every Node, unselected): running, listed since it started, its error.
+    cluster_running: bool = False
+    cluster_listed: bool = False
+    cluster_error: ApiError | None = None
+
+    @property
+    def can_publish(self) -> bool:
+        """A complete LIST is in and, if it was label-selected, so is the view of every Node
+        (until then the Nodes outside the selection are unknown, and so are their names)."""
+        return self.synced and (not self.selected or self.cluster_listed)
 
     @property
     def ready(self) -> bool:
@@ -85,10 +101,16 @@ def serving_saved(status: Status, records: RecordSet, *, saved_at: float) -> Sta
     return replace(status, records=records, source=Source.SAVED, state_saved_at=saved_at)
 
 
-def synced(status: Status, resource_version: str, *, at: float) -> Status:
-    """A complete LIST arrived: the API works, the publisher may publish."""
+def synced(status: Status, resource_version: str, *, at: float, selected: bool = False) -> Status:
+    """A complete LIST arrived (`selected`: with a label selector): the API works, the
+    publisher may publish (a selected one: once the cluster view has listed too)."""
     return replace(
-        status, synced=True, resource_version=resource_version, last_sync=at, last_error=None
+        status,
+        synced=True,
+        resource_version=resource_version,
+        last_sync=at,
+        last_error=None,
+        selected=selected,
     )
 
 
@@ -103,6 +125,31 @@ def api_failed(status: Status, reason: str, message: str, *, at: float) -> Statu
 
 def api_recovered(status: Status) -> Status:
     return replace(status, last_error=None)
+
+
+def cluster_started(status: Status) -> Status:
+    """A new cluster view runs (at start, for a new selector, or new credentials): what an
+    earlier one listed does not count."""
+    return replace(status, cluster_running=True, cluster_listed=False, cluster_error=None)
+
+
+def cluster_listed(status: Status) -> Status:
+    """The cluster view delivered every Node."""
+    return replace(status, cluster_listed=True, cluster_error=None)
+
+
+def cluster_failed(status: Status, reason: str, message: str, *, at: float) -> Status:
+    """The cluster view's LIST or watch failed (it retries; what it listed stays valid)."""
+    return replace(status, cluster_error=ApiError(reason, message, at))
+
+
+def cluster_recovered(status: Status) -> Status:
+    return replace(status, cluster_error=None)
+
+
+def cluster_stopped(status: Status) -> Status:
+    """The Nodes are listed without a selector now: no cluster view any more."""
+    return replace(status, cluster_running=False, cluster_listed=False, cluster_error=None)
 
 
 def published(
@@ -146,10 +193,29 @@ def iso(timestamp: float | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_CLUSTER_WAIT = "waiting for the list of every Node (label selector)"
+
+
+def _waiting_for_cluster(status: Status) -> bool:
+    return status.synced and not status.can_publish
+
+
 def systemd_status(status: Status) -> str:
     """The STATUS= line for `systemctl status`."""
     error = status.last_error
+    cluster_error = status.cluster_error
     if not status.ready:
+        if _waiting_for_cluster(status):
+            if status.stale:
+                error = cluster_error
+                api = _CLUSTER_WAIT + (f", API error: {error.reason}" if error else "")
+                return (
+                    f"serving saved records, {api}: {len(status.records)} hosts "
+                    f"saved {iso(status.state_saved_at)}"
+                )
+            if cluster_error:
+                return f"{_CLUSTER_WAIT}; API error: {cluster_error.reason}"
+            return _CLUSTER_WAIT
         if status.stale:
             api = f"API unreachable ({error.reason})" if error else "waiting for the API"
             return (
@@ -169,6 +235,10 @@ def systemd_status(status: Status) -> str:
     )
     if error:
         text += f"; API error since {iso(error.at)}: {error.reason}"
+    if cluster_error:
+        text += f"; cluster view API error since {iso(cluster_error.at)}: {cluster_error.reason}"
+    if _waiting_for_cluster(status):
+        text += f"; {_CLUSTER_WAIT}"
     return text
 
 
@@ -176,6 +246,12 @@ def readiness(status: Status) -> tuple[bool, str]:
     """(ready, why) for /readyz."""
     if status.ready:
         return True, f"{len(status.records)} hosts published, generation {status.generation}"
+    if _waiting_for_cluster(status):
+        cluster_error = status.cluster_error
+        error = f" (API error: {cluster_error.reason})" if cluster_error else ""
+        if status.stale:
+            return False, f"serving saved records, {_CLUSTER_WAIT}{error}"
+        return False, f"{_CLUSTER_WAIT}{error}"
     error = f" (API error: {status.last_error.reason})" if status.last_error else ""
     if status.stale:
         return False, f"serving saved records until the first sync{error}"
@@ -185,7 +261,7 @@ def readiness(status: Status) -> tuple[bool, str]:
 def dump_fields(status: Status, *, now: float) -> dict[str, Any]:
     """The status part of `nodehosts dump --from daemon` (JSON values)."""
     error = status.last_error
-    return {
+    fields: dict[str, Any] = {
         "ready": status.ready,
         "stale": status.stale,
         "synced": status.synced,
@@ -195,10 +271,18 @@ def dump_fields(status: Status, *, now: float) -> dict[str, Any]:
         "last_sync_age_seconds": (
             None if status.last_sync is None else round(now - status.last_sync, 3)
         ),
-        "last_error": (
-            None
-            if error is None
-            else {"reason": error.reason, "message": error.message, "at": iso(error.at)}
-        ),
+        "last_error": _error_fields(error),
         "state_saved_at": iso(status.state_saved_at),
     }
+    if status.cluster_running:  # every Node, for the label selector's outsiders
+        fields["cluster_view"] = {
+            "listed": status.cluster_listed,
+            "last_error": _error_fields(status.cluster_error),
+        }
+    return fields
+
+
+def _error_fields(error: ApiError | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {"reason": error.reason, "message": error.message, "at": iso(error.at)}

@@ -375,11 +375,27 @@ class SelectedWiring(Wiring):
         )
 
 
+class ClusterWiring:
+    """The daemon's unselected view of every Node, feeding the approver (`update_cluster`)."""
+
+    def __init__(self, approver: CsrApprover) -> None:
+        self.approver = approver
+
+    def nodes_synced(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        self.approver.update_cluster(nodes)
+
+    def nodes_changed(self, nodes: Mapping[str, NodeInfo], resource_version: str) -> None:
+        self.approver.update_cluster(nodes)
+
+    def source_error(self, reason: str, message: str) -> None:
+        pass  # the daemon shows it (dump's cluster_view)
+
+
 async def test_a_selected_worker_claiming_an_unselected_controllers_ip_is_refused(
     api_server: FakeApiServer, kubeconfig: Path
 ) -> None:
-    """The approver lists every Node itself: controller-0 (not selected) reports 10.240.0.10,
-    so worker-1 may not have it; its own address is still approved."""
+    """The approver is fed every Node: controller-0 (not selected) reports 10.240.0.10, so
+    worker-1 may not have it; its own address is still approved."""
     fake_csr.install(api_server)
     api_server.add_object(
         "nodes", make_node("controller-0", addresses=["10.240.0.10"], labels={"role": "controller"})
@@ -396,7 +412,12 @@ async def test_a_selected_worker_claiming_an_unselected_controllers_ip_is_refuse
     nodes = NodeSource(
         configure, SelectedWiring(approver), label_selector="role=worker", tuning=FAST
     )
-    tasks = [asyncio.create_task(approver.run()), asyncio.create_task(nodes.run())]
+    cluster = NodeSource(configure, ClusterWiring(approver), tuning=FAST)
+    tasks = [
+        asyncio.create_task(approver.run()),
+        asyncio.create_task(nodes.run()),
+        asyncio.create_task(cluster.run()),
+    ]
     try:
         api_server.add_object(
             fake_csr.CSRS.plural, worker_1("csr-claims-controller", ips=["10.240.0.10"])
@@ -412,7 +433,7 @@ async def test_a_selected_worker_claiming_an_unselected_controllers_ip_is_refuse
         (entry,) = [p for p in approver.pending() if p.name == "csr-claims-controller"]
         assert "controller-0" in entry.message
         assert approver.report()["cluster_watch"] is True
-        # The approver's own watch has no selector; the daemon's has one.
+        # The view of every Node has no selector; the published Nodes' watch has one.
         selectors = {
             r.query.get("labelSelector") for r in api_server.requests if r.path == "/api/v1/nodes"
         }
@@ -424,110 +445,34 @@ async def test_a_selected_worker_claiming_an_unselected_controllers_ip_is_refuse
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_the_cluster_watch_follows_the_label_selector(
+async def test_label_selected_nodes_are_judged_only_against_a_view_of_every_node(
     api: FakeApiServer, kubeconfig: Path
 ) -> None:
-    """A reload that sets or clears --label-selector starts or stops the approver's own watch."""
+    """With a label selector nothing is judged before the daemon's view of every Node is fed,
+    nor after it is taken away; without one the Nodes are the whole cluster."""
     approver = CsrApprover(lambda: load_client_configuration(kubeconfig), policy=CsrPolicy())
     run = asyncio.create_task(approver.run())
     try:
         nodes = {"worker-1": NodeInfo("worker-1", (("InternalIP", "10.240.0.101"),), True, False)}
         records = build_publication(nodes.values(), (), RecordPolicy()).records
         approver.update_nodes(nodes, records)
+        assert approver.report()["nodes_known"] is True
         assert approver.report()["cluster_watch"] is False
         approver.update_nodes(nodes, records, label_selector="role=worker")
-        assert approver.report()["cluster_watch"] is True
         assert approver.report()["nodes_known"] is False  # not before every Node is listed
-        await eventually(lambda: approver.report()["nodes_known"], what="the cluster view")
-        unselected = [r for r in api.requests if r.path == "/api/v1/nodes" and r.verb == "list"]
-        assert unselected and all("labelSelector" not in r.query for r in unselected)
-        approver.update_nodes(nodes, records)
-        assert approver.report()["cluster_watch"] is False
+        controller = NodeInfo("controller-0", (("InternalIP", "10.240.0.10"),), True, False)
+        approver.update_cluster({**nodes, "controller-0": controller})
         assert approver.report()["nodes_known"] is True
-        await eventually(
-            lambda: [t for t in asyncio.all_tasks() if t.get_name() == "csr_cluster_nodes"],
-            lambda tasks: tasks == [],
-            what="the cluster watch task to end",
-        )
+        assert approver.report()["cluster_watch"] is True
+        approver.update_cluster(None)  # the view was replaced (new credentials)
+        assert approver.report()["nodes_known"] is False
+        approver.update_nodes(nodes, records)  # listed without the selector again
+        assert approver.report()["nodes_known"] is True
+        assert approver.report()["cluster_watch"] is False
+        assert "cluster_error" not in approver.report()  # the daemon's dump has the view's
     finally:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
-
-
-class CrashingNodeSource(NodeSource):
-    """The real Node source (it lists and watches for real) with a bug that kills its task once
-    `crash` is set: what the approver must not live on after."""
-
-    crash: asyncio.Event
-
-    async def run(self) -> None:
-        watching = asyncio.create_task(super().run())
-        try:
-            await type(self).crash.wait()
-        finally:
-            watching.cancel()
-            await asyncio.gather(watching, return_exceptions=True)
-        raise RuntimeError("bug in the cluster watch")
-
-
-async def test_a_crashed_cluster_watch_stops_approving_and_ends_the_approver(
-    api_server: FakeApiServer, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No frozen copy of the cluster: the index is dropped, nothing more is approved, the error
-    is in the report and the log, and run() raises so the daemon's supervision sees it."""
-    from nodehosts.adapters import csr_approver
-
-    CrashingNodeSource.crash = asyncio.Event()
-    monkeypatch.setattr(csr_approver, "NodeSource", CrashingNodeSource)
-    fake_csr.install(api_server)
-    api_server.add_object(
-        "nodes", make_node("controller-0", addresses=["10.240.0.10"], labels={"role": "controller"})
-    )
-    api_server.add_object(
-        "nodes",
-        make_node("worker-1", addresses=["10.240.0.101", "10.240.0.11"], labels={"role": "worker"}),
-    )
-
-    def configure() -> Any:
-        return load_client_configuration(kubeconfig)
-
-    approver = CsrApprover(configure, policy=CsrPolicy(), tuning=FAST)
-    wiring = SelectedWiring(approver)
-    nodes = NodeSource(configure, wiring, label_selector="role=worker", tuning=FAST)
-    run = asyncio.create_task(approver.run())
-    source = asyncio.create_task(nodes.run())
-    try:
-        api_server.add_object(fake_csr.CSRS.plural, worker_1("csr-own"))
-        await eventually(lambda: approved(api_server, "csr-own"), what="worker-1's own CSR")
-        with structlog.testing.capture_logs() as logs:
-            CrashingNodeSource.crash.set()
-            await eventually(run.done, what="approver.run() to end")
-        with pytest.raises(RuntimeError, match="cluster Node watch crashed"):
-            run.result()
-        report = approver.report()
-        assert report["nodes_known"] is False
-        assert report["cluster_watch"] is False
-        assert "bug in the cluster watch" in report["cluster_error"]["message"]
-        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
-            "csr_cluster_watch_crashed"
-        ]
-        # The daemon's next publish does not bring the frozen view back.
-        published = {
-            "worker-1": NodeInfo(
-                "worker-1",
-                (("InternalIP", "10.240.0.101"), ("InternalIP", "10.240.0.11")),
-                True,
-                False,
-            )
-        }
-        records = build_publication(published.values(), (), wiring.policy).records
-        approver.update_nodes(published, records, label_selector="role=worker")
-        assert approver.report()["nodes_known"] is False
-        assert approver.report()["cluster_watch"] is False
-    finally:
-        for task in (run, source):
-            task.cancel()
-        await asyncio.gather(run, source, return_exceptions=True)
 
 
 async def test_the_approver_judges_with_the_domain_and_the_static_hosts_it_is_fed(

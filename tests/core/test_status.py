@@ -188,3 +188,101 @@ def test_dump_fields() -> None:
 def test_status_is_immutable() -> None:
     with pytest.raises(AttributeError):
         Status().generation = 3  # type: ignore[misc]  # the point: frozen
+
+
+# --- the cluster view (with a label selector: every Node, for the names outside it)
+
+
+def test_selected_nodes_wait_for_the_list_of_every_node() -> None:
+    selected = st.synced(Status(), "7", at=T0, selected=True)
+    assert selected.synced and not selected.can_publish
+    assert st.systemd_status(selected) == "waiting for the list of every Node (label selector)"
+    assert st.readiness(selected) == (
+        False,
+        "waiting for the list of every Node (label selector)",
+    )
+    failing = st.cluster_failed(selected, "forbidden", "403", at=T0 + 1)
+    assert failing.cluster_error == ApiError("forbidden", "403", T0 + 1)
+    assert not failing.can_publish
+    assert st.systemd_status(failing) == (
+        "waiting for the list of every Node (label selector); API error: forbidden"
+    )
+    assert st.readiness(failing) == (
+        False,
+        "waiting for the list of every Node (label selector) (API error: forbidden)",
+    )
+    listed = st.cluster_listed(failing)
+    assert listed.can_publish and listed.cluster_error is None
+    assert st.systemd_status(listed) == "publishing the first complete list of Nodes"
+
+
+def test_unselected_nodes_need_no_cluster_view() -> None:
+    assert st.synced(Status(), "7", at=T0).can_publish
+    assert not Status().can_publish  # nothing listed at all
+
+
+def test_a_cluster_view_listed_first_lets_the_selected_list_publish_at_once() -> None:
+    status = st.cluster_listed(st.cluster_started(Status()))
+    assert not status.can_publish  # no Nodes yet
+    assert st.synced(status, "3", at=T0, selected=True).can_publish
+
+
+def test_a_restarted_view_blocks_publishing_until_it_lists_again() -> None:
+    ready = st.published(
+        st.cluster_listed(st.synced(Status(), "1", at=T0, selected=True)),
+        _publication(_records("worker-0")),
+    )
+    assert ready.can_publish
+    renewed = st.cluster_started(st.cluster_failed(ready, "unreachable", "refused", at=T0 + 1))
+    assert not renewed.can_publish
+    assert renewed.cluster_error is None
+    assert renewed.ready  # the last publication stays served
+    assert st.cluster_listed(renewed).can_publish
+
+
+def test_the_views_error_shows_while_ready_and_goes_on_recovery() -> None:
+    running = st.cluster_started(Status())
+    ready = st.published(
+        st.cluster_listed(st.synced(running, "1", at=T0, selected=True)),
+        _publication(_records("worker-0")),
+    )
+    failing = st.cluster_failed(ready, "unreachable", "refused", at=T0 + 5)
+    assert failing.can_publish  # listed once: its Nodes stay valid while it retries
+    assert st.systemd_status(failing).endswith(
+        "; cluster view API error since 2026-01-01T12:00:05Z: unreachable"
+    )
+    assert st.cluster_recovered(failing) == ready
+    assert st.dump_fields(failing, now=T0 + 6)["cluster_view"] == {
+        "listed": True,
+        "last_error": {"reason": "unreachable", "message": "refused", "at": "2026-01-01T12:00:05Z"},
+    }
+
+
+def test_a_stopped_view_is_not_in_dump_and_leaves_no_error() -> None:
+    status = st.cluster_failed(st.cluster_started(Status()), "forbidden", "403", at=T0)
+    assert st.dump_fields(status, now=T0)["cluster_view"] == {
+        "listed": False,
+        "last_error": {"reason": "forbidden", "message": "403", "at": "2026-01-01T12:00:00Z"},
+    }
+    stopped = st.cluster_stopped(status)
+    assert stopped == Status()
+    assert "cluster_view" not in st.dump_fields(stopped, now=T0)
+
+
+def test_saved_records_waiting_for_the_cluster_view_say_so() -> None:
+    saved = st.serving_saved(Status(), _records("worker-0"), saved_at=T0)
+    waiting = st.cluster_failed(
+        st.synced(st.cluster_started(saved), "1", at=T0 + 1, selected=True),
+        "forbidden",
+        "403",
+        at=T0 + 2,
+    )
+    assert st.systemd_status(waiting) == (
+        "serving saved records, waiting for the list of every Node (label selector), "
+        "API error: forbidden: 1 hosts saved 2026-01-01T12:00:00Z"
+    )
+    assert st.readiness(waiting) == (
+        False,
+        "serving saved records, waiting for the list of every Node (label selector)"
+        " (API error: forbidden)",
+    )

@@ -22,9 +22,9 @@ from tests.helpers.cluster import fake_api
 TOKEN = "csr-crash-token"
 CHILD = """
 import asyncio, sys
-import nodehosts.app.daemon as daemon_module
+import nodehosts.app.clusterview as clusterview
 
-build = daemon_module._cluster_source
+build = clusterview.cluster_source
 
 class CrashingClusterSource:
     def __init__(self, inner):
@@ -39,7 +39,7 @@ class CrashingClusterSource:
         watching.cancel()
         raise RuntimeError("bug in the cluster watch")
 
-daemon_module._cluster_source = lambda daemon, generation: CrashingClusterSource(
+clusterview.cluster_source = lambda daemon, generation: CrashingClusterSource(
     build(daemon, generation)
 )
 from nodehosts.cli import main

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from nodehosts.app import Daemon
-from nodehosts.app import daemon as daemon_module
+from nodehosts.app import Daemon, clusterview
 from nodehosts.config import Settings
+from nodehosts.core.status import systemd_status
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
 
 CEILING = 20.0  # generous: a loaded CI machine, never a speed claim
@@ -31,7 +31,7 @@ WORKER_LINE = "10.240.0.101 worker-1.node.internal worker-1"
 class GatedSource:
     """The real cluster view source, started once `gate` is set."""
 
-    def __init__(self, inner: daemon_module.NodeSource, gate: asyncio.Event) -> None:
+    def __init__(self, inner: clusterview.SourceTask, gate: asyncio.Event) -> None:
         self.inner, self.gate = inner, gate
 
     async def run(self) -> None:
@@ -65,7 +65,7 @@ async def test_nothing_is_published_before_every_node_is_listed(
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         hosts = tmp_path / "nodes.hosts"
         gate = asyncio.Event()
-        build = daemon_module._cluster_source
+        build = clusterview.cluster_source
         daemon = Daemon(
             Settings(
                 kubeconfig=kubeconfig,
@@ -85,6 +85,10 @@ async def test_nothing_is_published_before_every_node_is_listed(
             assert not daemon.status.ready
             assert daemon.status.generation == 0
             assert daemon.dump({})["cluster_view"] == {"listed": False, "last_error": None}
+            # What systemctl status and /readyz say names the cause.
+            waiting = "waiting for the list of every Node (label selector)"
+            assert systemd_status(daemon.status) == waiting
+            assert tuple(daemon.readiness()) == (False, waiting)
 
             gate.set()
             await asyncio.wait_for(daemon.board.ready.wait(), CEILING)

@@ -5,10 +5,10 @@ Contract:
 - `NodeSource(configure, listener)` is a `CollectionSource` of /api/v1/nodes (optionally
   label-selected) parsed into `NodeInfo` (`NodeInventory`: a Node that cannot be parsed is
   logged as `object_rejected` and left out), delivering to a `NodeListener` on the event loop.
-- `HostnameSource(configure, on_synced, on_changed, on_error)`: every Node (no selector), each
-  as its `Hostname` only (`hostname_from_json`): with a label selector, who holds which name
-  outside the selection (`build_publication`'s `hidden`). The mapping it delivers is the same
-  object while no name or Hostname changed; heartbeats call nothing.
+- `HostnameSource(configure, on_synced, on_changed, on_error, on_recovered)`: every Node (no
+  selector), each as its `Hostname` only (`hostname_from_json`): with a label selector, who holds
+  which name outside the selection (`build_publication`'s `hidden`). The mapping it delivers is
+  the same object while no name or Hostname changed; heartbeats call nothing.
 - `list_nodes(configuration)` is one paged LIST of Nodes, for `nodehosts dump` and `run --once`.
 """
 
@@ -99,6 +99,7 @@ class HostnameSource(CollectionSource[str | None]):
         on_synced: Callable[[Mapping[str, str | None], str], None],
         on_changed: Callable[[Mapping[str, str | None], str], None],
         on_error: Callable[[str, str], None],
+        on_recovered: Callable[[], None] | None = None,
         tuning: Tuning = _DEFAULT_TUNING,
         rng: random.Random | None = None,
     ) -> None:
@@ -109,6 +110,7 @@ class HostnameSource(CollectionSource[str | None]):
             on_synced=on_synced,
             on_changed=on_changed,
             on_error=on_error,
+            on_recovered=on_recovered,
             tuning=tuning,
             rng=rng,
         )
