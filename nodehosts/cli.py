@@ -374,7 +374,7 @@ def _run_once(settings: Settings) -> int:
     from nodehosts.adapters.hostsfile import HostsFileError, HostsFileWriter
     from nodehosts.adapters.kube.config import KubeConfigError, load_client_configuration
     from nodehosts.adapters.kube.nodes import list_nodes
-    from nodehosts.app import hosts_body, read_static_hosts
+    from nodehosts.app.publisher import hosts_body, read_static_hosts
     from nodehosts.core.hosts import read_generation, render_file, render_hosts
     from nodehosts.core.records import build_publication
 
@@ -426,7 +426,7 @@ def _run_once(settings: Settings) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from nodehosts.app import Daemon, StartupError, run_daemon
+    from nodehosts.app.daemon import Daemon, StartupError, run_daemon
     from nodehosts.runtime import fix_mmap_threshold
     from nodehosts.runtime import run as run_loop
 
@@ -593,7 +593,7 @@ def _list_state(settings: Settings, *, output_format: str) -> dict[str, Any]:
     """A fresh LIST made into the same shape as the daemon's dump; raises _ListFailed."""
     from nodehosts.adapters.kube.config import KubeConfigError, load_client_configuration
     from nodehosts.adapters.kube.nodes import list_nodes
-    from nodehosts.app import read_static_hosts
+    from nodehosts.app.publisher import read_static_hosts
     from nodehosts.core.hosts import render_hosts
     from nodehosts.core.records import build_publication
     from nodehosts.core.report import publication_report

@@ -237,7 +237,7 @@ def test_bad_trust_settings_name_the_key(
 
 def test_trust_settings_apply_on_reload_without_a_restart() -> None:
     """records.allowed_suffixes and records.reserved_suffixes are record policy: live."""
-    from nodehosts.app import plan_settings_change
+    from nodehosts.app.reloader import plan_settings_change
 
     old = build_settings({}, {})
     new = build_settings({}, {"allowed_suffixes": ["example.com"], "reserved_suffixes": []})

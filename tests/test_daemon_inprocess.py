@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from nodehosts.adapters.sdnotify import Notifier
-from nodehosts.app import Daemon
+from nodehosts.app.daemon import Daemon
 from nodehosts.config import Settings
 from nodehosts.core.hosts import read_generation
 from nodehosts.core.status import Source, Status

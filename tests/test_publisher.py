@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from nodehosts.adapters.sdnotify import Notifier
-from nodehosts.app import Daemon, publisher
+from nodehosts.app import publisher
+from nodehosts.app.daemon import Daemon
 from nodehosts.config import Settings
 from nodehosts.core.hosts import read_generation
 from nodehosts.core.model import NodeInfo

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from nodehosts.app import MAX_STATIC_HOSTS_BYTES, StaticHostsError, read_static_hosts
+from nodehosts.app.publisher import MAX_STATIC_HOSTS_BYTES, StaticHostsError, read_static_hosts
 from nodehosts.core.hosts import MAX_PROBLEMS_KEPT
 
 

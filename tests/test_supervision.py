@@ -10,7 +10,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from nodehosts.app import Daemon, run_daemon
+from nodehosts.app.daemon import Daemon, run_daemon
 from nodehosts.config import Settings, build_settings
 
 

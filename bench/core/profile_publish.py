@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from nodehosts import logs  # noqa: E402
 from nodehosts.adapters.kube.config import load_client_configuration  # noqa: E402
 from nodehosts.adapters.kube.nodes import list_nodes  # noqa: E402
-from nodehosts.app import Daemon  # noqa: E402
+from nodehosts.app.daemon import Daemon  # noqa: E402
 from nodehosts.config import build_settings  # noqa: E402
 from nodehosts.core.model import NodeInfo  # noqa: E402
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node  # noqa: E402

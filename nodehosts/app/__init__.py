@@ -5,27 +5,3 @@ publishes and how is in `publisher`, live reloads in `reloader`, the view of eve
 behind a label selector in `clusterview`; the state it reports is the
 pure value `nodehosts.core.status.Status`.
 """
-
-from nodehosts.app.daemon import (
-    MAX_STATIC_HOSTS_BYTES,
-    Daemon,
-    StartupError,
-    StaticHostsError,
-    credential_files,
-    hosts_body,
-    plan_settings_change,
-    read_static_hosts,
-    run_daemon,
-)
-
-__all__ = [
-    "MAX_STATIC_HOSTS_BYTES",
-    "Daemon",
-    "StartupError",
-    "StaticHostsError",
-    "credential_files",
-    "hosts_body",
-    "plan_settings_change",
-    "read_static_hosts",
-    "run_daemon",
-]

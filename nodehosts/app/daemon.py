@@ -45,16 +45,12 @@ from nodehosts.adapters.sdnotify import Notifier, run_watchdog, watchdog_interva
 from nodehosts.app import clusterview
 from nodehosts.app.clusterview import ClusterView, SourceTask
 from nodehosts.app.publisher import (
-    MAX_STATIC_HOSTS_BYTES,
     DnsSink,
     HostsSink,
     Publisher,
     StateKeeper,
-    StaticHostsError,
-    hosts_body,
-    read_static_hosts,
 )
-from nodehosts.app.reloader import Reloader, credential_files, plan_settings_change
+from nodehosts.app.reloader import Reloader
 from nodehosts.app.statusboard import Observer, StatusBoard
 from nodehosts.app.telemetry import DaemonMetrics, NoMetrics
 from nodehosts.config import Settings
@@ -69,17 +65,7 @@ if TYPE_CHECKING:
     from nodehosts.adapters.dns_server import DnsService
     from nodehosts.adapters.metrics import Readiness
 
-__all__ = [
-    "MAX_STATIC_HOSTS_BYTES",
-    "Daemon",
-    "StartupError",
-    "StaticHostsError",
-    "credential_files",
-    "hosts_body",
-    "plan_settings_change",
-    "read_static_hosts",
-    "run_daemon",
-]
+__all__ = ["Daemon", "StartupError", "run_daemon"]
 
 log = structlog.get_logger(__name__)
 

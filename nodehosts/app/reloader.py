@@ -25,19 +25,18 @@ import structlog
 
 from nodehosts.app.publisher import Publisher, read_static_hosts
 from nodehosts.app.telemetry import DaemonMetrics
-from nodehosts.config import LIVE_KEYS, ConfigError, Settings, file_key
+from nodehosts.config import LIVE_KEYS, POLICY_KEYS, ConfigError, Settings, file_key
 
 if TYPE_CHECKING:
     from nodehosts.adapters.filewatch import FileWatcher
 
 log = structlog.get_logger(__name__)
 
-# Settings a reload applies that change the records: they ask for a new publication. (What a
-# reload applies at all is config.LIVE_KEYS, declared on each setting; the rest is bound at
-# start and needs a restart.)
-RECORD_POLICY_KEYS = frozenset(
-    {"domain", "address_types", "exclude_not_ready", "exclude_unschedulable"}
-) | {"allowed_suffixes", "reserved_suffixes"}
+# Settings a reload applies that change the records at once: they ask for a new publication.
+# (What a reload applies at all is config.LIVE_KEYS, declared on each setting; the rest is bound
+# at start and needs a restart.) The label selector and the static hosts file are policy too,
+# but inputs of their own: a new source or a re-read file publishes when its data is in.
+RECORD_POLICY_KEYS = frozenset(POLICY_KEYS) - {"label_selector", "static_hosts"}
 # The DNS server's zone is built from the domain when it starts.
 DNS_ZONE_KEYS = frozenset({"domain"})
 

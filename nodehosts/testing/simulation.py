@@ -175,7 +175,7 @@ def nodehosts_command() -> list[str]:
 
 
 def run_demo(*, duration: float | None, dns_listen: str, seed: int | None) -> int:
-    from nodehosts.app import Daemon, StartupError, run_daemon
+    from nodehosts.app.daemon import Daemon, StartupError, run_daemon
     from nodehosts.config import build_settings
     from nodehosts.runtime import run as run_loop
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from nodehosts.app import Daemon, clusterview
+from nodehosts.app import clusterview
+from nodehosts.app.daemon import Daemon
 from nodehosts.config import Settings
 from nodehosts.core.hosts import render_hosts
 from nodehosts.core.status import Status

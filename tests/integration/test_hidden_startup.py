@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from nodehosts.app import Daemon, clusterview
+from nodehosts.app import clusterview
+from nodehosts.app.daemon import Daemon
 from nodehosts.config import Settings
 from nodehosts.core.status import systemd_status
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node

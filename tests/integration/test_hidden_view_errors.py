@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from nodehosts.app import Daemon
+from nodehosts.app.daemon import Daemon
 from nodehosts.config import Settings
 from nodehosts.core.status import systemd_status
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node

@@ -268,7 +268,7 @@ def test_a_broken_kubeconfig_is_rejected_and_the_running_client_stays(
 def test_a_reload_applies_live_keys_and_keeps_the_ones_bound_at_start() -> None:
     """Record policy, static hosts, kubeconfig, selector and logging change live; listeners,
     sockets and owned paths keep their running values until a restart."""
-    from nodehosts.app import plan_settings_change
+    from nodehosts.app.reloader import plan_settings_change
     from nodehosts.config import build_settings
 
     old = build_settings({}, {"hosts_file": "/a/nodes.hosts", "control_socket": "/run/a.sock"})
@@ -297,7 +297,7 @@ def test_a_reload_applies_live_keys_and_keeps_the_ones_bound_at_start() -> None:
 
 def test_with_dns_on_the_domain_needs_a_restart() -> None:
     """The DNS zone is built from the domain at start: changing it live would split the two."""
-    from nodehosts.app import plan_settings_change
+    from nodehosts.app.reloader import plan_settings_change
     from nodehosts.config import build_settings
 
     old = build_settings({}, {"dns_listen": ["127.0.0.1:5353"]})
@@ -308,7 +308,7 @@ def test_with_dns_on_the_domain_needs_a_restart() -> None:
 
 def test_in_cluster_credentials_watch_the_ca_not_the_rotating_token() -> None:
     """The client re-reads a rotated service account token itself; a new CA needs a rebuild."""
-    from nodehosts.app import credential_files
+    from nodehosts.app.reloader import credential_files
     from nodehosts.config import Settings
 
     files = credential_files(Settings(), {"KUBERNETES_SERVICE_HOST": "10.32.0.1"})
