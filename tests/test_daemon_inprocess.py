@@ -22,8 +22,8 @@ from nodehosts.config import Settings
 from nodehosts.core.hosts import read_generation
 from nodehosts.core.status import Source, Status
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
+from tests.helpers.polling import CEILING, until
 
-CEILING = 20.0  # generous: a loaded CI machine, never a speed claim
 HOSTS_LINE = "10.240.0.20 worker-0.node.internal worker-0"
 
 
@@ -82,15 +82,6 @@ async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
         daemon.stop()
         await asyncio.wait_for(task, CEILING)
     assert daemon.failed_task is None
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(CEILING):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"no {what} within {CEILING} s")
 
 
 async def test_first_sync_then_a_change_then_an_outage(

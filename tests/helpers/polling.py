@@ -3,16 +3,20 @@
 Contract: `wait_until(probe, until=...)` calls `probe()` every `interval` seconds until `until`
 accepts its value, and returns that value; at the deadline it raises AssertionError naming
 `what` and the last value seen, so a failing test says what it was waiting for and what it got.
-Exceptions from `probe` are not swallowed.
+Exceptions from `probe` are not swallowed. `until(condition, what)` is the same for a test
+running on the event loop with the daemon in-process: it yields to the loop between checks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["wait_until"]
+__all__ = ["CEILING", "until", "wait_until"]
+
+CEILING = 20.0  # generous: a loaded CI machine, never a speed claim
 
 T = TypeVar("T")
 
@@ -34,3 +38,14 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
         time.sleep(interval)
+
+
+async def until(condition: Callable[[], bool], what: str, *, timeout: float = CEILING) -> None:
+    """Yield to the event loop until `condition()` holds; AssertionError naming `what` after
+    `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"no {what} within {timeout} s") from None

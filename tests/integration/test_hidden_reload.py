@@ -11,7 +11,6 @@ Every publication is watched, so a brief one counts too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,18 +22,9 @@ from nodehosts.config import Settings
 from nodehosts.core.hosts import render_hosts
 from nodehosts.core.status import Status
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
+from tests.helpers.polling import CEILING, until
 
-CEILING = 20.0  # generous: a loaded CI machine, never a speed claim
 WORKER_LINE = "10.240.1.101 worker-1.node.internal worker-1"
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(CEILING):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"no {what} within {CEILING} s")
 
 
 @pytest.mark.parametrize("approver", [False, True], ids=["names-only", "with-approver"])

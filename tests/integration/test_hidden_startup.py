@@ -10,7 +10,6 @@ delays the real source.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,8 @@ from nodehosts.app.daemon import Daemon
 from nodehosts.config import Settings
 from nodehosts.core.status import systemd_status
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
+from tests.helpers.polling import CEILING, until
 
-CEILING = 20.0  # generous: a loaded CI machine, never a speed claim
 CONTROLLER = make_node("controller-0", addresses=["10.240.0.10"], labels={"role": "controller"})
 WORKER = make_node(
     "worker-1", addresses=["10.240.0.101"], hostname="controller-0", labels={"role": "worker"}
@@ -41,15 +40,6 @@ class GatedSource:
 
     def restart(self) -> None:
         self.inner.restart()
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(CEILING):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"no {what} within {CEILING} s")
 
 
 @pytest.mark.parametrize("approver", [False, True], ids=["names-only", "with-approver"])

@@ -7,7 +7,6 @@ selector (so the unselected view of every Node runs), in both of its shapes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,7 @@ from nodehosts.app.daemon import Daemon
 from nodehosts.config import Settings
 from nodehosts.core.status import systemd_status
 from nodehosts.testing.fake_apiserver import FakeApiServer, make_node
-
-CEILING = 20.0  # generous: a loaded CI machine, never a speed claim
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(CEILING):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"no {what} within {CEILING} s")
+from tests.helpers.polling import CEILING, until
 
 
 def view(daemon: Daemon) -> dict[str, Any]:
