@@ -407,13 +407,14 @@ class Publisher:
     ) -> tuple[Publication, HostChanges | None]:
         """The record set brought up to the inputs, its decisions logged and counted (in a
         worker thread above OFF_LOOP_NODES: only the publisher touches the index; the logger
-        and the metrics are thread-safe)."""
+        and the metrics are thread-safe). The counts are the index's, kept per change: metrics
+        show them without walking every node and host."""
         if self._index is None:
             self._index = RecordIndex(policy, static_hosts)
         names = NO_HIDDEN if hidden is None else hidden.names()
         publication = self._index.update(nodes, static_hosts, policy, hidden=names)
         self._log_decisions(publication, self._index.decision_changes())
-        self._board.metrics.observe_publication(publication)
+        self._board.metrics.observe_counts(self._index.counts())
         return publication, self._index.changes()
 
     def _log_decisions(
