@@ -38,7 +38,13 @@ from nodehosts.core.model import (
     Publication,
     RecordSet,
 )
-from nodehosts.core.records import NO_HIDDEN, PublicationCounts, RecordIndex, RecordPolicy
+from nodehosts.core.records import (
+    NO_HIDDEN,
+    PublicationCounts,
+    RecordIndex,
+    RecordPolicy,
+    publication_counts,
+)
 
 if TYPE_CHECKING:
     from nodehosts.adapters.csr_approver import CsrApprover
@@ -289,6 +295,9 @@ class Publisher:
             board.record(st.restored(board.status, generation=generation))
         if dns is not None:
             dns.service.update(records)
+        # The host and address gauges count what is served meanwhile (no Node seen yet): a
+        # whole count, once; the index keeps the counts from the first sync on.
+        board.metrics.observe_counts(publication_counts(Publication(records)))
         log.warning(
             "serving_saved_records",
             hosts=len(records),

@@ -230,3 +230,82 @@ def test_published_counts_follow_every_kind_of_change(tmp_path: Path) -> None:
             nodes["worker-4"] = make_node("worker-4", addresses=["fd00::105"])
             api.modify_object("nodes", nodes["worker-4"])
             agree(lambda r: addresses(r)["worker-4"] == ["fd00::105"], "worker-4 healed")
+
+
+def test_saved_records_served_at_start_are_counted_until_the_first_sync(tmp_path: Path) -> None:
+    """With the API down at start the saved records are served: the host and address gauges
+    count them (no Node seen yet, stale); the first sync replaces them with the live counts."""
+    state = tmp_path / "state"
+    state.mkdir()
+    saved = {
+        "format": "nodehosts-state",
+        "version": 1,
+        "saved_at": 1700000000.0,
+        "generation": 7,
+        "resource_version": "100",
+        "hosts": [
+            {
+                "names": ["old-node.node.internal", "old-node"],
+                "addresses": ["10.240.0.99", "fd00::99"],
+                "origin": "node",
+                "node": "old-node",
+            },
+            {
+                "names": ["worker-0.node.internal", "worker-0"],
+                "addresses": ["10.240.0.101"],
+                "origin": "node",
+                "node": "worker-0",
+            },
+        ],
+    }
+    (state / "records.json").write_text(json.dumps(saved))
+    with fake_api(TOKEN, lab_node("worker-0", "10.240.0.101")) as api:
+        api.outage()
+        d, ports = start_listening_daemon(
+            api, tmp_path, "--state-dir", str(state),
+            dns="127.0.0.1", metrics="127.0.0.1", token=TOKEN,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{ports.metrics}/metrics"
+
+        def scrape() -> dict[str, float]:
+            status, text = http_get(url)
+            assert status == 200
+            return gauges(text) | {
+                s.name: s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == "nodehosts_records_stale"
+            }
+
+        with d:
+            stale = wait_until(
+                scrape,
+                until=lambda g: g.get("nodehosts_records_stale") == 1,
+                timeout=20,
+                what="the saved records served",
+            )
+            assert stale == {
+                "nodehosts_records_stale": 1.0,
+                "nodehosts_nodes_seen{}": 0.0,
+                "nodehosts_nodes_published{}": 0.0,
+                "nodehosts_records_hosts{}": 2.0,
+                "nodehosts_records_addresses{family=ipv4}": 2.0,
+                "nodehosts_records_addresses{family=ipv6}": 1.0,
+                "nodehosts_records_collisions{}": 0.0,
+            }
+            api.restore()
+            live = wait_until(
+                scrape,
+                until=lambda g: g.get("nodehosts_records_stale") == 0,
+                timeout=30,
+                what="the first sync",
+            )
+            assert live == {
+                "nodehosts_records_stale": 0.0,
+                "nodehosts_nodes_seen{}": 1.0,
+                "nodehosts_nodes_published{}": 1.0,
+                "nodehosts_records_hosts{}": 1.0,
+                "nodehosts_records_addresses{family=ipv4}": 1.0,
+                "nodehosts_records_addresses{family=ipv6}": 0.0,
+                "nodehosts_records_collisions{}": 0.0,
+            }
