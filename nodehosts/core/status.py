@@ -243,7 +243,7 @@ def systemd_status(status: Status) -> str:
             return f"waiting for the first list of Nodes; API error: {error.reason}"
         return "waiting for the first list of Nodes"
     counts = status.counts
-    published_nodes, nodes = (counts.published, counts.nodes) if counts else (0, 0)
+    published_nodes, nodes = (0, 0) if counts is None else (counts.published, counts.nodes)
     text = (
         f"{published_nodes}/{nodes} nodes published, {len(status.records)} hosts, "
         f"generation {status.generation}, last sync {iso(status.last_sync)}"
