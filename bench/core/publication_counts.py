@@ -1,11 +1,10 @@
-"""What the per-publication counts cost: `Metrics.observe_publication` (walks every decision
-and host) and the systemd status line's count, against `RecordIndex.counts()` (kept per
-change), at 5000 and 20,000 Nodes, in thread CPU time per single-node change.
+"""What the per-publication counts cost: the walk of every decision and host they used to take
+(`Metrics.observe_publication`, now `publication_counts` + `observe_counts`, for full builds;
+the systemd status line's sum of published decisions) against what the daemon does since
+issue 16 (`RecordIndex.counts()`, kept per change, into `Metrics.observe_counts`), at 5000 and
+20,000 Nodes, in thread CPU time per single-node change.
 
     .venv/bin/python bench/core/publication_counts.py [--nodes 5000 20000] [--changes 200]
-
-The "counts" column feeds the same gauges from `RecordIndex.counts()` (what
-`Metrics.observe_publication` would do given the counts: an experiment, not the daemon's code).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ sys.path.insert(0, str(REPO))
 
 from nodehosts.adapters.metrics import Metrics  # noqa: E402
 from nodehosts.core.model import NodeInfo  # noqa: E402
-from nodehosts.core.records import PublicationCounts, RecordIndex, RecordPolicy  # noqa: E402
+from nodehosts.core.records import RecordIndex, RecordPolicy  # noqa: E402
 
 
 def node(i: int, third: int = 0) -> NodeInfo:
@@ -28,17 +27,6 @@ def node(i: int, third: int = 0) -> NodeInfo:
     return NodeInfo(
         f"worker-{i}", (("InternalIP", address), ("Hostname", f"worker-{i}")), True, False
     )
-
-
-def observe_counts(metrics: Metrics, counts: PublicationCounts) -> None:
-    """The gauges `observe_publication` sets, from the counts."""
-    metrics._nodes_seen.set(counts.nodes)
-    metrics._nodes_published.set(counts.published)
-    metrics._set_by_label(metrics._nodes_skipped, {str(k): v for k, v in counts.skipped.items()})
-    metrics._hosts.set(counts.hosts)
-    metrics._addresses.labels("ipv4").set(counts.ipv4)
-    metrics._addresses.labels("ipv6").set(counts.ipv6)
-    metrics._collisions.set(counts.collisions)
 
 
 def main() -> int:
@@ -65,13 +53,14 @@ def main() -> int:
             status += time.thread_time() - started
             started = time.thread_time()
             counts = index.counts()
-            observe_counts(metrics, counts)
+            metrics.observe_counts(counts)
             kept += time.thread_time() - started
             assert counts.published == published
         per = 1000 / args.changes
         print(
-            f"{count} Nodes: observe_publication {walk * per:.3f} ms, systemd status count"
-            f" {status * per:.3f} ms, RecordIndex.counts() + gauges {kept * per:.3f} ms"
+            f"{count} Nodes: walk (observe_publication) {walk * per:.3f} ms, systemd status"
+            f" walk {status * per:.3f} ms, RecordIndex.counts() + observe_counts"
+            f" {kept * per:.3f} ms"
             " (thread CPU per change)"
         )
     return 0

@@ -7,7 +7,7 @@ Contract:
   registers globally leaks into our exposition. Names are ``nodehosts_<area>_<what>`` in base
   units, counters end in ``_total``. No ``*_created`` series: the registry leaves them out of
   every scrape (`_Registry`). The daemon never touches prometheus objects: it calls the
-  update methods (`observe_publication`, `api_error`, `hosts_file_written`, ...), whose label
+  update methods (`observe_counts`, `api_error`, `hosts_file_written`, ...), whose label
   values come from small fixed vocabularies.
 - DNS counters are pulled, not pushed: `attach_dns(stats)` hands over an object satisfying
   `DnsStats` (plain dicts of ints the DNS hot path increments), and its values are read at
@@ -41,6 +41,7 @@ from nodehosts import __version__
 from nodehosts.adapters.durations import ANSWER_SECONDS_BUCKETS, Durations
 from nodehosts.core.dns.wire import QTYPE_NAMES, RCODE_NAMES
 from nodehosts.core.model import Publication
+from nodehosts.core.records import PublicationCounts, publication_counts
 
 __all__ = [
     "ANSWER_SECONDS_BUCKETS",
@@ -307,25 +308,22 @@ class Metrics:
 
     # --- what the daemon publishes
 
+    def observe_counts(self, counts: PublicationCounts) -> None:
+        """Node, host and address counts of the record set now published (the publisher's
+        `RecordIndex.counts()`, kept per change: no walk of every node and host)."""
+        self._nodes_seen.set(counts.nodes)
+        self._nodes_published.set(counts.published)
+        # A SkipReason's value is its label.
+        self._set_by_label(self._nodes_skipped, {str(k): v for k, v in counts.skipped.items()})
+        self._hosts.set(counts.hosts)
+        self._addresses.labels("ipv4").set(counts.ipv4)
+        self._addresses.labels("ipv6").set(counts.ipv6)
+        self._collisions.set(counts.collisions)
+
     def observe_publication(self, publication: Publication) -> None:
-        """Node, host and address counts of the record set now published."""
-        decisions = publication.decisions
-        self._nodes_seen.set(len(decisions))
-        self._nodes_published.set(sum(1 for d in decisions if d.published))
-        skipped: dict[str, int] = {}
-        for decision in decisions:
-            if decision.skip is not None:  # a SkipReason's value is its label
-                skipped[decision.skip] = skipped.get(decision.skip, 0) + 1
-        self._set_by_label(self._nodes_skipped, skipped)
-        records = publication.records
-        self._hosts.set(len(records))
-        families = {"ipv4": 0, "ipv6": 0}
-        for host in records.hosts:
-            for address in host.addresses:
-                families["ipv4" if address.version == 4 else "ipv6"] += 1
-        for family, count in families.items():
-            self._addresses.labels(family).set(count)
-        self._collisions.set(len(publication.collisions))
+        """`observe_counts` of a publication not kept by a `RecordIndex` (a full build): its
+        counts by walking every decision and host."""
+        self.observe_counts(publication_counts(publication))
 
     def set_generation(self, generation: int) -> None:
         self._generation.set(generation)

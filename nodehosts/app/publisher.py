@@ -38,7 +38,13 @@ from nodehosts.core.model import (
     Publication,
     RecordSet,
 )
-from nodehosts.core.records import NO_HIDDEN, RecordIndex, RecordPolicy
+from nodehosts.core.records import (
+    NO_HIDDEN,
+    PublicationCounts,
+    RecordIndex,
+    RecordPolicy,
+    publication_counts,
+)
 
 if TYPE_CHECKING:
     from nodehosts.adapters.csr_approver import CsrApprover
@@ -289,6 +295,9 @@ class Publisher:
             board.record(st.restored(board.status, generation=generation))
         if dns is not None:
             dns.service.update(records)
+        # The host and address gauges count what is served meanwhile (no Node seen yet): a
+        # whole count, once; the index keeps the counts from the first sync on.
+        board.metrics.observe_counts(publication_counts(Publication(records)))
         log.warning(
             "serving_saved_records",
             hosts=len(records),
@@ -354,9 +363,9 @@ class Publisher:
         # the incremental step it saves the loop from (issue 16's change latency).
         off_loop = max(len(self.nodes), hidden.size if hidden else 0) > OFF_LOOP_NODES
         if off_loop:
-            publication, changes = await asyncio.to_thread(self._update_records, *inputs)
+            publication, changes, counts = await asyncio.to_thread(self._update_records, *inputs)
         else:
-            publication, changes = self._update_records(*inputs)
+            publication, changes, counts = self._update_records(*inputs)
         records = publication.records
         self._board.emit("records_built")
         if self.approver is not None:
@@ -373,7 +382,7 @@ class Publisher:
         board = self._board
         status = board.status
         if status.ready and records == status.records:
-            board.update(st.evaluated(status, publication))
+            board.update(st.evaluated(status, publication, counts))
             return
         generation = status.next_generation
         counted: bool | None = None
@@ -386,10 +395,10 @@ class Publisher:
                     counted = changed
         except SinkFailed:
             # The decisions show in `dump` (why is it not ready?); the records stay as served.
-            board.record(st.evaluated(status, publication))
+            board.record(st.evaluated(status, publication, counts))
             asyncio.get_running_loop().call_later(HOSTS_RETRY_SECONDS, self._dirty.set)
             return
-        board.update(st.published(board.status, publication, sinks_changed=counted))
+        board.update(st.published(board.status, publication, counts=counts, sinks_changed=counted))
         if self.state is not None:
             status = board.status
             saved_at = await self.state.save(
@@ -404,17 +413,19 @@ class Publisher:
         static_hosts: list[Host],
         policy: RecordPolicy,
         hidden: Hidden | None,
-    ) -> tuple[Publication, HostChanges | None]:
+    ) -> tuple[Publication, HostChanges | None, PublicationCounts]:
         """The record set brought up to the inputs, its decisions logged and counted (in a
         worker thread above OFF_LOOP_NODES: only the publisher touches the index; the logger
-        and the metrics are thread-safe)."""
+        and the metrics are thread-safe). The counts are the index's, kept per change: metrics
+        and the systemd status line show them without walking every node and host."""
         if self._index is None:
             self._index = RecordIndex(policy, static_hosts)
         names = NO_HIDDEN if hidden is None else hidden.names()
         publication = self._index.update(nodes, static_hosts, policy, hidden=names)
         self._log_decisions(publication, self._index.decision_changes())
-        self._board.metrics.observe_publication(publication)
-        return publication, self._index.changes()
+        counts = self._index.counts()
+        self._board.metrics.observe_counts(counts)
+        return publication, self._index.changes(), counts
 
     def _log_decisions(
         self,

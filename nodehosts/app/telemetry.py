@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from nodehosts.adapters.metrics import DnsStats
-    from nodehosts.core.model import Publication
+    from nodehosts.core.records import PublicationCounts
 
 
 class DaemonMetrics(Protocol):
-    def observe_publication(self, publication: Publication) -> None: ...
+    def observe_counts(self, counts: PublicationCounts) -> None: ...
     def set_generation(self, generation: int) -> None: ...
     def set_ready(self, ready: bool) -> None: ...
     def set_stale(self, stale: bool) -> None: ...
@@ -38,7 +38,7 @@ class DaemonMetrics(Protocol):
 class NoMetrics:
     """Without `metrics.listen`: every update is a no-op."""
 
-    def observe_publication(self, publication: Publication) -> None:
+    def observe_counts(self, counts: PublicationCounts) -> None:
         pass
 
     def set_generation(self, generation: int) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nodehosts.core.model import Publication, RecordSet
+from nodehosts.core.records import PublicationCounts, publication_counts
 
 _NOTHING = RecordSet()
 
@@ -51,6 +52,9 @@ class Status:
     source: Source = Source.NONE
     # The last publication (decisions, collisions) whether or not it changed the records.
     publication: Publication | None = None
+    # Its counts (RecordIndex.counts(), kept per change): the STATUS= line reads these on
+    # every update rather than walking every decision.
+    counts: PublicationCounts | None = None
     # Counts what the sinks hold: hosts-file writes with a hosts file, else record-set changes.
     generation: int = 0
     # A complete LIST has arrived (the publisher may publish).
@@ -153,10 +157,15 @@ def cluster_stopped(status: Status) -> Status:
 
 
 def published(
-    status: Status, publication: Publication, *, sinks_changed: bool | None = None
+    status: Status,
+    publication: Publication,
+    *,
+    counts: PublicationCounts | None = None,
+    sinks_changed: bool | None = None,
 ) -> Status:
     """Every sink holds `publication.records` now.
 
+    `counts`: the publication's (`RecordIndex.counts()`); None counts them by walking it.
     `sinks_changed`: whether the sink that counts generations (the hosts file) was written;
     None when there is no such sink, and then a different record set counts.
     """
@@ -169,13 +178,19 @@ def published(
         records=records,
         source=Source.LIVE,
         publication=publication,
+        counts=publication_counts(publication) if counts is None else counts,
         generation=generation,
     )
 
 
-def evaluated(status: Status, publication: Publication) -> Status:
-    """A publication that left the records as they are (a skipped node, a new note)."""
-    return replace(status, publication=publication)
+def evaluated(
+    status: Status, publication: Publication, counts: PublicationCounts | None = None
+) -> Status:
+    """A publication that left the records as they are (a skipped node, a new note);
+    `counts` as for `published`."""
+    if counts is None:
+        counts = publication_counts(publication)
+    return replace(status, publication=publication, counts=counts)
 
 
 def state_saved(status: Status, *, at: float) -> Status:
@@ -227,10 +242,10 @@ def systemd_status(status: Status) -> str:
         if error:
             return f"waiting for the first list of Nodes; API error: {error.reason}"
         return "waiting for the first list of Nodes"
-    decisions = status.publication.decisions if status.publication is not None else ()
-    published_nodes = sum(1 for decision in decisions if decision.published)
+    counts = status.counts
+    published_nodes, nodes = (0, 0) if counts is None else (counts.published, counts.nodes)
     text = (
-        f"{published_nodes}/{len(decisions)} nodes published, {len(status.records)} hosts, "
+        f"{published_nodes}/{nodes} nodes published, {len(status.records)} hosts, "
         f"generation {status.generation}, last sync {iso(status.last_sync)}"
     )
     if error:

@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from nodehosts.core import status as st
-from nodehosts.core.model import Host, NodeDecision, Publication, RecordSet
+from nodehosts.core.model import Host, NodeDecision, NodeInfo, Publication, RecordSet
+from nodehosts.core.records import RecordIndex, RecordPolicy, publication_counts
 from nodehosts.core.status import ApiError, Source, Status
 
 T0 = 1_767_268_800.0  # 2026-01-01T12:00:00Z
@@ -146,6 +147,46 @@ def test_evaluated_keeps_the_records_and_updates_the_counts() -> None:
     evaluated = st.evaluated(status, _publication(_records("a"), skipped=2))
     assert (evaluated.records, evaluated.generation) == (status.records, status.generation)
     assert st.systemd_status(evaluated).startswith("1/3 nodes published, 1 hosts, generation 1")
+
+
+def test_the_status_line_counts_come_from_the_record_index_and_agree_with_a_walk() -> None:
+    """The STATUS= line shows the counts the publisher passes (`RecordIndex.counts()`, kept
+    per change), and they are what walking the publication gives, through adds, a skip and
+    a removal; without them, `published` and `evaluated` count by walking."""
+    policy = RecordPolicy()
+    nodes = {
+        "worker-0": NodeInfo("worker-0", (("InternalIP", "10.240.0.10"),), True, False),
+        "worker-1": NodeInfo("worker-1", (("InternalIP", "10.240.0.11"),), True, False),
+    }
+    index = RecordIndex(policy)
+    status = st.synced(Status(), "1", at=T0)
+    texts = []
+    for change in (
+        None,
+        NodeInfo("worker-2", (("Hostname", "worker-2"),), True, False),  # skipped: no address
+        NodeInfo("worker-3", (("InternalIP", "fd00::13"),), True, False),
+        "worker-0",  # removed
+    ):
+        if isinstance(change, NodeInfo):
+            nodes[change.name] = change
+        elif change is not None:
+            del nodes[change]
+        publication = index.update(nodes, [], policy)
+        kept = st.published(status, publication, counts=index.counts())
+        walked = st.published(status, publication)
+        assert kept.counts == walked.counts == publication_counts(publication)
+        assert st.systemd_status(kept) == st.systemd_status(walked)
+        assert st.evaluated(status, publication, index.counts()) == st.evaluated(
+            status, publication
+        )
+        status = kept
+        texts.append(st.systemd_status(status).split(",")[0])
+    assert texts == [
+        "2/2 nodes published",
+        "2/3 nodes published",
+        "3/4 nodes published",
+        "2/3 nodes published",
+    ]
 
 
 def test_an_api_error_after_ready_is_appended_to_the_status_text() -> None:
