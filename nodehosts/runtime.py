@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -114,12 +115,21 @@ M_MMAP_THRESHOLD = -3  # from <malloc.h>
 THRESHOLD_BYTES = 128 * 1024
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once: `find_library` runs `ldconfig -p` (a process) per call,
+    and `trim` runs after every publication."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None)
+    except OSError:
+        return None
+
+
 def fix_mmap_threshold(threshold: int = THRESHOLD_BYTES) -> bool:
     """Pin the threshold; True when glibc accepted it."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        mallopt = _libc().mallopt  # type: ignore[union-attr]
+    except AttributeError:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -132,9 +142,8 @@ def fix_mmap_threshold(threshold: int = THRESHOLD_BYTES) -> bool:
 def trim() -> bool:
     """malloc_trim(0); True when some memory was given back."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        malloc_trim = libc.malloc_trim
-    except (OSError, AttributeError):
+        malloc_trim = _libc().malloc_trim  # type: ignore[union-attr]
+    except AttributeError:
         return False
     malloc_trim.argtypes = [ctypes.c_size_t]
     malloc_trim.restype = ctypes.c_int

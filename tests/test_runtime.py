@@ -122,3 +122,32 @@ def test_overlapping_gc_pauses_enable_gc_again_only_when_the_last_ends() -> None
         assert not gc.isenabled()  # it was off before: it stays off
     finally:
         gc.enable()
+
+
+SPAWN_PROBE = textwrap.dedent(
+    """
+    import sys
+    from nodehosts.runtime import fix_mmap_threshold, trim
+    spawned = []
+    sys.addaudithook(lambda event, args: spawned.append(event) if event in (
+        "subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec") else None)
+    fix_mmap_threshold()
+    trim()
+    first = len(spawned)
+    for _ in range(5):
+        fix_mmap_threshold()
+        trim()
+    print(first, len(spawned) - first)
+    """
+)
+
+
+def test_trim_and_the_threshold_pin_start_no_process_per_call() -> None:
+    """Issue 16: trim() ran after every publication and looked libc up each time with
+    ctypes.util.find_library, which runs `ldconfig -p`: a process per Node change, 27% of the
+    daemon's worker-thread time in bench/core/bench_sync.py. libc is looked up once."""
+    result = subprocess.run(
+        [sys.executable, "-c", SPAWN_PROBE], capture_output=True, text=True, check=True
+    )
+    first, later = map(int, result.stdout.split())
+    assert later == 0, f"{later} processes started by 5 more calls (first call: {first})"
