@@ -29,7 +29,7 @@ from nodehosts.adapters.hostsfile import HostsFileError, HostsFileWriter
 from nodehosts.app.statusboard import StatusBoard
 from nodehosts.app.telemetry import DaemonMetrics
 from nodehosts.core import status as st
-from nodehosts.core.hosts import HostsRenderer, parse_hosts, read_generation, render_file
+from nodehosts.core.hosts import HostsRenderer, parse_hosts, read_generation, render_header
 from nodehosts.core.model import (
     Host,
     HostChanges,
@@ -149,6 +149,7 @@ class HostsSink:
         self._clock = clock
         self._renderer = HostsRenderer()
         self._body: str | None = None  # the file's body now (None: no file)
+        self._chunks: tuple[str, ...] | None = None  # the renderer's pieces of `_body`
 
     async def load(self) -> int | None:
         """Read the file left by an earlier run: the generation its header names, if any."""
@@ -163,19 +164,23 @@ class HostsSink:
     ) -> bool:
         renderer = self._renderer
         if off_loop:
-            body = await asyncio.to_thread(renderer.render, records, changes)
+            chunks = await asyncio.to_thread(renderer.chunks, records, changes)
         else:
-            body = renderer.render(records, changes)
-        if body == self._body:
+            chunks = renderer.chunks(records, changes)
+        if chunks == self._chunks:  # a pointer per block: unchanged blocks are the same str
             return False
-        text = render_file(records, generation=generation, body=body, addresses=renderer.addresses)
+        header = render_header(records, generation=generation, addresses=renderer.addresses)
         try:
-            written = await asyncio.to_thread(self.writer.write, text)
+            # Joined, compared and written in the worker thread: at 5000 hosts the body is
+            # ~250 KB, and each copy of it on the loop cost page faults per change.
+            written = await asyncio.to_thread(self._write, header, chunks)
         except HostsFileError as error:
             log.error("hosts_file_write_failed", error=str(error), retry_in=HOSTS_RETRY_SECONDS)
             self._metrics.hosts_file_write_failed()
             raise SinkFailed(str(error)) from None
-        self._body = body
+        self._chunks = chunks
+        if written is None:
+            return False
         if written:
             self._metrics.hosts_file_written(at=self._clock())
         log.info(
@@ -186,6 +191,16 @@ class HostsSink:
             addresses=renderer.addresses,
         )
         return True
+
+    def _write(self, header: str, chunks: tuple[str, ...]) -> bool | None:
+        """(worker thread) None when the body is the file's already, else HostsFileWriter.write's
+        result. Only the publisher calls it, one publication at a time."""
+        body = "".join(chunks)
+        if body == self._body:
+            return None
+        written = self.writer.write(header + body)
+        self._body = body
+        return written
 
 
 class StateKeeper:

@@ -382,3 +382,20 @@ def test_the_renderer_from_host_changes_equals_a_full_render_over_many_blocks(
         changes = HostChanges(before, records, tuple(removed), tuple(added))
         assert renderer.render(records, changes) == render_hosts(records)
         assert renderer.addresses == records.address_count()
+
+
+def test_a_one_host_change_gives_new_text_for_one_block_only() -> None:
+    """The hosts sink compares the renderer's pieces per block: after one host changes, every
+    other block is the very same text object (nothing re-joined or copied for it), and the
+    pieces still join to the full render."""
+    hosts = {number: _host(number, 0) for number in range(500)}
+    records = RecordSet(tuple(sorted(hosts.values(), key=lambda h: h.canonical)))
+    renderer = HostsRenderer()
+    first = renderer.chunks(records)
+    assert len(first) > 4
+    moved = _host(250, 2)
+    after = RecordSet(tuple(sorted({**hosts, 250: moved}.values(), key=lambda h: h.canonical)))
+    second = renderer.chunks(after, HostChanges(records, after, (hosts[250],), (moved,)))
+    assert "".join(second) == render_hosts(after)
+    assert len(second) == len(first)
+    assert sum(a is not b for a, b in zip(first, second, strict=True)) == 1
