@@ -22,8 +22,9 @@ Contract:
   full collections, 40-200 ms each with the GIL held, ran several times per 20,000-Node
   publication), and `await after_publication()` then freezes what the publication left alive
   (`gc.freeze()`: later collections skip it; with 5000 Nodes a full collection took 30-45 ms
-  inside a change's latency, bench/dns/change_latency.py) and trims malloc (the build frees
-  the previous records and answers in between long-lived objects). The price: cyclic garbage
+  inside a change's latency, bench/dns/change_latency.py) and trims malloc half a second later,
+  once for every publication of that half second (the build frees the previous records and
+  answers in between long-lived objects). The price: cyclic garbage
   alive at that moment is never collected; the daemon makes next to none (its data is
   acyclic).
 - gc, from any thread: `with gc_paused(): ...` disables the cyclic gc for the block; pauses
@@ -43,6 +44,7 @@ import ctypes.util
 import functools
 import gc
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -160,7 +162,24 @@ def publication_gc() -> Iterator[None]:
         yield
 
 
+# A trim waits this long after the publication that asks for it, and publications meanwhile
+# share it: one trim per change cost a thread hop, and the pages it gave back were faulted in
+# again by the next change (issue 16: loop CPU per change).
+TRIM_DELAY_SECONDS = 0.5
+_trim_scheduled: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
 async def after_publication() -> None:
-    """Freeze what the publication left alive; give free heap pages back (off the loop)."""
+    """Freeze what the publication left alive; give free heap pages back (off the loop) within
+    TRIM_DELAY_SECONDS, once for all the publications of that time."""
     gc.freeze()
-    await asyncio.to_thread(trim)
+    loop = asyncio.get_running_loop()
+    if loop in _trim_scheduled:
+        return
+    _trim_scheduled.add(loop)
+
+    def start() -> None:
+        _trim_scheduled.discard(loop)
+        loop.run_in_executor(None, trim)
+
+    loop.call_later(TRIM_DELAY_SECONDS, start)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
+from typing import Any
 
 from nodehosts.runtime import fix_mmap_threshold
 
@@ -151,3 +153,38 @@ def test_trim_and_the_threshold_pin_start_no_process_per_call() -> None:
     )
     first, later = map(int, result.stdout.split())
     assert later == 0, f"{later} processes started by 5 more calls (first call: {first})"
+
+
+def test_publications_close_together_share_one_trim(monkeypatch: Any) -> None:
+    """Issue 16: a burst of publications trims malloc once after it, not once each (a thread
+    hop and re-faulted pages per Node change); a publication after that trims again."""
+    import asyncio
+    import threading
+
+    from nodehosts import runtime
+
+    trims: list[float] = []
+    done = threading.Event()
+
+    def counting_trim() -> bool:
+        trims.append(time.monotonic())
+        done.set()
+        return True
+
+    monkeypatch.setattr(runtime, "trim", counting_trim)
+
+    async def main() -> None:
+        started = time.monotonic()
+        for _ in range(20):
+            await runtime.after_publication()
+            await asyncio.sleep(0.01)
+        assert trims == []  # none while the publications keep coming
+        assert await asyncio.to_thread(done.wait, 5)
+        assert len(trims) == 1
+        assert trims[0] - started >= runtime.TRIM_DELAY_SECONDS
+        done.clear()
+        await runtime.after_publication()
+        assert await asyncio.to_thread(done.wait, 5)
+        assert len(trims) == 2
+
+    runtime.run(main())
