@@ -102,3 +102,49 @@ async def test_a_burst_of_changes_makes_a_handful_of_writes_and_ends_complete(
     generation = read_generation(text)
     assert generation is not None
     assert generation <= 1 + 4, f"{generation - 1} writes for 200 changes"
+
+
+async def test_records_follow_inventory_snapshots_delivered_with_and_without_a_publication_between(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the publisher gives the record index only the names an inventory snapshot says
+    changed, chained over snapshots it never published (a burst) and dropped after a relist.
+    Random adds, moves (names and Hostnames that collide included) and deletes, delivered as the
+    kube source delivers them: the published records are always a full build's."""
+    import random
+
+    from nodehosts.core.inventory import NodeInventory
+    from nodehosts.core.records import build_publication
+    from nodehosts.testing.objects import make_node
+
+    monkeypatch.setattr(publisher, "COALESCE_SECONDS", 0.0)
+    rng = random.Random(16)
+    inventory = NodeInventory()
+    names = [f"worker-{i}" for i in range(12)]
+
+    def event() -> tuple[str, dict[str, Any]]:
+        name = rng.choice(names)
+        if rng.random() < 0.2:
+            return "DELETED", {"metadata": {"name": name}}
+        node = make_node(
+            name,
+            addresses=[f"10.240.0.{rng.randrange(1, 6)}"],
+            hostname=rng.choice([None, rng.choice(names), "shared"]),
+            ready=rng.choice([True, True, False]),
+        )
+        return rng.choice(["ADDED", "MODIFIED"]), node
+
+    inventory.replace([make_node(n, addresses=[f"10.240.1.{i}"]) for i, n in enumerate(names)], "1")
+    daemon.nodes_synced(inventory.objects, "1")
+    for step in range(300):
+        if step % 97 == 96:  # a relist: its snapshot cannot say what changed
+            inventory.replace([event()[1] for _ in range(5)], str(step))
+            daemon.nodes_synced(inventory.objects, str(step))
+        elif inventory.apply(*event()):
+            daemon.nodes_changed(inventory.objects, str(step))
+        if rng.random() < 0.3:
+            await daemon.publisher.publish()
+            want = build_publication(
+                inventory.objects.values(), [], daemon.settings.record_policy
+            ).records
+            assert daemon.status.records == want, f"step {step}"

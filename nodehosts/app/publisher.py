@@ -30,6 +30,7 @@ from nodehosts.app.statusboard import StatusBoard
 from nodehosts.app.telemetry import DaemonMetrics
 from nodehosts.core import status as st
 from nodehosts.core.hosts import HostsRenderer, parse_hosts, read_generation, render_header
+from nodehosts.core.inventory import Snapshot
 from nodehosts.core.model import (
     Host,
     HostChanges,
@@ -279,7 +280,10 @@ class Publisher:
         # The Nodes as last listed or watched, and the label selector they were LISTed with
         # (not the configured one: after a reload that changes it, they are the old
         # selector's until the new source's first LIST).
-        self.nodes: Mapping[str, NodeInfo] = {}
+        self._nodes: Mapping[str, NodeInfo] = {}
+        # The names that changed between the Nodes the index last saw and `nodes` (None: not
+        # known, compare them all): a change then costs the index O(changed Nodes).
+        self._changed: set[str] | None = None
         self.nodes_selector: str | None = settings().label_selector
         # The cluster view's Nodes (None: not listed yet, or no view): with `nodes_selector`,
         # those outside it hold their names.
@@ -292,6 +296,22 @@ class Publisher:
         self._index: RecordIndex | None = None
         self._decisions_logged = False
         self._dirty = asyncio.Event()
+
+    @property
+    def nodes(self) -> Mapping[str, NodeInfo]:
+        """The Nodes as last listed or watched."""
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, nodes: Mapping[str, NodeInfo]) -> None:
+        if self._changed is not None:
+            # An inventory snapshot knows what changed since the one before it.
+            delta = nodes.changed_since(self._nodes) if isinstance(nodes, Snapshot) else None
+            if delta is None:
+                self._changed = None
+            else:
+                self._changed.update(delta)
+        self._nodes = nodes
 
     def request(self) -> None:
         """An input changed: publish soon."""
@@ -377,10 +397,17 @@ class Publisher:
         # Small clusters build on the loop: a thread hop (GIL hand-over) would cost more than
         # the incremental step it saves the loop from (issue 16's change latency).
         off_loop = max(len(self.nodes), hidden.size if hidden else 0) > OFF_LOOP_NODES
-        if off_loop:
-            publication, changes, counts = await asyncio.to_thread(self._update_records, *inputs)
-        else:
-            publication, changes, counts = self._update_records(*inputs)
+        names, self._changed = self._changed, set()
+        try:
+            if off_loop:
+                publication, changes, counts = await asyncio.to_thread(
+                    self._update_records, *inputs, names
+                )
+            else:
+                publication, changes, counts = self._update_records(*inputs, names)
+        except BaseException:
+            self._changed = None  # the index may hold some of them: compare everything next
+            raise
         records = publication.records
         self._board.emit("records_built")
         if self.approver is not None:
@@ -428,6 +455,7 @@ class Publisher:
         static_hosts: list[Host],
         policy: RecordPolicy,
         hidden: Hidden | None,
+        changed: set[str] | None,
     ) -> tuple[Publication, HostChanges | None, PublicationCounts]:
         """The record set brought up to the inputs, its decisions logged and counted (in a
         worker thread above OFF_LOOP_NODES: only the publisher touches the index; the logger
@@ -436,7 +464,7 @@ class Publisher:
         if self._index is None:
             self._index = RecordIndex(policy, static_hosts)
         names = NO_HIDDEN if hidden is None else hidden.names()
-        publication = self._index.update(nodes, static_hosts, policy, hidden=names)
+        publication = self._index.update(nodes, static_hosts, policy, changed, hidden=names)
         self._log_decisions(publication, self._index.decision_changes())
         counts = self._index.counts()
         self._board.metrics.observe_counts(counts)

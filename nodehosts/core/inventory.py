@@ -15,16 +15,20 @@ per `metadata.name`, only what its `parse` function extracts (for Nodes, a `Node
   previous good value, if any, is kept. Nothing here raises for bad objects; an unknown event
   type is a caller bug and raises ValueError.
 - `objects` is a read-only snapshot that is never mutated afterwards (it is rebuilt lazily
-  after a change), so it can be handed to another thread or kept by a listener.
+  after a change), so it can be handed to another thread or kept by a listener. It is a
+  `Snapshot`: it also says which names changed since the snapshot before it, so a consumer
+  that saw that one updates only those (issue 16: the record set's cost per change must not
+  grow with the cluster).
 
 Pure: no I/O, clocks, threads or kubernetes imports. Not thread-safe: one owner at a time.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from nodehosts.core.model import NodeInfo
 from nodehosts.core.nodes import BadNode, node_from_json
@@ -38,6 +42,7 @@ __all__ = [
     "Inventory",
     "NodeInventory",
     "RejectedCallback",
+    "Snapshot",
 ]
 
 T = TypeVar("T")
@@ -51,7 +56,40 @@ EVENT_TYPES = frozenset({ADDED, MODIFIED, DELETED, BOOKMARK})
 RejectedCallback = Callable[[str | None, str], None]
 """Called with (metadata.name or None, reason) for an object that cannot be used."""
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_serials = itertools.count(1)
+
+
+class Snapshot(dict[str, T]):
+    """An inventory's objects at one moment: a dict that refuses changes (a dict subclass, so
+    lookups and iteration run at dict speed; MappingProxyType cannot carry the fields below).
+
+    `serial` is unique in the process; `base` is the serial of the same inventory's snapshot
+    before this one, and `changed` the names added, changed or removed since it (None: not
+    known, after a complete LIST). `changed_since` chains them for a consumer that skipped some.
+    """
+
+    __slots__ = ("base", "changed", "serial")
+
+    def __init__(
+        self, objects: Mapping[str, T], base: int | None, changed: frozenset[str] | None
+    ) -> None:
+        super().__init__(objects)
+        self.serial = next(_serials)
+        self.base = base
+        self.changed = changed
+
+    def changed_since(self, earlier: Mapping[str, T]) -> frozenset[str] | None:
+        """The names that may differ from `earlier` when it is the snapshot just before this
+        one (None otherwise: compare everything)."""
+        if isinstance(earlier, Snapshot) and earlier.serial == self.base:
+            return self.changed
+        return None
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("an inventory snapshot is read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
 
 
 def _metadata(obj: Any) -> dict[str, Any]:
@@ -87,17 +125,23 @@ class Inventory(Generic[T]):
         self._errors = errors
         self._rejected_callback = rejected
         self._objects: dict[str, T] = {}
-        self._snapshot: Mapping[str, T] | None = _EMPTY
+        self._snapshot: Snapshot[T] | None = None
+        self._last_serial: int | None = None  # of the snapshot built last
+        # names changed since that snapshot (None: replaced by a LIST)
+        self._changed: set[str] | None = None
         # name -> reason of objects currently rejected, so each problem is reported once.
         self._rejected: dict[str | None, str] = {}
         self.resource_version = ""
         self.synced = False
 
     @property
-    def objects(self) -> Mapping[str, T]:
+    def objects(self) -> Snapshot[T]:
         """A read-only snapshot of the current objects; later changes never show through it."""
         if self._snapshot is None:
-            self._snapshot = MappingProxyType(dict(self._objects))
+            changed = None if self._changed is None else frozenset(self._changed)
+            self._snapshot = Snapshot(self._objects, self._last_serial, changed)
+            self._last_serial = self._snapshot.serial
+            self._changed = set()
         return self._snapshot
 
     def __len__(self) -> int:
@@ -131,6 +175,7 @@ class Inventory(Generic[T]):
         self._objects = objects
         if changed:
             self._snapshot = None
+            self._changed = None
         self.resource_version = resource_version
         self.synced = True
         return changed
@@ -153,7 +198,7 @@ class Inventory(Generic[T]):
             if name not in self._objects:
                 return False
             del self._objects[name]
-            self._snapshot = None
+            self._changed_one(name)
             return True
         try:
             value = self._parse(obj)
@@ -165,8 +210,13 @@ class Inventory(Generic[T]):
         if self._objects.get(key) == value:
             return False
         self._objects[key] = value
-        self._snapshot = None
+        self._changed_one(key)
         return True
+
+    def _changed_one(self, name: str) -> None:
+        self._snapshot = None
+        if self._changed is not None:
+            self._changed.add(name)
 
     def _reject(
         self,

@@ -277,3 +277,27 @@ def test_only_the_declared_errors_count_as_bad_objects():
     inventory: Inventory[NodeInfo] = Inventory(parse, errors=(ValueError,))
     with pytest.raises(KeyError):
         inventory.apply("ADDED", node("worker-1"))
+
+
+def test_a_snapshot_names_what_changed_since_the_snapshot_before_it():
+    """Issue 16: a consumer that saw the previous snapshot updates only the names the next one
+    says changed; it learns nothing from a snapshot further back, nor after a LIST."""
+    inventory = synced(node("worker-1"), node("worker-2"), node("worker-3"))
+    first = inventory.objects
+    assert first.changed_since({}) is None
+    assert inventory.apply("MODIFIED", node("worker-1", "10.240.0.150", version="11"))
+    assert not inventory.apply("MODIFIED", heartbeat(node("worker-2"), "12"))
+    assert inventory.apply("DELETED", node("worker-3", version="13"))
+    assert inventory.apply("ADDED", node("worker-4", version="14"))
+    second = inventory.objects
+    assert second.changed_since(first) == {"worker-1", "worker-3", "worker-4"}
+    assert inventory.objects is second  # nothing changed: the same snapshot
+    assert inventory.apply("MODIFIED", node("worker-4", "10.240.0.160", version="15"))
+    third = inventory.objects
+    assert third.changed_since(second) == {"worker-4"}
+    assert third.changed_since(first) is None  # skipped one: the caller must compare all
+    inventory.replace([node("worker-1")], "20")
+    assert inventory.objects.changed_since(third) is None
+    with pytest.raises(TypeError):
+        third.pop("worker-1")
+    assert sorted(third) == ["worker-1", "worker-2", "worker-4"]
