@@ -514,3 +514,42 @@ async def test_the_approver_judges_with_the_domain_and_the_static_hosts_it_is_fe
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_node_changes_cost_no_index_build_while_no_csr_waits_and_a_new_csr_sees_the_latest(
+    api: FakeApiServer, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the daemon feeds the approver after every publication, and rebuilding the index
+    it judges with walks every Node (11 ms at 5000 Nodes, 160 ms at 20,000: on the event loop,
+    per Node change). With no undecided CSR nothing needs it: it is built when a CSR arrives,
+    from the Nodes fed last."""
+    from nodehosts.core import csr as core_csr
+
+    builds: list[int] = []
+    real_build = core_csr.NodeIndex.build
+
+    def counting_build(*args: Any, **kwargs: Any) -> Any:
+        builds.append(1)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(core_csr.NodeIndex, "build", counting_build)
+    approver = CsrApprover(lambda: load_client_configuration(kubeconfig), policy=CsrPolicy())
+    run = asyncio.create_task(approver.run())
+    try:
+        await eventually(lambda: approver.report()["synced"], what="the first CSR LIST")
+        policy = RecordPolicy(domain=DOMAIN)
+        for last in range(101, 121):  # worker-1 moves 20 times
+            address = (("InternalIP", f"10.240.0.{last}"),)
+            nodes = {"worker-1": NodeInfo("worker-1", address, True, False)}
+            records = build_publication(nodes.values(), (), policy).records
+            approver.update_nodes(nodes, records, domain=DOMAIN)
+        assert builds == []
+        assert approver.report()["nodes_known"] is True
+        api.add_object(fake_csr.CSRS.plural, worker_1("csr-stale", ips=["10.240.0.101"]))
+        api.add_object(fake_csr.CSRS.plural, worker_1("csr-latest", ips=["10.240.0.120"]))
+        await eventually(lambda: approved(api, "csr-latest"), what="the CSR for the latest IP")
+        assert await pending_reason(approver, "csr-stale") == Reason.IP_SAN_NOT_NODE_ADDRESS
+        assert len(builds) <= 2
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
