@@ -299,5 +299,37 @@ def test_a_snapshot_names_what_changed_since_the_snapshot_before_it():
     inventory.replace([node("worker-1")], "20")
     assert inventory.objects.changed_since(third) is None
     with pytest.raises(TypeError):
-        third.pop("worker-1")
+        third["worker-1"] = third["worker-2"]  # type: ignore[index]
     assert sorted(third) == ["worker-1", "worker-2", "worker-4"]
+
+
+def test_snapshots_keep_their_moment_through_many_events_and_new_bases():
+    """Snapshots share a base and carry only the changes since it: through adds, changes and
+    deletes (names deleted and added again, more changes than a base is kept for), each
+    snapshot reads exactly the objects of its moment, however the inventory moves on."""
+    import random
+
+    rng = random.Random(7)
+    inventory = Inventory(lambda obj: obj["v"], errors=(KeyError,))
+    names = [f"n{i}" for i in range(150)]
+    inventory.replace([{"metadata": {"name": n}, "v": 0} for n in names[:100]], "1")
+    model = dict.fromkeys(names[:100], 0)
+    taken: list[tuple[Any, dict[str, int]]] = []
+    for step in range(1, 1500):
+        name = rng.choice(names)
+        if rng.random() < 0.25:
+            inventory.apply("DELETED", {"metadata": {"name": name}})
+            model.pop(name, None)
+        else:
+            inventory.apply("MODIFIED", {"metadata": {"name": name}, "v": step})
+            model[name] = step
+        if rng.random() < 0.5:
+            taken.append((inventory.objects, dict(model)))
+    assert len(taken) > 500
+    for snapshot, then in taken:
+        assert dict(snapshot) == then
+        assert len(snapshot) == len(then)
+        assert sorted(snapshot) == sorted(then)
+        assert sorted(snapshot.values()) == sorted(then.values())
+        assert all((n in snapshot) == (n in then) for n in names)
+        assert all(snapshot.get(n) == then.get(n) for n in names)
