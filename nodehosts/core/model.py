@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -62,7 +62,8 @@ class Host:
 class RecordSet:
     """Everything published, sorted by canonical name: equal content gives equal objects."""
 
-    hosts: tuple[Host, ...] = ()
+    # A tuple, or a `Chunked` from the record index (equal to the tuple of its items).
+    hosts: Sequence[Host] = ()
 
     def __len__(self) -> int:
         return len(self.hosts)
@@ -120,8 +121,9 @@ class Publication:
     """The record policy's full result: what to publish and why."""
 
     records: RecordSet
-    decisions: tuple[NodeDecision, ...] = ()
-    collisions: tuple[Collision, ...] = field(default=())
+    # Tuples, or `Chunked` from the record index.
+    decisions: Sequence[NodeDecision] = ()
+    collisions: Sequence[Collision] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,6 @@ CSR approver's cluster view applies the same rule to certificates (`nodehosts.co
 
 from __future__ import annotations
 
-import bisect
 import ipaddress
 import itertools
 import operator
@@ -71,6 +70,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Final, NamedTuple
 
+from nodehosts.core.chunks import SortedChunks
 from nodehosts.core.model import (
     Collision,
     Host,
@@ -566,6 +566,14 @@ def _node_sort_key(node: NodeInfo) -> tuple[str, tuple[tuple[str, str], ...], in
     return (node.name, node.addresses, ready, node.unschedulable)
 
 
+def _decision_node(decision: NodeDecision) -> str:
+    return decision.node
+
+
+def _collision_name(collision: Collision) -> str:
+    return collision.name
+
+
 def _canonical(host: Host) -> str:
     return host.names[0]
 
@@ -747,12 +755,9 @@ class RecordIndex:
         # label -> the host it publishes now (None: lost every name)
         self._host_of: dict[str, Host | None] = {}
         # sorted parallel lists: canonical/host, node/decision, name/collision
-        self._canonicals: list[str] = []
-        self._hosts: list[Host] = []
-        self._decision_names: list[str] = []
-        self._decisions: list[NodeDecision] = []
-        self._collision_names: list[str] = []
-        self._collisions: list[Collision] = []
+        self._hosts: SortedChunks[Host] = SortedChunks((), _canonical)
+        self._decisions: SortedChunks[NodeDecision] = SortedChunks((), _decision_node)
+        self._collisions: SortedChunks[Collision] = SortedChunks((), _collision_name)
         # since the last publication(): canonical -> host it had then (None: none); None when
         # everything was rebuilt
         self._touched: dict[str, Host | None] | None = {}
@@ -861,9 +866,9 @@ class RecordIndex:
         """The result for the current inputs; equal to `build_publication` of them."""
         if self._publication is None:
             self._publication = Publication(
-                records=RecordSet(tuple(self._hosts)),
-                decisions=tuple(self._decisions),
-                collisions=tuple(self._collisions),
+                records=RecordSet(self._hosts.view()),
+                decisions=self._decisions.view(),
+                collisions=self._collisions.view(),
             )
         return self._publication
 
@@ -916,9 +921,9 @@ class RecordIndex:
     def _rebuild(self, static: Sequence[Host]) -> None:
         """Everything from scratch (at start, and when the policy or static hosts change)."""
         # Decisions as of the previous decision_changes(), to report only what differs.
-        decisions_before: dict[str, NodeDecision | None] = dict(
-            zip(self._decision_names, self._decisions, strict=True)
-        )
+        decisions_before: dict[str, NodeDecision | None] = {
+            decision.node: decision for decision in self._decisions.view()
+        }
         decisions_before.update(self._decisions_touched)
         publication, claimants, static_addresses, plans = _build(
             self._nodes.values(), static, self._policy, self._hidden
@@ -940,21 +945,20 @@ class RecordIndex:
                 if name in hosts and self._winner(name) == claimant.label:
                     self._host_of[claimant.label] = hosts[name]
                     break
-        self._hosts = list(publication.records.hosts)
-        self._canonicals = [host.canonical for host in self._hosts]
-        self._decisions = list(publication.decisions)
-        self._decision_names = [decision.node for decision in self._decisions]
-        self._collisions = list(publication.collisions)
-        self._collision_names = [collision.name for collision in self._collisions]
+        self._hosts = SortedChunks(publication.records.hosts, _canonical)
+        self._decisions = SortedChunks(publication.decisions, _decision_node)
+        self._collisions = SortedChunks(publication.collisions, _collision_name)
         counts = publication_counts(publication)
         self._published = counts.published
         self._skipped = dict(counts.skipped)
         self._families = [0, 0, 0, 0, counts.ipv4, 0, counts.ipv6]
         self._touched = None
         self._decisions_touched = decisions_before
-        for name in self._decision_names:
-            decisions_before.setdefault(name, None)
-        self._publication = publication
+        for decision in publication.decisions:
+            decisions_before.setdefault(decision.node, None)
+        self._publication = Publication(
+            RecordSet(self._hosts.view()), self._decisions.view(), self._collisions.view()
+        )
 
     # Claims: name -> the claimant's label, or a list of labels when contested (rare: a list
     # per name would cost ~3 MB for 5000 nodes).
@@ -1098,39 +1102,25 @@ class RecordIndex:
             self._touch(before.canonical)
             # While one change is applied two hosts may briefly share a canonical name (the
             # winner is placed before the loser gives it up): remove this very host.
-            index = bisect.bisect_left(self._canonicals, before.canonical)
-            while self._hosts[index] is not before:
-                index += 1
-            del self._canonicals[index]
-            del self._hosts[index]
+            self._hosts.remove(before)
         if host is not None:
             for address in host.addresses:
                 self._families[address.version] += 1
             self._touch(host.canonical)
-            index = bisect.bisect_left(self._canonicals, host.canonical)
-            self._canonicals.insert(index, host.canonical)
-            self._hosts.insert(index, host)
+            self._hosts.insert(host)
 
     def _touch(self, canonical: str) -> None:
         if self._touched is not None and canonical not in self._touched:
             self._touched[canonical] = self._host_at(canonical)
 
     def _host_at(self, canonical: str) -> Host | None:
-        index = bisect.bisect_left(self._canonicals, canonical)
-        if index < len(self._canonicals) and self._canonicals[index] == canonical:
-            return self._hosts[index]
-        return None
+        return self._hosts.find(canonical)
 
     def _decision_at(self, node: str) -> NodeDecision | None:
-        index = bisect.bisect_left(self._decision_names, node)
-        if index < len(self._decision_names) and self._decision_names[index] == node:
-            return self._decisions[index]
-        return None
+        return self._decisions.find(node)
 
     def _set_decision(self, node: str, decision: NodeDecision | None) -> None:
-        index = bisect.bisect_left(self._decision_names, node)
-        present = index < len(self._decision_names) and self._decision_names[index] == node
-        before = self._decisions[index] if present else None
+        before = self._decisions.find(node)
         if before is decision or (before is not None and before == decision):
             return
         if node not in self._decisions_touched:
@@ -1140,14 +1130,13 @@ class RecordIndex:
                 self._published += sign * one.published
                 if one.skip is not None:
                     self._skipped[one.skip] = self._skipped.get(one.skip, 0) + sign
-        if decision is None:
-            del self._decision_names[index]
-            del self._decisions[index]
-        elif present:
-            self._decisions[index] = decision
+        if before is None:
+            if decision is not None:
+                self._decisions.insert(decision)
+        elif decision is None:
+            self._decisions.remove(before)
         else:
-            self._decision_names.insert(index, node)
-            self._decisions.insert(index, decision)
+            self._decisions.replace(before, decision)
 
     def _set_collision(self, name: str) -> None:
         contenders = self._contenders(name)
@@ -1158,14 +1147,11 @@ class RecordIndex:
                 collision = Collision(name, None, tuple(ranked))
             else:
                 collision = Collision(name, ranked[0], tuple(ranked[1:]))
-        index = bisect.bisect_left(self._collision_names, name)
-        present = index < len(self._collision_names) and self._collision_names[index] == name
-        if collision is None:
-            if present:
-                del self._collision_names[index]
-                del self._collisions[index]
-        elif present:
-            self._collisions[index] = collision
+        before = self._collisions.find(name)
+        if before is None:
+            if collision is not None:
+                self._collisions.insert(collision)
+        elif collision is None:
+            self._collisions.remove(before)
         else:
-            self._collision_names.insert(index, name)
-            self._collisions.insert(index, collision)
+            self._collisions.replace(before, collision)

@@ -622,7 +622,7 @@ class _Builder:
 
 
 def _changed_hosts(
-    old: tuple[Host, ...], new: tuple[Host, ...]
+    old: Sequence[Host], new: Sequence[Host]
 ) -> tuple[list[Host], list[Host]] | None:
     """(hosts only in `old`, hosts only in `new`), both sorted by canonical name; None if `new`
     is not strictly sorted by canonical name (`old` must be)."""
