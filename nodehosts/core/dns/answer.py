@@ -31,10 +31,11 @@ records, zone, serial=..., previous=...)` makes the table and the Answerer in on
 - Records None means "not loaded yet": names in the zone get SERVFAIL (not a negative answer a
   resolver would cache), everything else is handled as above.
 
-Speed: every reply the zone can give is encoded once, when the table is built, keyed by the
-question as it appears on the wire (lower-cased name, type, class). The hot path checks the
-header, finds the end of the name, parses an optional OPT record by hand, does one dict lookup
-and splices the query's ID and question bytes in front of the cached rest. Everything else
+Speed: every reply the zone gives is encoded once, when it is first asked (the table keeps a
+bounded cache of them, see nodehosts.core.dns.table), keyed by the question as it appears on
+the wire (lower-cased name, type, class). The hot path checks the header, finds the end of the
+name, parses an optional OPT record by hand, does one dict lookup and splices the query's ID
+and question bytes in front of the cached rest. Everything else
 (compressed names, other opcodes, forwards, errors) takes the slow path through dnslib.
 """
 
@@ -131,6 +132,7 @@ class Answerer:
         "_answers",
         "_apex",
         "_existing",
+        "_lookup",
         "_max_udp",
         "_nodata",
         "_nxdomain",
@@ -142,7 +144,8 @@ class Answerer:
         self.table = table
         self.counts = counts if counts is not None else AnswerCounts()
         # The table's parts the hot path reads, one attribute load each.
-        self._answers = table.answers
+        self._answers = table.cache
+        self._lookup = table.lookup
         self._existing = table.existing
         self._nodata = table.nodata
         self._nxdomain = table.nxdomain
@@ -214,7 +217,7 @@ class Answerer:
                         key = question.lower()
                         entry = self._answers.get(key)
                         if entry is None:
-                            entry = self._miss(key[:-4], question[-4:])
+                            entry = self._lookup(key) or self._miss(key[:-4], question[-4:])
                         if entry is not None:
                             variant = entry.variants[mode]
                             if transport != "udp":
@@ -284,7 +287,8 @@ class Answerer:
             limit = MAX_MESSAGE
         type_class = question[-4:]
         name = question[:-4].lower()
-        entry = self._answers.get(name + type_class) or self._miss(name, type_class)
+        key = name + type_class
+        entry = self._answers.get(key) or self._lookup(key) or self._miss(name, type_class)
         if entry is not None:
             variant = entry.variants[mode]
             index = (query[2] & 1) | ((query[3] & 0x10) >> 3) | (4 if recursion_allowed else 0)

@@ -1,11 +1,12 @@
-"""Every reply the zone can give, pre-encoded: built from a RecordSet, or updated from the table
-it replaces by re-encoding only what changed.
+"""What the zone answers, and the replies asked lately, encoded: built from a RecordSet, or
+updated from the table it replaces by changing only what changed.
 
 Contract:
 
-- `AnswerTable.build(records, zone, serial=...)` encodes everything; `AnswerTable.update(previous,
-  records, serial=...)` starts from `previous` and re-encodes only the names and reverse names
-  of hosts that were added, removed or changed, plus the apex (whose SOA has the new serial):
+- `AnswerTable.build(records, zone, serial=...)` takes in everything; `AnswerTable.update(
+  previous, records, serial=...)` starts from `previous` and changes only the names and reverse
+  names of hosts that were added, removed or changed (dropping their cached replies), plus the
+  apex (whose SOA has the new serial):
   about a millisecond after one Node changed at 5000 Nodes instead of a full build. It returns
   None when that cannot give exactly what a full build gives (record sets that are not strictly
   sorted, repeat a name across hosts, publish a name that cannot be encoded or touch the apex or
@@ -13,7 +14,8 @@ Contract:
   table's encoded replies". The result is byte for byte what a full build gives (tested).
 - Either returns a complete table or nothing, and nothing changes when it returns nothing:
   whether the update can be exact is checked before anything is changed, and the work happens
-  in a private builder. A table is never changed after it is returned, with one exception:
+  in a private builder. A table is never changed after it is returned, but for its `cache`
+  (filled by `lookup` on the thread that answers) and one exception:
   `update(..., adopt=True)` with `changes` that lead from `previous`'s records takes over
   `previous`'s dicts and changes them in place (a copy is O(all names), ~2 ms at 5000 nodes,
   the bulk of a change). When that update succeeds, `previous` must not answer again and no
@@ -22,12 +24,20 @@ Contract:
   may build while the loop answers from it).
 - Records None means "not loaded yet": the table is empty and names in the zone get SERVFAIL.
 
-`answers` maps the question as it appears on the wire (lower-cased name, type, class) to an
-`Entry`: for each EDNS mode, the header variants and the bytes that follow the question.
+Memory: a table keeps per name only what it needs to encode a reply (name -> host, reverse
+name -> PTR target, which names exist), not the replies: encoding every reply up front cost
+~3.2 KB per host (most of the daemon's memory at 20,000 Nodes). `lookup(question)` encodes a
+reply on first use into `cache`, which the hot path reads; the cache holds at most
+`MAX_CACHED` replies (a flood of distinct names cannot grow it) and is carried over by an
+update minus the questions of the names that changed (O(change)). `cache` maps the question as
+it appears on the wire (lower-cased name, type, class) to an `Entry`: for each EDNS mode, the
+header variants and the bytes that follow the question. `answers` gives every reply at once
+(for tests and inspection).
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +70,10 @@ from nodehosts.core.dns.zone import ZoneConfig
 from nodehosts.core.model import Host, HostChanges, IPAddress, RecordSet
 
 T = TypeVar("T")
+# Encoded replies kept per table: the QPS harness asks 2000 questions (1000 names, FQDN and
+# bare); ~0.7 KB each, so ~3 MB at most. When full, the oldest quarter goes (insertion order).
+MAX_CACHED = 4096
+_EVICT = MAX_CACHED // 4
 _ANY_ORDER = (TYPE_A, TYPE_AAAA, TYPE_PTR, TYPE_SOA, TYPE_NS)
 
 
@@ -111,7 +125,8 @@ def _header_variants(key: _HeadKey) -> tuple[bytes, ...]:
 
 
 class _Encoder:
-    """Builds `Entry` values, sharing equal pieces (one entry per distinct RRset).
+    """Builds `Entry` values. `entry` shares equal ones (the merged names' and the negative
+    replies, encoded with every table); `addresses` and `ptr` encode afresh (on a cache miss).
 
     `reuse` is the previous build's memo: equal inputs give equal entries, so most of a rebuild
     is dict lookups. Only what the new build uses is carried over (`memo`), so the memo never
@@ -136,6 +151,10 @@ class _Encoder:
                 found = build(*args)
             self.memo[key] = found
         return found  # type: ignore[return-value]  # the memo holds what `build` gave for `key`
+
+    def done(self) -> None:
+        """Let go of the previous build's memo (the table keeps this encoder for lookups)."""
+        self._reuse = {}
 
     def entry(
         self,
@@ -171,27 +190,20 @@ class _Encoder:
             variants.append(Variant(heads, rest, len(rest), tc_heads, opt))
         return Entry((variants[0], variants[1], variants[2]), rcode)
 
-    def address_entries(
-        self, ttl: int, addresses: tuple[IPAddress, ...]
-    ) -> tuple[tuple[bytes, Entry], ...]:
-        """(type + class on the wire, entry) for A, AAAA and ANY of a host's addresses."""
-        return self.cached(("host", ttl, addresses), self._address_entries, ttl, addresses)
-
-    def _address_entries(
-        self, ttl: int, addresses: tuple[IPAddress, ...]
-    ) -> tuple[tuple[bytes, Entry], ...]:
-        out: list[tuple[bytes, Entry]] = []
-        for rtype, type_class in ((TYPE_A, A_IN), (TYPE_AAAA, AAAA_IN)):
-            rdatas = [a.packed for a in addresses if (a.version == 4) == (rtype == TYPE_A)]
-            if rdatas:
-                answer = tuple(rr(QNAME_POINTER, rtype, ttl, rdata) for rdata in rdatas)
-                out.append((type_class, self.entry(NOERROR, answer=answer)))
-        if out:
-            out.append((ANY_IN, out[0][1]))  # RFC 8482: one RRset, A before AAAA
-        return tuple(out)
+    def addresses(self, ttl: int, addresses: tuple[IPAddress, ...], rtype: int) -> Entry | None:
+        """The A (or AAAA) reply of a host's addresses; None if it has none of that family.
+        Not memoized: `AnswerTable.lookup` calls it once per cached question."""
+        version = 4 if rtype == TYPE_A else 6
+        answer = tuple(
+            rr(QNAME_POINTER, rtype, ttl, a.packed) for a in addresses if a.version == version
+        )
+        if not answer:
+            return None
+        return self._entry(NOERROR, True, answer, (), ())
 
     def ptr(self, ttl: int, target: bytes) -> Entry:
-        return self.entry(NOERROR, answer=(rr(QNAME_POINTER, TYPE_PTR, ttl, target),))
+        """The PTR reply to a reverse name (not memoized, like `addresses`)."""
+        return self._entry(NOERROR, True, (rr(QNAME_POINTER, TYPE_PTR, ttl, target),), (), ())
 
 
 class AnswerTable:
@@ -200,14 +212,17 @@ class AnswerTable:
 
     __slots__ = (
         "_claims",
+        "_encoder",
+        "_fixed",
         "_incremental",
         "_memo",
         "_merged_extra",
         "_names",
         "_records",
-        "answers",
+        "_reverse",
         "apex",
         "built_from_previous",
+        "cache",
         "existing",
         "loaded",
         "nodata",
@@ -221,8 +236,9 @@ class AnswerTable:
     serial: int
     loaded: bool  # records were given (None: not loaded yet)
     apex: bytes  # the zone's name in wire form
-    # question (lower-cased name + type + class, as on the wire) -> its reply
-    answers: dict[bytes, Entry]
+    # question (lower-cased name + type + class, as on the wire) -> its reply, for the
+    # questions asked lately (at most MAX_CACHED); `lookup` fills it
+    cache: dict[bytes, Entry]
     # name -> how many published names, reverse names and merged names are at or below it,
     # for every name that exists (incl. empty non-terminals); they answer NODATA
     existing: dict[bytes, int]
@@ -236,6 +252,11 @@ class AnswerTable:
     # What a later update needs to start from this table:
     _records: RecordSet | None
     _names: dict[bytes, Host]  # published name (not a merged one) -> its host
+    # reverse name of a published address -> the PTR target (its first host's canonical name)
+    _reverse: dict[bytes, bytes]
+    # the replies of the merged names (apex, nameserver): few, encoded with the table
+    _fixed: dict[bytes, Entry]
+    _encoder: _Encoder  # encodes what `lookup` misses (not through the memo: bounded)
     # address -> the hosts listing it, in record order (the first gets the PTR); the lists
     # are shared with later tables: replaced, never changed in place
     _claims: dict[IPAddress, list[Host]]
@@ -245,6 +266,64 @@ class AnswerTable:
     # names (anything else is rare and takes a full build).
     _incremental: bool
     _memo: dict[object, object]  # the encoder's memo, for the next build to reuse
+
+    def lookup(self, question: bytes) -> Entry | None:
+        """The positive reply to `question` (lower-cased name + type + class), encoded now if
+        it is not in `cache`, and kept there; None if there is none (NODATA or not ours).
+
+        Gives what a table with every reply encoded up front gave. Negative replies are not
+        cached (random names would evict the hot ones)."""
+        entry = self._fixed.get(question)
+        if entry is None:
+            entry = self._encode(question)
+            if entry is None:
+                return None
+        cache = self.cache
+        if len(cache) >= MAX_CACHED:
+            for key in list(itertools.islice(cache, _EVICT)):
+                del cache[key]
+        cache[question] = entry
+        return entry
+
+    def _encode(self, question: bytes) -> Entry | None:
+        owner, type_class = question[:-4], question[-4:]
+        ttl = self.zone.ttl
+        if type_class in (PTR_IN, ANY_IN):
+            target = self._reverse.get(owner)
+            if target is not None:  # on a name that is also published, ANY gives the PTR
+                return self._encoder.ptr(ttl, target)
+            if type_class == PTR_IN:
+                return None
+        host = self._names.get(owner)
+        if host is None:
+            return None
+        if type_class == A_IN:
+            return self._encoder.addresses(ttl, host.addresses, TYPE_A)
+        if type_class == AAAA_IN:
+            return self._encoder.addresses(ttl, host.addresses, TYPE_AAAA)
+        if type_class == ANY_IN:  # RFC 8482: one RRset, A before AAAA
+            return self._encoder.addresses(ttl, host.addresses, TYPE_A) or self._encoder.addresses(
+                ttl, host.addresses, TYPE_AAAA
+            )
+        return None
+
+    @property
+    def answers(self) -> dict[bytes, Entry]:
+        """Every positive reply, encoded now (O(all names): for tests and inspection, not the
+        hot path; `cache` is not changed)."""
+        out: dict[bytes, Entry] = {}
+        for owner in self._names:
+            for type_class in (A_IN, AAAA_IN, ANY_IN):
+                entry = self._encode(owner + type_class)
+                if entry is not None:
+                    out[owner + type_class] = entry
+        for owner in self._reverse:
+            for type_class in (PTR_IN, ANY_IN):
+                entry = self._encode(owner + type_class)
+                if entry is not None:
+                    out[owner + type_class] = entry
+        out.update(self._fixed)
+        return out
 
     @property
     def name_count(self) -> int:
@@ -323,7 +402,9 @@ class _Builder:
         # nameserver's name when it is inside the zone.
         self.merged_names = frozenset({apex, nameserver} if in_zone(nameserver, apex) else {apex})
         self.encoder = _Encoder(zone.max_udp_payload, memo)
-        self.answers: dict[bytes, Entry] = {}
+        self.fixed: dict[bytes, Entry] = {}
+        self.cache: dict[bytes, Entry] = {}
+        self.reverse: dict[bytes, bytes] = {}
         self.existing: dict[bytes, int] = {}
         self.names: dict[bytes, Host] = {}
         self.claims: dict[IPAddress, list[Host]] = {}
@@ -342,7 +423,12 @@ class _Builder:
         table.serial = self.serial
         table.loaded = records is not None
         table.apex = self.apex
-        table.answers = self.answers
+        # The merged names' replies (new serial) replace any cached ones.
+        self.cache.update(self.fixed)
+        table.cache = self.cache
+        table._fixed = self.fixed
+        table._reverse = self.reverse
+        table._encoder = encoder
         table.existing = self.existing
         table.nodata = encoder.entry(NOERROR, authority=(negative_soa,))
         if records is None:
@@ -357,6 +443,7 @@ class _Builder:
         table._merged_extra = self.merged_extra
         table._incremental = incremental
         table._memo = encoder.memo
+        encoder.done()
         return table
 
     def _soa_rdata(self, minimum: int) -> bytes:
@@ -369,8 +456,8 @@ class _Builder:
 
     def load(self, records: RecordSet) -> AnswerTable:
         """Build everything from `records` (the first build, or one that cannot reuse)."""
-        ttl, encoder, merged_names = self.zone.ttl, self.encoder, self.merged_names
-        answers, names, claims = self.answers, self.names, self.claims
+        merged_names = self.merged_names
+        names, claims, reverse = self.names, self.claims, self.reverse
         skipped: list[str] = []
         extra: list[tuple[bytes, int, bytes]] = []
         incremental = True
@@ -380,7 +467,6 @@ class _Builder:
                 incremental = False  # not strictly sorted by canonical name
             else:
                 last = host.names[0]
-            by_type = encoder.address_entries(ttl, host.addresses)
             for name in host.names:
                 try:
                     owner = name_to_wire(name)
@@ -396,8 +482,6 @@ class _Builder:
                     incremental = False  # a name of two hosts: the last one's types win
                 names[owner] = host
                 self._exist(owner, 1)
-                for type_class, entry in by_type:
-                    answers[owner + type_class] = entry
             for address in host.addresses:
                 claims.setdefault(address, []).append(host)
 
@@ -409,9 +493,8 @@ class _Builder:
             owner = reverse_wire(address)
             if owner in merged_names:
                 incremental = False
-            entry = encoder.ptr(ttl, target)
             self._exist(owner, 1)
-            answers[owner + PTR_IN] = answers[owner + ANY_IN] = entry
+            reverse[owner] = target
 
         self.merged_extra = tuple(extra)
         self._put_merged(count=True)
@@ -446,15 +529,18 @@ class _Builder:
         if reverse is None:
             return None
         # From here on nothing can fail: `previous` is changed (adopted) only when it succeeds.
-        ttl, encoder = self.zone.ttl, self.encoder
         if adopted:
             previous._incremental = False
-            self.answers = answers = previous.answers
+            self.cache = cache = previous.cache
+            self.reverse = reverse_targets = previous._reverse
             self.existing = previous.existing
             self.names = names = previous._names
             self.claims = claims = previous._claims
         else:
-            self.answers = answers = previous.answers.copy()
+            # The copy of the cache is bounded (MAX_CACHED); the loop may add to the original
+            # meanwhile (dict.copy holds the GIL: it sees a whole dict).
+            self.cache = cache = previous.cache.copy()
+            self.reverse = reverse_targets = previous._reverse.copy()
             self.existing = previous.existing.copy()
             self.names = names = previous._names.copy()
             self.claims = claims = previous._claims.copy()
@@ -484,31 +570,22 @@ class _Builder:
                 )
 
         for address, owner in reverse.items():  # every address of a changed host
-            key = owner + PTR_IN
-            had = key in answers
+            had = owner in reverse_targets
             hosts = claims.get(address)
             if hosts:
-                target = name_to_wire(hosts[0].canonical)  # every name was encoded above
-                answers[key] = encoder.ptr(ttl, target)
+                # every name was encoded above
+                reverse_targets[owner] = name_to_wire(hosts[0].canonical)
                 if not had:
                     self._exist(owner, 1)
             elif had:
-                del answers[key]
+                del reverse_targets[owner]
                 self._exist(owner, -1)
             dirty_owners[owner] = None
 
-        # Each changed name gets exactly what `load` gives it: its host's A/AAAA/ANY, then
-        # (a reverse name that is also published) the PTR as ANY.
+        # What was cached for a changed name is encoded again when it is next asked.
         for owner in dirty_owners:
-            for type_class in (A_IN, AAAA_IN, ANY_IN):
-                answers.pop(owner + type_class, None)
-            holder = names.get(owner)
-            if holder is not None:
-                for type_class, entry in encoder.address_entries(ttl, holder.addresses):
-                    answers[owner + type_class] = entry
-            ptr = answers.get(owner + PTR_IN)
-            if ptr is not None:
-                answers[owner + ANY_IN] = ptr
+            for type_class in (A_IN, AAAA_IN, ANY_IN, PTR_IN):
+                cache.pop(owner + type_class, None)
 
         self._put_merged(count=False)  # the SOA carries the new serial
         return self.finish(records, incremental=True, built_from_previous=True)
@@ -557,7 +634,7 @@ class _Builder:
 
     def _put_merged(self, *, count: bool) -> None:
         """The apex and the nameserver's name: SOA, NS, glue, hosts' addresses, merged."""
-        zone, apex, encoder, answers = self.zone, self.apex, self.encoder, self.answers
+        zone, apex, encoder, answers = self.zone, self.apex, self.encoder, self.fixed
         ttl = zone.ttl
         nameserver = name_to_wire(zone.nameserver)
         merged: dict[bytes, dict[int, list[bytes]]] = {

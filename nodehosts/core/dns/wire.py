@@ -80,6 +80,17 @@ def name_to_wire(name: str) -> bytes:
 
     Cached: a rebuild after one Node changed re-encodes only that Node's names.
     """
+    return _encode_name(name)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def reverse_wire(address: IPAddress) -> bytes:
+    """The PTR owner name of an address, in wire form (cached like `name_to_wire`, but not
+    through it: that cache would keep each address's reverse-pointer text alive as its key)."""
+    return _encode_name(address.reverse_pointer)
+
+
+def _encode_name(name: str) -> bytes:
     text = name.rstrip(".").lower()
     if not text:
         return b"\x00"
@@ -97,12 +108,6 @@ def name_to_wire(name: str) -> bytes:
     if len(out) > 255:
         raise BadName(f"{name!r}: longer than 255 bytes")
     return bytes(out)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def reverse_wire(address: IPAddress) -> bytes:
-    """The PTR owner name of an address, in wire form (cached like `name_to_wire`)."""
-    return name_to_wire(address.reverse_pointer)
 
 
 def in_zone(name: bytes, apex: bytes) -> bool:
