@@ -217,7 +217,7 @@ class Answerer:
                         key = question.lower()
                         entry = self._answers.get(key)
                         if entry is None:
-                            entry = self._lookup(key) or self._miss(key[:-4], question[-4:])
+                            entry = self._miss(key, question[-4:])
                         if entry is not None:
                             variant = entry.variants[mode]
                             if transport != "udp":
@@ -240,11 +240,20 @@ class Answerer:
                 return None
             return query[:2] + bytes((0x80 | (query[2] & 0x79), SERVFAIL)) + bytes(8)
 
-    def _miss(self, name: bytes, type_class: bytes) -> Entry | None:
-        """NODATA or NXDOMAIN for a question with no positive answer; None if not ours."""
+    def _miss(self, key: bytes, type_class: bytes) -> Entry | None:
+        """For a question (`key`: lower-cased, `type_class` as sent) whose reply is not cached:
+        the positive reply (encoded now and cached), else NODATA or NXDOMAIN; None if not
+        ours. Only a name that exists can have a positive reply, so a question for a name
+        that does not costs no more than before replies were cached on demand."""
+        name = key[:-4]
+        exists = name in self._existing
+        if exists:
+            entry = self._lookup(key)
+            if entry is not None:
+                return entry
         if type_class[2:] != CLASS_IN_WIRE or type_class[:2] in ZONE_TRANSFERS:
             return None
-        if name in self._existing:
+        if exists:
             return self._nodata
         if in_zone(name, self._apex):
             return self._nxdomain
@@ -288,7 +297,7 @@ class Answerer:
         type_class = question[-4:]
         name = question[:-4].lower()
         key = name + type_class
-        entry = self._answers.get(key) or self._lookup(key) or self._miss(name, type_class)
+        entry = self._answers.get(key) or self._miss(key, type_class)
         if entry is not None:
             variant = entry.variants[mode]
             index = (query[2] & 1) | ((query[3] & 0x10) >> 3) | (4 if recursion_allowed else 0)
