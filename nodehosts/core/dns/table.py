@@ -61,9 +61,10 @@ from nodehosts.core.dns.wire import (
     TYPE_PTR,
     TYPE_SOA,
     BadName,
+    encode_name,
     in_zone,
     name_to_wire,
-    reverse_wire,
+    reverse_name,
     rr,
 )
 from nodehosts.core.dns.zone import ZoneConfig
@@ -257,9 +258,10 @@ class AnswerTable:
     # the replies of the merged names (apex, nameserver): few, encoded with the table
     _fixed: dict[bytes, Entry]
     _encoder: _Encoder  # encodes what `lookup` misses (not through the memo: bounded)
-    # address -> the hosts listing it, in record order (the first gets the PTR); the lists
-    # are shared with later tables: replaced, never changed in place
-    _claims: dict[IPAddress, list[Host]]
+    # address -> the host listing it, or the hosts in record order when several do (the
+    # first gets the PTR); a lone host saves a list per address (~90 bytes). The lists are
+    # shared with later tables: replaced, never changed in place
+    _claims: dict[IPAddress, Host | list[Host]]
     # (owner, type, rdata) the hosts add to merged names, in record order
     _merged_extra: tuple[tuple[bytes, int, bytes], ...]
     # Can a later update start from this table? Only for sorted records with unique, valid
@@ -407,7 +409,7 @@ class _Builder:
         self.reverse: dict[bytes, bytes] = {}
         self.existing: dict[bytes, int] = {}
         self.names: dict[bytes, Host] = {}
-        self.claims: dict[IPAddress, list[Host]] = {}
+        self.claims: dict[IPAddress, Host | list[Host]] = {}
         self.merged_extra: tuple[tuple[bytes, int, bytes], ...] = ()
         self.skipped: tuple[str, ...] = ()
 
@@ -467,12 +469,15 @@ class _Builder:
                 incremental = False  # not strictly sorted by canonical name
             else:
                 last = host.names[0]
-            for name in host.names:
+            canonical: bytes | None = None  # the PTR target of the addresses it claims first
+            for index, name in enumerate(host.names):
                 try:
-                    owner = name_to_wire(name)
+                    owner = encode_name(name)
                 except BadName:
                     skipped.append(name)
                     continue
+                if index == 0:
+                    canonical = owner
                 if owner in merged_names:
                     for address in host.addresses:
                         rtype = TYPE_A if address.version == 4 else TYPE_AAAA
@@ -483,18 +488,19 @@ class _Builder:
                 names[owner] = host
                 self._exist(owner, 1)
             for address in host.addresses:
-                claims.setdefault(address, []).append(host)
-
-        for address, hosts in claims.items():
-            try:
-                target = name_to_wire(hosts[0].canonical)
-            except BadName:
-                continue
-            owner = reverse_wire(address)
-            if owner in merged_names:
-                incremental = False
-            self._exist(owner, 1)
-            reverse[owner] = target
+                held = claims.get(address)
+                if held is None:  # the first host to list it: its PTR
+                    claims[address] = host
+                    if canonical is not None:
+                        owner = reverse_name(address)
+                        if owner in merged_names:
+                            incremental = False
+                        self._exist(owner, 1)
+                        reverse[owner] = canonical
+                elif isinstance(held, list):
+                    held.append(host)  # this build's own list: nobody else holds it yet
+                else:
+                    claims[address] = [held, host]
 
         self.merged_extra = tuple(extra)
         self._put_merged(count=True)
@@ -548,33 +554,38 @@ class _Builder:
         dirty_owners: dict[bytes, None] = {}
         for host in removed:
             for name in host.names:
-                owner = name_to_wire(name)
+                owner = encode_name(name)
                 del names[owner]
                 self._exist(owner, -1)
                 dirty_owners[owner] = None
             for address in host.addresses:
-                left = [other for other in claims[address] if other is not host]
-                if left:
-                    claims[address] = left
-                else:
-                    del claims[address]
+                _set_claims(
+                    claims, address, [o for o in _claimants(claims[address]) if o is not host]
+                )
         for host in added:
             for name in host.names:
-                owner = name_to_wire(name)
+                owner = encode_name(name)
                 names[owner] = host
                 self._exist(owner, 1)
                 dirty_owners[owner] = None
             for address in host.addresses:
-                claims[address] = sorted(
-                    (*claims.get(address, ()), host), key=lambda other: other.names[0]
-                )
+                held = claims.get(address)
+                if held is None:
+                    claims[address] = host
+                else:
+                    _set_claims(
+                        claims,
+                        address,
+                        sorted((*_claimants(held), host), key=lambda other: other.names[0]),
+                    )
 
         for address, owner in reverse.items():  # every address of a changed host
             had = owner in reverse_targets
-            hosts = claims.get(address)
-            if hosts:
+            held = claims.get(address)
+            if held is not None:
+                first = held if isinstance(held, Host) else held[0]
                 # every name was encoded above
-                reverse_targets[owner] = name_to_wire(hosts[0].canonical)
+                reverse_targets[owner] = encode_name(first.canonical)
                 if not had:
                     self._exist(owner, 1)
             elif had:
@@ -604,7 +615,7 @@ class _Builder:
         gone: set[bytes] = set()
         for host in removed:
             for name in host.names:
-                owner = name_to_wire(name)  # the previous table had no unencodable names
+                owner = encode_name(name)  # the previous table had no unencodable names
                 if owner in merged_names or owner in gone or names.get(owner) is not host:
                     return None
                 gone.add(owner)
@@ -612,7 +623,7 @@ class _Builder:
         for host in added:
             for name in host.names:
                 try:
-                    owner = name_to_wire(name)
+                    owner = encode_name(name)
                 except BadName:
                     return None
                 if (
@@ -627,7 +638,7 @@ class _Builder:
             for host in hosts:
                 for address in host.addresses:
                     if address not in reverse:
-                        owner = reverse[address] = reverse_wire(address)
+                        owner = reverse[address] = reverse_name(address)
                         if owner in merged_names:
                             return None
         return reverse
@@ -696,6 +707,22 @@ class _Builder:
                     existing[parent] = count
                 else:
                     del existing[parent]
+
+
+def _claimants(held: Host | list[Host]) -> list[Host]:
+    return [held] if isinstance(held, Host) else held
+
+
+def _set_claims(
+    claims: dict[IPAddress, Host | list[Host]], address: IPAddress, hosts: list[Host]
+) -> None:
+    """Store the hosts claiming `address` in the compact form (see `AnswerTable._claims`)."""
+    if not hosts:
+        del claims[address]
+    elif len(hosts) == 1:
+        claims[address] = hosts[0]
+    else:
+        claims[address] = hosts
 
 
 def _changed_hosts(

@@ -74,23 +74,24 @@ class BadName(ValueError):
     """A name that cannot be a DNS name on the wire (label empty or too long, not ASCII)."""
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=256)
 def name_to_wire(name: str) -> bytes:
     """`a.b.` or `a.b` -> uncompressed wire form, lower-cased; "" or "." is the root.
 
-    Cached: a rebuild after one Node changed re-encodes only that Node's names.
+    Cached for the zone's few names (apex, nameserver, hostmaster), encoded with every table;
+    `encode_name` is the same without the cache.
     """
-    return _encode_name(name)
+    return encode_name(name)
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def reverse_wire(address: IPAddress) -> bytes:
-    """The PTR owner name of an address, in wire form (cached like `name_to_wire`, but not
-    through it: that cache would keep each address's reverse-pointer text alive as its key)."""
-    return _encode_name(address.reverse_pointer)
+def reverse_name(address: IPAddress) -> bytes:
+    """The PTR owner name of an address, in wire form."""
+    return encode_name(address.reverse_pointer)
 
 
-def _encode_name(name: str) -> bytes:
+def encode_name(name: str) -> bytes:
+    """`name_to_wire` without its cache: for the names of hosts, which the answer table keeps
+    itself (a cache of 20,000 Nodes' names cost ~300 bytes a host beside the table's)."""
     text = name.rstrip(".").lower()
     if not text:
         return b"\x00"
