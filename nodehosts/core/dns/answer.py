@@ -131,7 +131,7 @@ class Answerer:
     __slots__ = (
         "_answers",
         "_apex",
-        "_existing",
+        "_exists",
         "_lookup",
         "_max_udp",
         "_nodata",
@@ -146,7 +146,7 @@ class Answerer:
         # The table's parts the hot path reads, one attribute load each.
         self._answers = table.cache
         self._lookup = table.lookup
-        self._existing = table.existing
+        self._exists = table.exists
         self._nodata = table.nodata
         self._nxdomain = table.nxdomain
         self._apex = table.apex
@@ -246,7 +246,7 @@ class Answerer:
         ours. Only a name that exists can have a positive reply, so a question for a name
         that does not costs no more than before replies were cached on demand."""
         name = key[:-4]
-        exists = name in self._existing
+        exists = self._exists(name)
         if exists:
             entry = self._lookup(key)
             if entry is not None:

@@ -212,19 +212,21 @@ class AnswerTable:
     docstring). Made only by `build`, `update` and `replacing`."""
 
     __slots__ = (
+        "_below",
         "_claims",
         "_encoder",
         "_fixed",
         "_incremental",
         "_memo",
         "_merged_extra",
+        "_merged_owners",
+        "_name_count",
         "_names",
         "_records",
         "_reverse",
         "apex",
         "built_from_previous",
         "cache",
-        "existing",
         "loaded",
         "nodata",
         "nxdomain",
@@ -240,9 +242,13 @@ class AnswerTable:
     # question (lower-cased name + type + class, as on the wire) -> its reply, for the
     # questions asked lately (at most MAX_CACHED); `lookup` fills it
     cache: dict[bytes, Entry]
-    # name -> how many published names, reverse names and merged names are at or below it,
-    # for every name that exists (incl. empty non-terminals); they answer NODATA
-    existing: dict[bytes, int]
+    # A name exists (NODATA for other types, not NXDOMAIN) when it is published (`_names`,
+    # `_reverse`, `_merged_owners`) or something published is below it (`_below`).
+    # name -> how many published names, reverse names and merged names are strictly below it
+    # (between them and the apex): empty for flat node names, so a host costs no entry here
+    _below: dict[bytes, int]
+    _merged_owners: frozenset[bytes]  # the apex and the nameserver's name, when they exist
+    _name_count: int  # how many names exist, kept per update (O(change), not a union)
     nodata: Entry
     # NXDOMAIN for names in the zone, SERVFAIL before the first load
     nxdomain: Entry
@@ -330,7 +336,27 @@ class AnswerTable:
     @property
     def name_count(self) -> int:
         """How many names exist (answered NOERROR): published, reverse, apex, in between."""
-        return len(self.existing)
+        return self._name_count
+
+    def exists(self, name: bytes) -> bool:
+        """Does the (lower-cased, wire) name exist: NODATA rather than NXDOMAIN?"""
+        return (
+            name in self._names
+            or name in self._reverse
+            or name in self._below
+            or name in self._merged_owners
+        )
+
+    @property
+    def existing(self) -> dict[bytes, int]:
+        """Every name that exists -> how many published, reverse and merged names are at or
+        below it (O(all names): for tests and inspection)."""
+        out: dict[bytes, int] = dict.fromkeys(self._below.keys() | self._merged_owners, 0)
+        out.update(self._below)
+        for owners in (self._names, self._reverse, self._merged_owners):
+            for owner in owners:
+                out[owner] = out.get(owner, 0) + 1
+        return out
 
     @classmethod
     def build(
@@ -407,14 +433,20 @@ class _Builder:
         self.fixed: dict[bytes, Entry] = {}
         self.cache: dict[bytes, Entry] = {}
         self.reverse: dict[bytes, bytes] = {}
-        self.existing: dict[bytes, int] = {}
+        self.below: dict[bytes, int] = {}
+        self.merged_owners: frozenset[bytes] = frozenset()
         self.names: dict[bytes, Host] = {}
         self.claims: dict[IPAddress, Host | list[Host]] = {}
         self.merged_extra: tuple[tuple[bytes, int, bytes], ...] = ()
         self.skipped: tuple[str, ...] = ()
 
     def finish(
-        self, records: RecordSet | None, *, incremental: bool, built_from_previous: bool
+        self,
+        records: RecordSet | None,
+        *,
+        incremental: bool,
+        built_from_previous: bool,
+        name_count: int | None = None,
     ) -> AnswerTable:
         zone, encoder = self.zone, self.encoder
         negative_soa = rr(
@@ -431,7 +463,13 @@ class _Builder:
         table._fixed = self.fixed
         table._reverse = self.reverse
         table._encoder = encoder
-        table.existing = self.existing
+        table._below = self.below
+        table._merged_owners = self.merged_owners
+        if name_count is None:  # a full build: count them once
+            name_count = len(
+                self.names.keys() | self.reverse.keys() | self.below.keys() | self.merged_owners
+            )
+        table._name_count = name_count
         table.nodata = encoder.entry(NOERROR, authority=(negative_soa,))
         if records is None:
             table.nxdomain = encoder.entry(SERVFAIL, aa=False)
@@ -535,11 +573,21 @@ class _Builder:
         if reverse is None:
             return None
         # From here on nothing can fail: `previous` is changed (adopted) only when it succeeds.
+        # The names whose existence may change, to keep the count of names in O(change).
+        touched: set[bytes] = set()
+        for hosts in (removed, added):
+            for host in hosts:
+                for name in host.names:
+                    touched.add(encode_name(name))
+        touched.update(reverse.values())
+        for owner in list(touched):
+            touched.update(self._parents(owner))
+        existed = sum(map(previous.exists, touched))
         if adopted:
             previous._incremental = False
             self.cache = cache = previous.cache
             self.reverse = reverse_targets = previous._reverse
-            self.existing = previous.existing
+            self.below = previous._below
             self.names = names = previous._names
             self.claims = claims = previous._claims
         else:
@@ -547,7 +595,7 @@ class _Builder:
             # meanwhile (dict.copy holds the GIL: it sees a whole dict).
             self.cache = cache = previous.cache.copy()
             self.reverse = reverse_targets = previous._reverse.copy()
-            self.existing = previous.existing.copy()
+            self.below = previous._below.copy()
             self.names = names = previous._names.copy()
             self.claims = claims = previous._claims.copy()
         self.merged_extra = previous._merged_extra
@@ -599,7 +647,20 @@ class _Builder:
                 cache.pop(owner + type_class, None)
 
         self._put_merged(count=False)  # the SOA carries the new serial
-        return self.finish(records, incremental=True, built_from_previous=True)
+        exists = self._exists
+        name_count = previous._name_count - existed + sum(map(exists, touched))
+        return self.finish(
+            records, incremental=True, built_from_previous=True, name_count=name_count
+        )
+
+    def _exists(self, name: bytes) -> bool:
+        """`AnswerTable.exists` on the tables being made."""
+        return (
+            name in self.names
+            or name in self.reverse
+            or name in self.below
+            or name in self.merged_owners
+        )
 
     def _exact(
         self, names: Mapping[bytes, Host], removed: Sequence[Host], added: Sequence[Host]
@@ -668,6 +729,7 @@ class _Builder:
             for rtype in (TYPE_A, TYPE_AAAA)
             for rdata in (glue_types or {}).get(rtype, ())
         )
+        self.merged_owners = frozenset(merged)
         for owner, types in merged.items():
             if count:
                 self._exist(owner, 1)
@@ -681,32 +743,31 @@ class _Builder:
             answers[owner + ANY_IN] = answers[owner + struct.pack(">HH", any_type, CLASS_IN)]
 
     def _exist(self, owner: bytes, delta: int) -> None:
-        """Count `owner` and the names between it and the apex in (+1) or out (-1).
+        """Count `owner` in (+1) or out (-1) of the names between it and the apex.
 
-        Those names exist (NODATA, not NXDOMAIN: RFC 8020) while anything at or below them does.
+        Those names exist (NODATA, not NXDOMAIN: RFC 8020) while anything below them does;
+        `owner` itself exists while it is published (the caller's dicts say so).
         """
-        existing, apex = self.existing, self.apex
-        count = existing.get(owner, 0) + delta
-        if count:
-            existing[owner] = count
-        else:
-            del existing[owner]
+        below = self.below
+        for parent in self._parents(owner):
+            count = below.get(parent, 0) + delta
+            if count:
+                below[parent] = count
+            else:
+                del below[parent]
+
+    def _parents(self, owner: bytes) -> list[bytes]:
+        """The names strictly between `owner` and the apex; none if it is not in the zone."""
+        apex = self.apex
         cut = len(owner) - len(apex)
         if cut <= 0 or not owner.endswith(apex):
-            return
-        parents: list[int] = []
+            return []
+        parents: list[bytes] = []
         at = owner[0] + 1
         while at < cut:
-            parents.append(at)
+            parents.append(owner[at:])
             at += owner[at] + 1
-        if at == cut:
-            for start in parents:
-                parent = owner[start:]
-                count = existing.get(parent, 0) + delta
-                if count:
-                    existing[parent] = count
-                else:
-                    del existing[parent]
+        return parents if at == cut else []
 
 
 def _claimants(held: Host | list[Host]) -> list[Host]:
