@@ -48,6 +48,7 @@ from nodehosts.core.dns.wire import (
     A_IN,
     AAAA_IN,
     ANY_IN,
+    ARPA,
     CLASS_IN,
     NOERROR,
     NXDOMAIN,
@@ -64,6 +65,7 @@ from nodehosts.core.dns.wire import (
     encode_name,
     in_zone,
     name_to_wire,
+    reverse_address,
     reverse_name,
     rr,
 )
@@ -223,7 +225,6 @@ class AnswerTable:
         "_name_count",
         "_names",
         "_records",
-        "_reverse",
         "apex",
         "built_from_previous",
         "cache",
@@ -259,8 +260,9 @@ class AnswerTable:
     # What a later update needs to start from this table:
     _records: RecordSet | None
     _names: dict[bytes, Host]  # published name (not a merged one) -> its host
-    # reverse name of a published address -> the PTR target (its first host's canonical name)
-    _reverse: dict[bytes, bytes]
+    # (A reverse name exists when it is the reverse name of an address in `_claims` whose
+    # first host's canonical name can be encoded: that name is its PTR. Read from the name
+    # when asked, so a host costs no reverse-name key: ~80 bytes.)
     # the replies of the merged names (apex, nameserver): few, encoded with the table
     _fixed: dict[bytes, Entry]
     _encoder: _Encoder  # encodes what `lookup` misses (not through the memo: bounded)
@@ -297,7 +299,7 @@ class AnswerTable:
         owner, type_class = question[:-4], question[-4:]
         ttl = self.zone.ttl
         if type_class in (PTR_IN, ANY_IN):
-            target = self._reverse.get(owner)
+            target = _ptr_target(self._claims, owner)
             if target is not None:  # on a name that is also published, ANY gives the PTR
                 return self._encoder.ptr(ttl, target)
             if type_class == PTR_IN:
@@ -325,7 +327,7 @@ class AnswerTable:
                 entry = self._encode(owner + type_class)
                 if entry is not None:
                     out[owner + type_class] = entry
-        for owner in self._reverse:
+        for owner in self._reverse_names():
             for type_class in (PTR_IN, ANY_IN):
                 entry = self._encode(owner + type_class)
                 if entry is not None:
@@ -342,10 +344,16 @@ class AnswerTable:
         """Does the (lower-cased, wire) name exist: NODATA rather than NXDOMAIN?"""
         return (
             name in self._names
-            or name in self._reverse
             or name in self._below
             or name in self._merged_owners
+            or (name.endswith(ARPA) and _ptr_target(self._claims, name) is not None)
         )
+
+    def _reverse_names(self) -> list[bytes]:
+        """Every reverse name that exists (O(all addresses))."""
+        claims = self._claims
+        owners = (reverse_name(address) for address in claims)
+        return [owner for owner in owners if _ptr_target(claims, owner) is not None]
 
     @property
     def existing(self) -> dict[bytes, int]:
@@ -353,7 +361,7 @@ class AnswerTable:
         below it (O(all names): for tests and inspection)."""
         out: dict[bytes, int] = dict.fromkeys(self._below.keys() | self._merged_owners, 0)
         out.update(self._below)
-        for owners in (self._names, self._reverse, self._merged_owners):
+        for owners in (self._names, self._reverse_names(), self._merged_owners):
             for owner in owners:
                 out[owner] = out.get(owner, 0) + 1
         return out
@@ -432,7 +440,7 @@ class _Builder:
         self.encoder = _Encoder(zone.max_udp_payload, memo)
         self.fixed: dict[bytes, Entry] = {}
         self.cache: dict[bytes, Entry] = {}
-        self.reverse: dict[bytes, bytes] = {}
+        self.reverse: list[bytes] = []  # a full build's reverse names, to count them once
         self.below: dict[bytes, int] = {}
         self.merged_owners: frozenset[bytes] = frozenset()
         self.names: dict[bytes, Host] = {}
@@ -461,13 +469,12 @@ class _Builder:
         self.cache.update(self.fixed)
         table.cache = self.cache
         table._fixed = self.fixed
-        table._reverse = self.reverse
         table._encoder = encoder
         table._below = self.below
         table._merged_owners = self.merged_owners
         if name_count is None:  # a full build: count them once
             name_count = len(
-                self.names.keys() | self.reverse.keys() | self.below.keys() | self.merged_owners
+                self.names.keys() | set(self.reverse) | self.below.keys() | self.merged_owners
             )
         table._name_count = name_count
         table.nodata = encoder.entry(NOERROR, authority=(negative_soa,))
@@ -534,7 +541,7 @@ class _Builder:
                         if owner in merged_names:
                             incremental = False
                         self._exist(owner, 1)
-                        reverse[owner] = canonical
+                        reverse.append(owner)
                 elif isinstance(held, list):
                     held.append(host)  # this build's own list: nobody else holds it yet
                 else:
@@ -579,14 +586,14 @@ class _Builder:
             for host in hosts:
                 for name in host.names:
                     touched.add(encode_name(name))
-        touched.update(reverse.values())
+        touched.update(reverse.values())  # every address of a changed host
         for owner in list(touched):
             touched.update(self._parents(owner))
         existed = sum(map(previous.exists, touched))
+        claimed = {address: address in previous._claims for address in reverse}
         if adopted:
             previous._incremental = False
             self.cache = cache = previous.cache
-            self.reverse = reverse_targets = previous._reverse
             self.below = previous._below
             self.names = names = previous._names
             self.claims = claims = previous._claims
@@ -594,7 +601,6 @@ class _Builder:
             # The copy of the cache is bounded (MAX_CACHED); the loop may add to the original
             # meanwhile (dict.copy holds the GIL: it sees a whole dict).
             self.cache = cache = previous.cache.copy()
-            self.reverse = reverse_targets = previous._reverse.copy()
             self.below = previous._below.copy()
             self.names = names = previous._names.copy()
             self.claims = claims = previous._claims.copy()
@@ -627,18 +633,12 @@ class _Builder:
                         sorted((*_claimants(held), host), key=lambda other: other.names[0]),
                     )
 
-        for address, owner in reverse.items():  # every address of a changed host
-            had = owner in reverse_targets
-            held = claims.get(address)
-            if held is not None:
-                first = held if isinstance(held, Host) else held[0]
-                # every name was encoded above
-                reverse_targets[owner] = encode_name(first.canonical)
-                if not had:
-                    self._exist(owner, 1)
-            elif had:
-                del reverse_targets[owner]
-                self._exist(owner, -1)
+        # Every address of a changed host: its reverse name exists while a host claims it
+        # (every name of an incremental table can be encoded).
+        for address, owner in reverse.items():
+            has = address in claims
+            if has != claimed[address]:
+                self._exist(owner, 1 if has else -1)
             dirty_owners[owner] = None
 
         # What was cached for a changed name is encoded again when it is next asked.
@@ -657,9 +657,9 @@ class _Builder:
         """`AnswerTable.exists` on the tables being made."""
         return (
             name in self.names
-            or name in self.reverse
             or name in self.below
             or name in self.merged_owners
+            or (name.endswith(ARPA) and _ptr_target(self.claims, name) is not None)
         )
 
     def _exact(
@@ -768,6 +768,22 @@ class _Builder:
             parents.append(owner[at:])
             at += owner[at] + 1
         return parents if at == cut else []
+
+
+def _ptr_target(claims: Mapping[IPAddress, Host | list[Host]], name: bytes) -> bytes | None:
+    """The PTR target of a reverse name (lower-cased, wire): the canonical name of the first
+    host claiming its address; None if it is no published address's reverse name."""
+    address = reverse_address(name)
+    if address is None:
+        return None
+    held = claims.get(address)
+    if held is None:
+        return None
+    first = held if isinstance(held, Host) else held[0]
+    try:
+        return encode_name(first.canonical)
+    except BadName:
+        return None
 
 
 def _claimants(held: Host | list[Host]) -> list[Host]:
