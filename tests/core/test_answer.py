@@ -6,8 +6,10 @@ DNS implementation's reading of the bytes, not ours.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import struct
+import tracemalloc
 
 import dns.edns
 import dns.flags
@@ -23,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodehosts.core.dns.answer import Answerer, Forward
-from nodehosts.core.dns.table import AnswerTable
+from nodehosts.core.dns.table import MAX_CACHED, AnswerTable, _changed_hosts
 from nodehosts.core.dns.zone import ZoneConfig, next_serial
 from nodehosts.core.model import Host, HostChanges, RecordSet
 from tests.helpers.records import node_host
@@ -610,6 +612,31 @@ def test_builds_from_the_previous_answerer_answer_exactly_like_builds_from_scrat
         previous = built
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sequence=st.lists(_host_sets(), min_size=1, max_size=6))
+def test_adopting_updates_after_every_question_was_asked_answer_like_builds_from_scratch(
+    sequence: list[RecordSet],
+) -> None:
+    """As DnsService updates on the loop: from the changes, taking over the previous table and
+    its cache of encoded replies, with every reply cached before the change. No stale reply
+    survives a change."""
+    before = RecordSet(())
+    previous = Answerer.for_records(before, ZONE, serial=SERIAL)
+    for step, records in enumerate(sequence, start=1):
+        for key in list(previous.table.answers):  # every positive reply asked, so cached
+            previous.table.lookup(key)
+        found = _changed_hosts(before.hosts, records.hosts)
+        changes = None
+        if found is not None:
+            removed, added = found
+            changes = HostChanges(before, records, tuple(removed), tuple(added))
+        built = Answerer.for_records(
+            records, ZONE, serial=SERIAL + step, previous=previous, changes=changes, adopt=True
+        )
+        _same_answers(built, Answerer.for_records(records, ZONE, serial=SERIAL + step))
+        previous, before = built, records
+
+
 def test_the_random_changes_do_take_the_incremental_path() -> None:
     """The property test above would pass trivially if every build were from scratch."""
     hosts = [node_host(f"worker-{i}", f"10.240.0.{i + 1}") for i in range(3)]
@@ -781,3 +808,100 @@ def test_an_update_does_not_keep_the_previous_generation_alive() -> None:
         tracemalloc.stop()
     assert chained.table.built_from_previous
     assert chained_bytes < 1.3 * fresh_bytes, (chained_bytes, fresh_bytes)
+
+
+# --- memory: replies are encoded when asked, into a bounded cache
+
+
+def ptr_targets(reply: dns.message.Message) -> list[str]:
+    return [rr.target.to_text() for rrset in reply.answer for rr in rrset]
+
+
+def _many_hosts(count: int, prefix: str) -> RecordSet:
+    """`count` hosts like the daemon publishes for Nodes: FQDN and bare name, one address."""
+    hosts = (
+        node_host(f"{prefix}-{i:05d}", f"10.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}")
+        for i in range(count)
+    )
+    return RecordSet(tuple(sorted(hosts, key=lambda h: h.canonical)))
+
+
+def test_a_table_costs_under_half_a_kilobyte_per_host_not_three() -> None:
+    """Encoding every reply up front cost ~3.2 KB per host (66-69 MiB of the daemon at 20,000
+    Nodes); the table now keeps the names and what they point at, and encodes replies when
+    asked. Measured with tracemalloc: the table and the name encodings it holds."""
+    records = _many_hosts(3000, "mem")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        table = AnswerTable.build(records, ZONE, serial=SERIAL)
+        gc.collect()
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert table.name_count >= 3 * 3000
+    # ~260 bytes here (dict sizes step by powers of two); 3.3 KB with every reply encoded.
+    assert used / 3000 < 350, f"{used / 3000:.0f} bytes per host"
+
+
+def test_the_reply_cache_is_bounded_and_answers_stay_right() -> None:
+    """Asking every name of a cluster larger than the cache (a resolver walking all Nodes, or
+    a flood) keeps the cache at its bound; names asked after their reply was evicted are
+    answered the same; names that do not exist are never cached."""
+    count = MAX_CACHED + 500
+    records = _many_hosts(count, "flood")
+    answerer = Answerer.for_records(records, ZONE, serial=SERIAL)
+    first = ask(answerer, "flood-00000.node.internal")
+    for i in range(count):
+        assert answers(ask(answerer, f"flood-{i:05d}")) == [
+            f"10.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+        ]
+        assert len(answerer.table.cache) <= MAX_CACHED
+    for i in range(2000):
+        ask(answerer, f"nope-{i}.node.internal")
+    assert not any(key.startswith(b"\x04nope") for key in answerer.table.cache)
+    assert len(answerer.table.cache) <= MAX_CACHED
+    again = ask(answerer, "flood-00000.node.internal")
+    assert again.answer == first.answer
+
+
+@pytest.mark.parametrize("adopt", [False, True])
+def test_a_cached_reply_is_replaced_when_its_node_changes(adopt: bool) -> None:
+    """worker-0 asked (its reply cached), then readdressed: the next answer has the new
+    address, by FQDN, bare name and PTR, whether the update copies the previous table (built
+    in a thread) or takes it over (on the loop)."""
+    old = Answerer.for_records(RECORDS, ZONE, serial=SERIAL)
+    for name in ("worker-0", "worker-0.node.internal"):
+        assert answers(ask(old, name)) == ["10.240.0.101"]
+    assert ptr_targets(ask(old, "101.0.240.10.in-addr.arpa", "PTR")) == ["worker-0.node.internal."]
+    moved = node_host("worker-0", "10.240.0.201")
+    hosts = tuple(moved if h.canonical == "worker-0.node.internal" else h for h in RECORDS.hosts)
+    after = RecordSet(hosts)
+    removed = tuple(h for h in RECORDS.hosts if h.canonical == "worker-0.node.internal")
+    changes = HostChanges(before=RECORDS, after=after, removed=removed, added=(moved,))
+    new = Answerer.for_records(
+        after, ZONE, serial=SERIAL + 1, previous=old, changes=changes, adopt=adopt
+    )
+    assert new.table.built_from_previous
+    for name in ("worker-0", "worker-0.node.internal"):
+        assert answers(ask(new, name)) == ["10.240.0.201"]
+    # The old address is nobody's any more: its reverse name is not ours.
+    assert ask(new, "101.0.240.10.in-addr.arpa", "PTR").rcode() == dns.rcode.REFUSED
+    assert ptr_targets(ask(new, "201.0.240.10.in-addr.arpa", "PTR")) == ["worker-0.node.internal."]
+
+
+def test_only_the_exact_reverse_name_of_a_published_address_is_answered(
+    answerer: Answerer,
+) -> None:
+    """Reverse names are read back into addresses when asked (the table keeps no list of
+    them): spellings that denote the same address but are not its reverse name (leading
+    zeros, IPv6 nibbles run together) are not ours; mixed case is the same name."""
+    assert ptr_targets(ask(answerer, "101.0.240.10.IN-ADDR.arpa", "PTR")) == [
+        "worker-0.node.internal."
+    ]
+    v6 = dns.reversename.from_address("fd00:10:240::102").to_text()
+    assert ptr_targets(ask(answerer, v6.upper(), "PTR")) == ["worker-1.node.internal."]
+    labels = v6.split(".")
+    run_together = ".".join([labels[1] + labels[0], *labels[2:]])
+    for name in ("101.0.240.010.in-addr.arpa", "0101.0.240.10.in-addr.arpa", run_together):
+        assert ask(answerer, name, "PTR").rcode() == dns.rcode.REFUSED, name

@@ -31,10 +31,11 @@ records, zone, serial=..., previous=...)` makes the table and the Answerer in on
 - Records None means "not loaded yet": names in the zone get SERVFAIL (not a negative answer a
   resolver would cache), everything else is handled as above.
 
-Speed: every reply the zone can give is encoded once, when the table is built, keyed by the
-question as it appears on the wire (lower-cased name, type, class). The hot path checks the
-header, finds the end of the name, parses an optional OPT record by hand, does one dict lookup
-and splices the query's ID and question bytes in front of the cached rest. Everything else
+Speed: every reply the zone gives is encoded once, when it is first asked (the table keeps a
+bounded cache of them, see nodehosts.core.dns.table), keyed by the question as it appears on
+the wire (lower-cased name, type, class). The hot path checks the header, finds the end of the
+name, parses an optional OPT record by hand, does one dict lookup and splices the query's ID
+and question bytes in front of the cached rest. Everything else
 (compressed names, other opcodes, forwards, errors) takes the slow path through dnslib.
 """
 
@@ -130,7 +131,8 @@ class Answerer:
     __slots__ = (
         "_answers",
         "_apex",
-        "_existing",
+        "_exists",
+        "_lookup",
         "_max_udp",
         "_nodata",
         "_nxdomain",
@@ -142,8 +144,9 @@ class Answerer:
         self.table = table
         self.counts = counts if counts is not None else AnswerCounts()
         # The table's parts the hot path reads, one attribute load each.
-        self._answers = table.answers
-        self._existing = table.existing
+        self._answers = table.cache
+        self._lookup = table.lookup
+        self._exists = table.exists
         self._nodata = table.nodata
         self._nxdomain = table.nxdomain
         self._apex = table.apex
@@ -214,7 +217,7 @@ class Answerer:
                         key = question.lower()
                         entry = self._answers.get(key)
                         if entry is None:
-                            entry = self._miss(key[:-4], question[-4:])
+                            entry = self._miss(key, question[-4:])
                         if entry is not None:
                             variant = entry.variants[mode]
                             if transport != "udp":
@@ -237,11 +240,20 @@ class Answerer:
                 return None
             return query[:2] + bytes((0x80 | (query[2] & 0x79), SERVFAIL)) + bytes(8)
 
-    def _miss(self, name: bytes, type_class: bytes) -> Entry | None:
-        """NODATA or NXDOMAIN for a question with no positive answer; None if not ours."""
+    def _miss(self, key: bytes, type_class: bytes) -> Entry | None:
+        """For a question (`key`: lower-cased, `type_class` as sent) whose reply is not cached:
+        the positive reply (encoded now and cached), else NODATA or NXDOMAIN; None if not
+        ours. Only a name that exists can have a positive reply, so a question for a name
+        that does not costs no more than before replies were cached on demand."""
+        name = key[:-4]
+        exists = self._exists(name)
+        if exists:
+            entry = self._lookup(key)
+            if entry is not None:
+                return entry
         if type_class[2:] != CLASS_IN_WIRE or type_class[:2] in ZONE_TRANSFERS:
             return None
-        if name in self._existing:
+        if exists:
             return self._nodata
         if in_zone(name, self._apex):
             return self._nxdomain
@@ -284,7 +296,8 @@ class Answerer:
             limit = MAX_MESSAGE
         type_class = question[-4:]
         name = question[:-4].lower()
-        entry = self._answers.get(name + type_class) or self._miss(name, type_class)
+        key = name + type_class
+        entry = self._answers.get(key) or self._miss(key, type_class)
         if entry is not None:
             variant = entry.variants[mode]
             index = (query[2] & 1) | ((query[3] & 0x10) >> 3) | (4 if recursion_allowed else 0)

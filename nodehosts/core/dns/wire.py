@@ -7,6 +7,7 @@ messages) agrees on about the bytes. No state besides the name-encoding caches.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import struct
 from collections.abc import Mapping
 from typing import Final, Literal, TypeAlias
@@ -74,12 +75,61 @@ class BadName(ValueError):
     """A name that cannot be a DNS name on the wire (label empty or too long, not ASCII)."""
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=256)
 def name_to_wire(name: str) -> bytes:
     """`a.b.` or `a.b` -> uncompressed wire form, lower-cased; "" or "." is the root.
 
-    Cached: a rebuild after one Node changed re-encodes only that Node's names.
+    Cached for the zone's few names (apex, nameserver, hostmaster), encoded with every table;
+    `encode_name` is the same without the cache.
     """
+    return encode_name(name)
+
+
+def reverse_name(address: IPAddress) -> bytes:
+    """The PTR owner name of an address, in wire form."""
+    return encode_name(address.reverse_pointer)
+
+
+ARPA = b"\x04arpa\x00"  # every reverse name ends so: a cheap test before parsing one
+_IN_ADDR = b"\x07in-addr\x04arpa\x00"
+_IP6 = b"\x03ip6\x04arpa\x00"
+
+
+def reverse_address(name: bytes) -> IPAddress | None:
+    """The address whose `reverse_name` is exactly `name` (lower-cased wire form), or None:
+    the inverse of `reverse_name`, so that a table need not keep every reverse name."""
+    if name.endswith(_IN_ADDR):
+        labels, count, sep = name[: -len(_IN_ADDR)], 4, "."
+    elif name.endswith(_IP6):
+        labels, count, sep = name[: -len(_IP6)], 32, ":"
+    else:
+        return None
+    parts: list[str] = []
+    at = 0
+    while at < len(labels):
+        length = labels[at]
+        parts.append(labels[at + 1 : at + 1 + length].decode("latin-1"))
+        at += length + 1
+    if len(parts) != count:
+        return None
+    parts.reverse()
+    if count == 4:
+        text = ".".join(parts)
+    else:
+        if any(len(part) != 1 for part in parts):
+            return None
+        text = sep.join("".join(parts[i : i + 4]) for i in range(0, 32, 4))
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    # Only the canonical form (no leading zeros, lower-case hex) is the address's name.
+    return address if reverse_name(address) == name else None
+
+
+def encode_name(name: str) -> bytes:
+    """`name_to_wire` without its cache: for the names of hosts, which the answer table keeps
+    itself (a cache of 20,000 Nodes' names cost ~300 bytes a host beside the table's)."""
     text = name.rstrip(".").lower()
     if not text:
         return b"\x00"
@@ -97,12 +147,6 @@ def name_to_wire(name: str) -> bytes:
     if len(out) > 255:
         raise BadName(f"{name!r}: longer than 255 bytes")
     return bytes(out)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def reverse_wire(address: IPAddress) -> bytes:
-    """The PTR owner name of an address, in wire form (cached like `name_to_wire`)."""
-    return name_to_wire(address.reverse_pointer)
 
 
 def in_zone(name: bytes, apex: bytes) -> bool:
