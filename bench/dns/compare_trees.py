@@ -80,9 +80,9 @@ def main() -> None:
                     trees[label], args.python, args.names, args.loop, server_cpu
                 )
                 try:
-                    before_cpu = run._cpu_seconds(process.pid)
+                    before_cpu = sum(run._cpu_seconds(process.pid))
                     result = dnsperf(port, queries, args.duration, client_cpu, label, edns=False)
-                    cpu = run._cpu_seconds(process.pid) - before_cpu
+                    cpu = sum(run._cpu_seconds(process.pid)) - before_cpu
                     result = dataclasses.replace(result, cpu_us=cpu / result.completed * 1e6)
                 finally:
                     stop(process)
