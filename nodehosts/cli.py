@@ -427,10 +427,11 @@ def _run_once(settings: Settings) -> int:
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from nodehosts.app.daemon import Daemon, StartupError, run_daemon
-    from nodehosts.runtime import fix_mmap_threshold
+    from nodehosts.runtime import fix_mmap_threshold, prefer_the_loop
     from nodehosts.runtime import run as run_loop
 
     fix_mmap_threshold()
+    prefer_the_loop()
 
     def reload_settings() -> Settings:
         """The config file as it is now, under the same command line (SIGHUP, file watch)."""

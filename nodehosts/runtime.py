@@ -9,6 +9,8 @@ Contract:
   `asyncio.Runner` or tests, `loop_name()` names the running loop for logs. The DNS server
   reads its UDP sockets in a loop from a reader callback, so it is about as fast on either
   loop (bench/README.md); uvloop is the default because the package is built around it.
+- Threads: `prefer_the_loop()` (at `nodehosts run` start) shortens the GIL switch interval, so
+  the loop thread, which answers DNS, waits less for the GIL while other threads work.
 - malloc: `fix_mmap_threshold()` is called once at `nodehosts run` start. It pins glibc's
   mmap threshold (M_MMAP_THRESHOLD) at 128 KiB. Without it, each multi-megabyte LIST page
   raises the dynamic threshold, later pages land in the watch thread's arena, and ~11 MiB of
@@ -43,6 +45,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
@@ -109,6 +112,21 @@ def loop_name(loop: asyncio.AbstractEventLoop | None = None) -> str:
     if loop is None:
         loop = asyncio.get_running_loop()
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+# --- threads
+
+# How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
+# The event loop answers DNS; during a burst the watch thread decodes Nodes and worker threads
+# build the records, and each handover made a waiting query wait up to the interval, several
+# times over: at 20,000 Nodes the burst's DNS p99 was 15-19 ms with 5 ms, 11 ms with 1 ms
+# (bench/hardening/burst.py, issue 16). Nothing else changes when only the loop runs.
+SWITCH_INTERVAL_SECONDS = 0.001
+
+
+def prefer_the_loop() -> None:
+    """Set the GIL switch interval for a daemon whose loop answers queries."""
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 
 # --- malloc

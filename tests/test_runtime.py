@@ -188,3 +188,22 @@ def test_publications_close_together_share_one_trim(monkeypatch: Any) -> None:
         assert len(trims) == 2
 
     runtime.run(main())
+
+
+def test_the_daemon_hands_the_gil_to_its_loop_sooner_than_python_does() -> None:
+    """Issue 16: a DNS query waits for the GIL while other threads build; `nodehosts run`
+    shortens CPython's 5 ms switch interval."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from nodehosts.runtime import prefer_the_loop;"
+            " before = sys.getswitchinterval(); prefer_the_loop();"
+            " print(before, sys.getswitchinterval())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, after = map(float, result.stdout.split())
+    assert after < before and after <= 0.001
