@@ -61,10 +61,13 @@ def configure(
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    # One writer for every logger: its lock makes lines from several threads take turns (and
+    # a logger made per call, as structlog's lazy proxies do, costs no lock of its own).
+    writer = _StreamLogger(out)
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=lambda *_args: _StreamLogger(out),
+        logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=False,
     )
     # urllib3 and the kubernetes client log through the stdlib; keep their noise at warning.

@@ -1173,7 +1173,11 @@ def _main(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="nodehosts-bench-core-") as temp:
             workdir = Path(temp)
-            kubeconfig = server.write_kubeconfig(workdir / "kubeconfig", token=TOKEN)
+            # Apart from the hosts files, as the package keeps them (/etc/nodehosts and
+            # /var/lib/nodehosts/hosts): the daemon watches the kubeconfig's directory, and a
+            # hosts file written there woke its file watcher on every change (issue 16).
+            (workdir / "etc").mkdir()
+            kubeconfig = server.write_kubeconfig(workdir / "etc" / "kubeconfig", token=TOKEN)
             listings = [
                 measure_list_node(args.python, kubeconfig, server, timeout=240)
                 for _ in range(args.list_runs)
