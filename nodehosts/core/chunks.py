@@ -160,6 +160,26 @@ class SortedChunks(Generic[T]):
 
     def remove(self, item: T) -> None:
         """Remove this very item (ValueError if it is not here)."""
+        chunk, at = self._position(item)
+        keys, part = self._keys[chunk], self._chunks[chunk]
+        self._view = None
+        self._len -= 1
+        del keys[at]
+        if not keys:
+            del self._chunks[chunk], self._keys[chunk], self._firsts[chunk]
+        else:
+            self._chunks[chunk] = part[:at] + part[at + 1 :]
+            self._firsts[chunk] = keys[0]
+
+    def replace(self, old: T, new: T) -> None:
+        """Put `new` where `old` is (the same key)."""
+        chunk, at = self._position(old)
+        part = self._chunks[chunk]
+        self._view = None
+        self._chunks[chunk] = (*part[:at], new, *part[at + 1 :])
+
+    def _position(self, item: T) -> tuple[int, int]:
+        """(chunk, index in it) of this very item; ValueError if it is not here."""
         key = self._key(item)
         chunk = max(0, bisect.bisect_left(self._firsts, key) - 1)
         while chunk < len(self._chunks):
@@ -167,33 +187,7 @@ class SortedChunks(Generic[T]):
             at = bisect.bisect_left(keys, key)
             while at < len(keys) and keys[at] == key:
                 if part[at] is item:
-                    self._view = None
-                    self._len -= 1
-                    del keys[at]
-                    if not keys:
-                        del self._chunks[chunk], self._keys[chunk], self._firsts[chunk]
-                    else:
-                        self._chunks[chunk] = part[:at] + part[at + 1 :]
-                        self._firsts[chunk] = keys[0]
-                    return
-                at += 1
-            if at < len(keys):
-                break
-            chunk += 1
-        raise ValueError(f"no such item with key {key!r}")
-
-    def replace(self, old: T, new: T) -> None:
-        """Put `new` where `old` is (the same key)."""
-        key = self._key(old)
-        chunk = max(0, bisect.bisect_left(self._firsts, key) - 1)
-        while chunk < len(self._chunks):
-            keys, part = self._keys[chunk], self._chunks[chunk]
-            at = bisect.bisect_left(keys, key)
-            while at < len(keys) and keys[at] == key:
-                if part[at] is old:
-                    self._view = None
-                    self._chunks[chunk] = (*part[:at], new, *part[at + 1 :])
-                    return
+                    return chunk, at
                 at += 1
             if at < len(keys):
                 break
