@@ -178,6 +178,17 @@ class SortedChunks(Generic[T]):
         self._view = None
         self._chunks[chunk] = (*part[:at], new, *part[at + 1 :])
 
+    def swap(self, old: T | None, new: T | None) -> None:
+        """Put `new` where `old` is: `insert` when there is no `old`, `remove` when there is no
+        `new`, `replace` when both (the same key)."""
+        if old is None:
+            if new is not None:
+                self.insert(new)
+        elif new is None:
+            self.remove(old)
+        else:
+            self.replace(old, new)
+
     def _position(self, item: T) -> tuple[int, int]:
         """(chunk, index in it) of this very item; ValueError if it is not here."""
         key = self._key(item)

@@ -754,7 +754,7 @@ class RecordIndex:
         self._plans: dict[str, _NodePlan] = {}
         # label -> the host it publishes now (None: lost every name)
         self._host_of: dict[str, Host | None] = {}
-        # sorted parallel lists: canonical/host, node/decision, name/collision
+        # sorted by canonical name, node name and name, in chunks a publication shares
         self._hosts: SortedChunks[Host] = SortedChunks((), _canonical)
         self._decisions: SortedChunks[NodeDecision] = SortedChunks((), _decision_node)
         self._collisions: SortedChunks[Collision] = SortedChunks((), _collision_name)
@@ -1130,13 +1130,7 @@ class RecordIndex:
                 self._published += sign * one.published
                 if one.skip is not None:
                     self._skipped[one.skip] = self._skipped.get(one.skip, 0) + sign
-        if before is None:
-            if decision is not None:
-                self._decisions.insert(decision)
-        elif decision is None:
-            self._decisions.remove(before)
-        else:
-            self._decisions.replace(before, decision)
+        self._decisions.swap(before, decision)
 
     def _set_collision(self, name: str) -> None:
         contenders = self._contenders(name)
@@ -1147,11 +1141,4 @@ class RecordIndex:
                 collision = Collision(name, None, tuple(ranked))
             else:
                 collision = Collision(name, ranked[0], tuple(ranked[1:]))
-        before = self._collisions.find(name)
-        if before is None:
-            if collision is not None:
-                self._collisions.insert(collision)
-        elif collision is None:
-            self._collisions.remove(before)
-        else:
-            self._collisions.replace(before, collision)
+        self._collisions.swap(self._collisions.find(name), collision)
